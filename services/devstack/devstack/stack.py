@@ -1,0 +1,269 @@
+"""Start, watch and stop the stack's services as local processes.
+
+Each service runs the same command as its container (see SERVICE_COMMANDS), with the
+environment a container would get, pointed at local paths and 127.0.0.1.
+"""
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import httpx
+from dotenv import dotenv_values
+
+from devstack.postgres import (
+    APP_DATABASE,
+    PREFECT_DATABASE,
+    EmbeddedPostgres,
+    asyncpg_url,
+    ensure_database,
+)
+from trainer.settings import DEFAULT_WORK_POOL
+
+logger = logging.getLogger("devstack")
+
+REPO = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+# The command each container runs; local mode runs the same, from the venv.
+SERVICE_COMMANDS: dict[str, list[str]] = {
+    "server": ["prefect", "server", "start"],
+    "trainer": ["python", "-m", "trainer.register"],
+    "agent": ["python", "-m", "agent"],
+}
+SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent")]
+
+
+class StackError(RuntimeError):
+    """A service that did not start, or stopped when it should not have."""
+
+
+def _default_sigint() -> None:
+    # A background shell starts us with SIGINT ignored, and children would inherit that:
+    # Prefect's worker relays SIGTERM as SIGINT, so it would never exit.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class LocalStack:
+    """Postgres, the Prefect server, the trainer's registration and agents, as processes."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int = 4200,
+        database_url: str | None = None,
+        echo: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.port = port
+        self.database_url = database_url
+        self.echo = echo
+        self.extra_env = extra_env or {}
+        self.log_dir = self.state_dir / "logs"
+        self.postgres: EmbeddedPostgres | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._agents = 0
+        self.env: dict[str, str] = {}
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, *, agents: int = 1) -> None:
+        """Start everything in dependency order; on any failure stop what started."""
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            _require_free_port(self.port)
+            self.env = self._environment(self._databases())
+            self.start_service("server")
+            self.wait_until(self._server_healthy, 90, "the Prefect server to answer /api/health")
+            self.run_once("trainer")
+            for _ in range(agents):
+                self.add_agent()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop services in reverse start order (agents first), then Postgres."""
+        for name in reversed(list(self.processes)):
+            self._terminate(name, self.processes[name])
+        self.processes.clear()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+    def add_agent(self) -> str:
+        """Start one more agent and wait until the server sees it online."""
+        self._agents += 1
+        name = f"agent-{self._agents}"
+        before = self.online_workers()
+        self.start_service(name, SERVICE_COMMANDS["agent"])
+        self.wait_until(
+            lambda: len(self.online_workers()) > len(before), 60, f"{name} to come online"
+        )
+        return name
+
+    # -- processes -----------------------------------------------------------------------
+
+    def start_service(self, name: str, command: list[str] | None = None) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            command or SERVICE_COMMANDS[name],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            preexec_fn=_default_sigint,
+        )
+        self.processes[name] = process
+        threading.Thread(target=self._pump, args=(name, process.stdout), daemon=True).start()
+        logger.info("started %s (pid %d)", name, process.pid)
+        return process
+
+    def run_once(self, name: str, timeout: float = 180) -> None:
+        """Run a one-shot service to completion; it must exit 0."""
+        process = self.start_service(name)
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise StackError(f"{name} did not finish within {timeout:.0f} s") from None
+        finally:
+            self.processes.pop(name, None)
+        if code != 0:
+            raise StackError(f"{name} exited {code}; see {self.log_dir / name}.log")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise StackError(
+                    f"{name} exited {process.returncode}; see {self.log_dir / name}.log"
+                )
+
+    def stop_service(self, name: str) -> None:
+        process = self.processes.pop(name)
+        self._terminate(name, process)
+
+    def _terminate(self, name: str, process: subprocess.Popen[bytes], grace: float = 20) -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0f s: killing it", name, grace)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        logger.info("stopped %s (exit %s)", name, process.returncode)
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        prefix = f"{name:>9} | ".encode()
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            for line in stream:
+                log.write(line)
+                log.flush()
+                if self.echo:
+                    sys.stdout.buffer.write(prefix + line)
+                    sys.stdout.buffer.flush()
+
+    # -- environment ---------------------------------------------------------------------
+
+    def _databases(self) -> tuple[str, str]:
+        """Libpq URLs of Prefect's database and of the app's, created if absent."""
+        server_url = self.database_url
+        if server_url is None:
+            self.postgres = EmbeddedPostgres(self.state_dir / "postgres")
+            server_url = self.postgres.url()
+        return ensure_database(server_url, PREFECT_DATABASE), ensure_database(
+            server_url, make_app_database(server_url, self.database_url)
+        )
+
+    def _environment(self, databases: tuple[str, str]) -> dict[str, str]:
+        prefect_db, app_db = databases
+        # `.env` fills what the environment leaves unset, for every service (Prefect's own
+        # PREFECT_* variables included), as compose's env_file does for containers.
+        env = {k: v for k, v in dotenv_values(REPO / ".env").items() if v is not None}
+        env.update(os.environ)
+        # Defaults the user may override (in the environment or .env) ...
+        env.setdefault("DATA_STORE_URL", str(self.state_dir / "data"))
+        env.setdefault("MODEL_STORE_URL", str(self.state_dir / "models"))
+        # ... and the wiring of the local processes, which they may not.
+        env.update(
+            {
+                # The venv's `python` and `prefect` first, as the image's are in a container.
+                "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+                "PYTHONPATH": os.pathsep.join(str(d) for d in SOURCE_DIRS),
+                "PREFECT_HOME": str(self.state_dir / "prefect"),
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_UI_URL": self.ui_url,
+                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_API_PORT": str(self.port),
+                "PREFECT_API_DATABASE_CONNECTION_URL": asyncpg_url(prefect_db),
+                "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DATABASE_URL": app_db,
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    # -- readiness -----------------------------------------------------------------------
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if ready():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise StackError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def _server_healthy(self) -> bool:
+        return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+
+    def online_workers(self) -> list[str]:
+        pool = self.env.get("WORK_POOL_NAME") or DEFAULT_WORK_POOL
+        response = httpx.post(
+            f"{self.api_url}/work_pools/{pool}/workers/filter",
+            json={"workers": {"status": {"any_": ["ONLINE"]}}},
+            timeout=5,
+        )
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        return [worker["name"] for worker in response.json()]
+
+
+def _require_free_port(port: int) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise StackError(
+                f"port {port} is in use (another stack?): stop it or set PREFECT_SERVER_API_PORT"
+            )
+
+
+def make_app_database(server_url: str, explicit_url: str | None) -> str:
+    """The app's own database: the one DATABASE_URL names, else `app`."""
+    from sqlalchemy.engine import make_url
+
+    if explicit_url is not None and make_url(explicit_url).database:
+        return str(make_url(explicit_url).database)
+    return APP_DATABASE

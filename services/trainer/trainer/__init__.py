@@ -1,0 +1,1 @@
+"""The trainer: NYC TLC trip-duration flows and their deployments."""

@@ -1,0 +1,3 @@
+from trainer.register import main
+
+main()

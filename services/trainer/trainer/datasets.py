@@ -1,0 +1,63 @@
+"""The TLC datasets the trainer understands, and schema validation of their files."""
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+class SchemaError(ValueError):
+    """A trip file that lacks the columns training needs, or has unworkable types."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Where one TLC dataset keeps the columns the model uses."""
+
+    name: str
+    pickup_time: str
+    dropoff_time: str
+    pickup_location: str
+    dropoff_location: str
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.pickup_time, self.dropoff_time, self.pickup_location, self.dropoff_location]
+
+
+DATASETS: dict[str, Dataset] = {
+    "fhv": Dataset("fhv", "pickup_datetime", "dropOff_datetime", "PUlocationID", "DOlocationID"),
+    "green": Dataset(
+        "green", "lpep_pickup_datetime", "lpep_dropoff_datetime", "PULocationID", "DOLocationID"
+    ),
+    "yellow": Dataset(
+        "yellow", "tpep_pickup_datetime", "tpep_dropoff_datetime", "PULocationID", "DOLocationID"
+    ),
+}
+
+
+def get_dataset(name: str) -> Dataset:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        known = ", ".join(sorted(DATASETS))
+        raise ValueError(f"unknown dataset {name!r}: use one of {known}") from None
+
+
+def validate_schema(schema: pa.Schema, dataset: Dataset, *, where: str) -> None:
+    """Raise SchemaError naming every missing column and every unworkable type."""
+    problems = []
+    for column in dataset.columns:
+        index = schema.get_field_index(column)
+        if index < 0:
+            problems.append(f"column {column!r} is missing")
+            continue
+        kind = schema.field(index).type
+        if column in (dataset.pickup_time, dataset.dropoff_time):
+            if not pa.types.is_timestamp(kind):
+                problems.append(f"column {column!r} is {kind}, expected a timestamp")
+        elif not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            problems.append(f"column {column!r} is {kind}, expected a numeric location ID")
+    if problems:
+        raise SchemaError(
+            f"{where} is not a usable {dataset.name} trip file: " + "; ".join(problems)
+        )

@@ -1,0 +1,122 @@
+"""The Prefect flows. Thin: each step is a plain function from the modules beside this one."""
+
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from trainer.datasets import get_dataset
+from trainer.features import prepare
+from trainer.loading import load_month
+from trainer.models import ModelBundle, save_model
+from trainer.months import parse_date, parse_month, training_months, utc_now
+from trainer.settings import get_settings
+from trainer.store import DataStore, Store
+from trainer.training import fit_and_evaluate
+
+DatasetName = Literal["fhv", "green", "yellow"]
+SourceName = Literal["tlc", "synthetic"]
+
+
+@flow(name="load-data", log_prints=True)
+def load_data(
+    month: str | None = None,
+    dataset: DatasetName = "fhv",
+    source: SourceName = "tlc",
+    force: bool = False,
+) -> dict[str, object]:
+    """Fetch one month (YYYY-MM, default last month) of TLC trips into the data store."""
+    settings = get_settings()
+    manifest = load_month(
+        DataStore(settings.data_store_url),
+        get_dataset(dataset),
+        parse_month(month),
+        source,
+        settings,
+        get_run_logger(),
+        force=force,
+    )
+    return manifest.__dict__
+
+
+@task(cache_policy=NO_CACHE)
+def read_prepared(dataset: DatasetName, month: str):  # -> pd.DataFrame
+    spec = get_dataset(dataset)
+    return prepare(DataStore(get_settings().data_store_url).read_month(spec, month), spec)
+
+
+@task(cache_policy=NO_CACHE)
+def fit(train, val):  # -> tuple[Pipeline, Metrics]
+    return fit_and_evaluate(train, val)
+
+
+@flow(name="train-model")
+def train_model(
+    date: str | None = None,
+    dataset: DatasetName = "fhv",
+    auto_load: bool = False,
+    source: SourceName = "tlc",
+) -> dict[str, object]:
+    """Train on the month two before `date` (YYYY-MM-DD, default the run's scheduled day)
+    and validate on the month before. With `auto_load`, missing months are loaded first
+    from `source`."""
+    logger = get_run_logger()
+    settings = get_settings()
+    run_date = parse_date(date, default=flow_run.scheduled_start_time.date())
+    train_month, val_month = training_months(run_date)
+    logger.info(
+        "date %s: training on %s %s, validating on %s", run_date, dataset, train_month, val_month
+    )
+
+    data = DataStore(settings.data_store_url)
+    spec = get_dataset(dataset)
+    if auto_load:
+        for month in (train_month, val_month):
+            if not data.has_month(spec, month):
+                load_data(month=month, dataset=dataset, source=source)
+
+    train = read_prepared(dataset, train_month)
+    val = read_prepared(dataset, val_month)
+    model, metrics = fit(train, val)
+    sources = {m: data.read_manifest(spec, m).source for m in (train_month, val_month)}
+    bundle = ModelBundle(
+        model=model,
+        dataset=dataset,
+        train_month=train_month,
+        val_month=val_month,
+        metrics=metrics,
+        data_sources=sources,
+        trained_at=utc_now(),
+        flow_run_id=flow_run.id,
+    )
+    location = save_model(Store(settings.model_store_url), bundle)
+    logger.info(
+        "train RMSE %.4f, validation RMSE %.4f, %d features; model saved to %s",
+        metrics.train_rmse,
+        metrics.val_rmse,
+        metrics.features,
+        location,
+    )
+    create_table_artifact(
+        key=f"{dataset}-model-metrics",
+        table=[
+            {"metric": "train_rmse", "value": round(metrics.train_rmse, 6)},
+            {"metric": "val_rmse", "value": round(metrics.val_rmse, 6)},
+            {"metric": "train_rows", "value": metrics.train_rows},
+            {"metric": "val_rows", "value": metrics.val_rows},
+            {"metric": "features", "value": metrics.features},
+            {"metric": "train_month", "value": f"{train_month} ({sources[train_month]})"},
+            {"metric": "val_month", "value": f"{val_month} ({sources[val_month]})"},
+            {"metric": "model", "value": location},
+        ],
+        description=f"{dataset} trip-duration model, trained {train_month}, validated {val_month}",
+    )
+    return {
+        **metrics.__dict__,
+        "train_month": train_month,
+        "val_month": val_month,
+        "data_sources": sources,
+        "model": location,
+    }

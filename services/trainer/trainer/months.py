@@ -1,0 +1,54 @@
+"""Date arithmetic: which months a run trains and validates on."""
+
+import datetime as dt
+
+from dateutil.relativedelta import relativedelta
+
+
+class BadDateError(ValueError):
+    """A date or month parameter that cannot be parsed."""
+
+
+def parse_date(value: str | dt.date | None, *, default: dt.date | None = None) -> dt.date:
+    """Parse a YYYY-MM-DD date; `None` gives `default` (today when unset)."""
+    if value is None:
+        return default or dt.date.today()
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise BadDateError(f"date {value!r} is not a valid YYYY-MM-DD date") from None
+
+
+def parse_month(value: str | None, *, today: dt.date | None = None) -> str:
+    """Normalise a YYYY-MM month; `None` means last month."""
+    if value is None:
+        return month_of((today or dt.date.today()) - relativedelta(months=1))
+    try:
+        parsed = dt.datetime.strptime(value.strip(), "%Y-%m").date()
+    except ValueError:
+        raise BadDateError(f"month {value!r} is not a valid YYYY-MM month") from None
+    return month_of(parsed)
+
+
+def month_of(day: dt.date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def training_months(date: dt.date) -> tuple[str, str]:
+    """Train on the month two before `date`, validate on the month before."""
+    return month_of(date - relativedelta(months=2)), month_of(date - relativedelta(months=1))
+
+
+def month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
+    """First instant of `month` and of the month after it."""
+    start = dt.datetime.strptime(month, "%Y-%m")
+    return start, start + relativedelta(months=1)
+
+
+def utc_now() -> str:
+    """Now, as an ISO 8601 UTC timestamp to the second."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,108 @@
+"""Register the work pool and the deployments, idempotently: running it twice changes nothing.
+
+Run once per start of the stack: `python -m trainer.register`.
+"""
+
+import hashlib
+import json
+import logging
+
+from prefect import deploy, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.exceptions import ObjectNotFound
+from prefect.schedules import Cron
+
+from trainer.flows import load_data, train_model
+from trainer.settings import TrainerSettings, get_settings
+
+logger = logging.getLogger("trainer.register")
+
+
+def ensure_work_pool(name: str) -> None:
+    """Create the process work pool if it is absent; leave an existing one as it is."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            logger.info("work pool %r exists", name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
+            logger.info("created work pool %r", name)
+
+
+def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
+    """Both deployments, loaded by module path so any image or venv with `trainer` runs them."""
+    return [
+        train_model.to_deployment(
+            name=settings.deployment_name,
+            schedules=[Cron(settings.train_cron, timezone=settings.schedule_timezone)],
+            tags=["ml", "scheduled"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description="Monthly trip-duration training: month two before `date`, "
+            "validated on the month before.",
+        ),
+        load_data.to_deployment(
+            name=settings.deployment_name,
+            schedules=[Cron(settings.load_cron, timezone=settings.schedule_timezone)],
+            tags=["data", "scheduled"],
+            parameters={"source": settings.default_data_source},
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description="Monthly load of last month's trips, ahead of training.",
+        ),
+    ]
+
+
+def spec_version(deployment: RunnerDeployment, pool: str) -> str:
+    """A digest of everything that defines the deployment, the flow's source included."""
+    spec = deployment.model_dump(mode="json", exclude={"storage", "version"})
+    spec.update(pool=pool, flow_version=deployment.version)
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    return f"spec-{digest[:12]}"
+
+
+def stale_deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
+    """The deployments that are missing or differ from their registered version."""
+    stale = []
+    with get_client(sync_client=True) as client:
+        for deployment in deployments(settings):
+            deployment.version = spec_version(deployment, settings.work_pool_name)
+            full_name = f"{deployment.flow_name}/{deployment.name}"
+            try:
+                current = client.read_deployment_by_name(full_name).version
+            except ObjectNotFound:
+                current = None
+            if current == deployment.version:
+                logger.info("deployment %s is up to date (%s)", full_name, current)
+            else:
+                stale.append(deployment)
+    return stale
+
+
+def register(settings: TrainerSettings) -> int:
+    """Create the pool if absent and (re)deploy what changed; return how many were deployed.
+
+    Unchanged deployments are not touched, so their schedules and scheduled runs stay.
+    """
+    ensure_work_pool(settings.work_pool_name)
+    stale = stale_deployments(settings)
+    if stale:
+        deploy(
+            *stale,
+            work_pool_name=settings.work_pool_name,
+            build=False,
+            push=False,
+            print_next_steps_message=False,
+            ignore_warnings=True,
+        )
+    logger.info("deployed %d changed deployments on pool %r", len(stale), settings.work_pool_name)
+    return len(stale)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    register(get_settings())
+
+
+if __name__ == "__main__":
+    main()

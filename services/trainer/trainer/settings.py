@@ -1,0 +1,46 @@
+"""Settings of the trainer image: the flows (run by agents) and the registration step."""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WORK_POOL = "training"
+TLC_URL_TEMPLATE = (
+    "https://d37ci6vzurychx.cloudfront.net/trip-data/{dataset}_tripdata_{month}.parquet"
+)
+
+
+class TrainerSettings(BaseSettings):
+    """Read from the environment (and `.env`); every name is documented in README.md."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_store_url: str = Field(
+        "var/data", description="Directory or fsspec URL where loaded months are stored."
+    )
+    model_store_url: str = Field(
+        "var/models", description="Directory or fsspec URL where fitted models are saved."
+    )
+    tlc_url_template: str = Field(
+        TLC_URL_TEMPLATE, description="Where load-data downloads a month from (source=tlc)."
+    )
+    synthetic_rows: int = Field(
+        100_000, ge=1_000, le=2_000_000, description="Rows per synthetic month."
+    )
+    synthetic_seed: int = Field(42, description="Seed of the synthetic generator.")
+    download_timeout_seconds: float = Field(60.0, gt=0)
+
+    work_pool_name: str = Field(DEFAULT_WORK_POOL, description="Prefect work pool the agents poll.")
+    deployment_name: str = Field("monthly", description="Name of both deployments.")
+    train_cron: str = Field("0 9 15 * *", description="Schedule of train-model.")
+    load_cron: str = Field("0 9 1 * *", description="Schedule of load-data.")
+    schedule_timezone: str = Field("America/New_York")
+    default_data_source: str = Field(
+        "tlc", pattern="^(tlc|synthetic)$", description="Source of scheduled load-data runs."
+    )
+
+
+@lru_cache
+def get_settings() -> TrainerSettings:
+    return TrainerSettings()

@@ -1,0 +1,64 @@
+"""A real stack for the integration tests: embedded PostgreSQL, Prefect server, trainer, agent."""
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import LocalStack
+from prefect_api import PrefectApi
+from tlc_server import TlcServer
+
+SYNTHETIC_ROWS = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tlc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlcServer]:
+    server = TlcServer(tmp_path_factory.mktemp("tlc"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tlc: TlcServer, request: pytest.FixtureRequest
+) -> Iterator[LocalStack]:
+    state_dir = tmp_path_factory.mktemp("stack")
+    local = LocalStack(
+        state_dir,
+        port=free_port(),
+        echo=False,
+        extra_env={
+            "TLC_URL_TEMPLATE": tlc.url_template,
+            "SYNTHETIC_ROWS": str(SYNTHETIC_ROWS),
+            # Explicit, so that a developer's .env cannot point the tests elsewhere.
+            "DATA_STORE_URL": str(state_dir / "data"),
+            "MODEL_STORE_URL": str(state_dir / "models"),
+            "WORK_POOL_NAME": "training",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+        },
+    )
+    local.start()
+    yield local
+    local.stop()
+    if request.session.testsfailed:
+        for log in sorted(local.log_dir.glob("*.log")):
+            print(f"\n===== {log.name} (last 60 lines) =====")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
+
+
+@pytest.fixture(scope="session")
+def prefect(stack: LocalStack) -> PrefectApi:
+    return PrefectApi(stack.api_url)
+
+
+@pytest.fixture(scope="session")
+def data_dir(stack: LocalStack) -> Path:
+    return Path(stack.env["DATA_STORE_URL"])

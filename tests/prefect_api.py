@@ -1,0 +1,80 @@
+"""A small REST client of the Prefect API, for tests and benchmarks to drive real runs."""
+
+import time
+from typing import Any
+
+import httpx
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+class PrefectApi:
+    def __init__(self, api_url: str) -> None:
+        self.http = httpx.Client(base_url=api_url, timeout=30)
+
+    def deployment(self, flow: str, name: str = "monthly") -> dict[str, Any]:
+        response = self.http.get(f"/deployments/name/{flow}/{name}")
+        response.raise_for_status()
+        return response.json()
+
+    def create_run(self, flow: str, parameters: dict[str, Any] | None = None) -> httpx.Response:
+        deployment_id = self.deployment(flow)["id"]
+        return self.http.post(
+            f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters or {}}
+        )
+
+    def flow_run(self, run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/flow_runs/{run_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def wait(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.flow_run(run_id)
+            if run["state"]["type"] in FINAL_STATES:
+                return run
+            time.sleep(0.5)
+        raise TimeoutError(f"flow run {run_id} not final after {timeout:.0f} s: {run['state']}")
+
+    def run(self, flow: str, parameters: dict[str, Any] | None = None, timeout: float = 180):
+        response = self.create_run(flow, parameters)
+        response.raise_for_status()
+        return self.wait(response.json()["id"], timeout)
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        response = self.http.post(
+            "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def logs(self, run_id: str) -> list[str]:
+        response = self.http.post(
+            "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+        )
+        response.raise_for_status()
+        return [entry["message"] for entry in response.json()]
+
+    def wait_for_log(self, run_id: str, text: str, timeout: float = 20) -> str:
+        """The first log line containing `text`; logs reach the API in batches, after states."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.logs(run_id)
+            for line in lines:
+                if text in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line of run {run_id} contains {text!r}: {lines}")
+            time.sleep(0.5)
+
+    def count_runs(self, deployment_id: str, state_type: str) -> int:
+        response = self.http.post(
+            "/flow_runs/count",
+            json={
+                "deployments": {"id": {"any_": [deployment_id]}},
+                "flow_runs": {"state": {"type": {"any_": [state_type]}}},
+            },
+        )
+        response.raise_for_status()
+        return int(response.json())

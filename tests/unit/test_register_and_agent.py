@@ -1,0 +1,38 @@
+from agent.__main__ import worker_command
+from agent.settings import AgentSettings
+from trainer.register import deployments, spec_version
+from trainer.settings import TrainerSettings
+
+
+def _versions(settings: TrainerSettings) -> list[str]:
+    return [spec_version(d, settings.work_pool_name) for d in deployments(settings)]
+
+
+def test_deployment_defaults_follow_the_seed() -> None:
+    train, load = deployments(TrainerSettings())
+    assert (train.flow_name, train.name) == ("train-model", "monthly")
+    assert train.schedules[0].schedule.cron == "0 9 15 * *"
+    assert train.schedules[0].schedule.timezone == "America/New_York"
+    assert set(train.tags) == {"ml", "scheduled"}
+    assert train.entrypoint == "trainer.flows.train_model"
+    assert (load.flow_name, load.schedules[0].schedule.cron) == ("load-data", "0 9 1 * *")
+
+
+def test_spec_version_is_stable_and_tracks_every_setting() -> None:
+    base = TrainerSettings()
+    assert _versions(base) == _versions(TrainerSettings())
+    assert len(set(_versions(base))) == 2
+    changed_cron = TrainerSettings(train_cron="0 9 16 * *")
+    assert _versions(changed_cron)[0] != _versions(base)[0]
+    assert _versions(changed_cron)[1] == _versions(base)[1]
+    assert _versions(TrainerSettings(work_pool_name="other")) != _versions(base)
+    assert _versions(TrainerSettings(default_data_source="synthetic"))[1] != _versions(base)[1]
+
+
+def test_worker_command() -> None:
+    settings = AgentSettings(work_pool_name="p", agent_name="a1", agent_limit=2)
+    assert worker_command(settings) == [
+        "prefect", "worker", "start", "--pool", "p", "--type", "process", "--name", "a1",
+        "--limit", "2",
+    ]  # fmt: skip
+    assert worker_command(AgentSettings(agent_healthcheck=True))[-1] == "--with-healthcheck"
