@@ -8,6 +8,7 @@ import json
 import logging
 
 from prefect import deploy, get_client
+from prefect._internal.versioning import VersionType
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectNotFound
@@ -38,6 +39,9 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             schedules=[Cron(settings.train_cron, timezone=settings.schedule_timezone)],
             tags=["ml", "scheduled"],
             entrypoint_type=EntrypointType.MODULE_PATH,
+            # Keep our digest as the version: otherwise Prefect swaps in the git commit
+            # whenever the checkout has a remote, and every commit would look like a change.
+            version_type=VersionType.SIMPLE,
             description="Monthly trip-duration training: month two before `date`, "
             "validated on the month before.",
         ),
@@ -47,6 +51,7 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             tags=["data", "scheduled"],
             parameters={"source": settings.default_data_source},
             entrypoint_type=EntrypointType.MODULE_PATH,
+            version_type=VersionType.SIMPLE,
             description="Monthly load of last month's trips, ahead of training.",
         ),
     ]
