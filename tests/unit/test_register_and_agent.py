@@ -29,16 +29,6 @@ def test_spec_version_is_stable_and_tracks_every_setting() -> None:
     assert _versions(TrainerSettings(default_data_source="synthetic"))[1] != _versions(base)[1]
 
 
-def test_the_digest_is_the_version_prefect_registers() -> None:
-    # Prefect replaces a flow-derived version with git information when it can infer it
-    # (a checkout with a remote, as in CI); the digest must survive that.
-    for deployment in deployments(TrainerSettings()):
-        deployment.version = spec_version(deployment, "training")
-        assert deployment._get_deployment_version_info(deployment.version_type).version == (
-            deployment.version
-        )
-
-
 def test_worker_command() -> None:
     settings = AgentSettings(work_pool_name="p", agent_name="a1", agent_limit=2)
     assert worker_command(settings) == [
