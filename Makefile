@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 # The services' packages, as the images put them on sys.path.
-export PYTHONPATH := services/trainer:services/agent:services/devstack
+export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack
 
 .DEFAULT_GOAL := help
 .PHONY: help venv dev test test-unit test-integration lint format bench lock clean

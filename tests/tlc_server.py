@@ -2,6 +2,7 @@
 
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,16 +17,49 @@ def write_month(directory: Path, dataset: Dataset, month: str, rows: int, seed: 
     return path
 
 
+SLOW_SECONDS = 60.0  # a "slow" file trickles out over this long, at most
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    server: "_Server"
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        name = self.path.lstrip("/")
+        if name not in self.server.slow:
+            super().do_GET()
+            return
+        # Announce the whole file, then send it slowly: a download that stays in progress.
+        data = (self.server.root / name).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        chunks = 60
+        step = max(1, len(data) // chunks)
+        try:
+            for start in range(0, len(data), step):
+                self.wfile.write(data[start : start + step])
+                self.wfile.flush()
+                time.sleep(SLOW_SECONDS / chunks)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away (a cancelled run)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    root: Path
+    slow: set[str]
+
+
 class TlcServer:
     """Serves files from a directory on 127.0.0.1, like the TLC's public bucket."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        handler = lambda *args: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-            *args, directory=str(root)
-        )
-        http.server.SimpleHTTPRequestHandler.log_message = lambda *_: None
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _Server(("127.0.0.1", 0), lambda *args: _Handler(*args, directory=str(root)))
+        self.httpd.root, self.httpd.slow = root, set()
+        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -35,6 +69,12 @@ class TlcServer:
 
     def publish(self, dataset: Dataset, month: str, rows: int = 5_000) -> Path:
         return write_month(self.root, dataset, month, rows)
+
+    def publish_slow(self, dataset: Dataset, month: str, rows: int = 5_000) -> Path:
+        """Publish a month whose download takes about a minute."""
+        path = self.publish(dataset, month, rows)
+        self.httpd.slow.add(path.name)
+        return path
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -4,6 +4,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devstack.stack import LocalStack
@@ -11,6 +12,7 @@ from prefect_api import PrefectApi
 from tlc_server import TlcServer
 
 SYNTHETIC_ROWS = 20_000
+API_KEY = "test-key-" + "x" * 32
 
 
 def free_port() -> int:
@@ -34,6 +36,7 @@ def stack(
     local = LocalStack(
         state_dir,
         port=free_port(),
+        api_port=free_port(),
         echo=False,
         extra_env={
             "TLC_URL_TEMPLATE": tlc.url_template,
@@ -43,6 +46,8 @@ def stack(
             "MODEL_STORE_URL": str(state_dir / "models"),
             "WORK_POOL_NAME": "training",
             "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "API_KEY": API_KEY,
+            "API_INSECURE_DEV_MODE": "false",
         },
     )
     local.start()
@@ -57,6 +62,15 @@ def stack(
 @pytest.fixture(scope="session")
 def prefect(stack: LocalStack) -> PrefectApi:
     return PrefectApi(stack.api_url)
+
+
+@pytest.fixture(scope="session")
+def api(stack: LocalStack) -> Iterator[httpx.Client]:
+    """A client of our API service, with the key."""
+    with httpx.Client(
+        base_url=stack.service_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

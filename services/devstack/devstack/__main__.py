@@ -12,11 +12,14 @@ BANNER = """
   Local stack is up (state in {state}).
     Prefect UI:   {ui}
     Prefect API:  {api}
+    Stack API:    {service}   (docs: {service}/docs){insecure}
     Database:     {db}
-  Try:  PREFECT_API_URL={api} .venv/bin/prefect deployment run train-model/monthly \\
-            -p date=2021-08-15 -p auto_load=true -p source=synthetic
+  Try:  curl -X POST {service}/runs -H 'content-type: application/json' \\
+          -d '{{"flow": "train-model", "parameters":
+               {{"date": "2021-08-15", "auto_load": true, "source": "synthetic"}}}}'
   Ctrl-C stops everything.
 """
+INSECURE = "\n    WARNING: the API accepts requests without a key (API_INSECURE_DEV_MODE)"
 
 
 def main() -> int:
@@ -27,6 +30,7 @@ def main() -> int:
     stack = LocalStack(
         settings.state_dir,
         port=settings.prefect_server_api_port,
+        api_port=settings.api_port,
         database_url=settings.database_url,
     )
 
@@ -41,6 +45,8 @@ def main() -> int:
                 state=stack.state_dir,
                 ui=stack.ui_url,
                 api=stack.api_url,
+                service=stack.service_url,
+                insecure=INSECURE if stack.env.get("API_INSECURE_DEV_MODE") == "true" else "",
                 db="embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL",
             ),
             flush=True,

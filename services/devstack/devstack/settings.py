@@ -18,3 +18,4 @@ class DevSettings(BaseSettings):
         "embedded server runs under STATE_DIR. Prefect uses the database `prefect` beside it.",
     )
     prefect_server_api_port: int = Field(4200, description="Port of the Prefect API and UI.")
+    api_port: int = Field(8000, description="Port of the stack's API.")

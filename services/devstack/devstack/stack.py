@@ -38,8 +38,9 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     "server": ["prefect", "server", "start"],
     "trainer": ["python", "-m", "trainer.register"],
     "agent": ["python", "-m", "agent"],
+    "api": ["python", "-m", "api"],
 }
-SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent")]
+SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api")]
 
 
 class StackError(RuntimeError):
@@ -60,12 +61,14 @@ class LocalStack:
         state_dir: Path,
         *,
         port: int = 4200,
+        api_port: int = 8000,
         database_url: str | None = None,
         echo: bool = True,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.port = port
+        self.api_port = api_port
         self.database_url = database_url
         self.echo = echo
         self.extra_env = extra_env or {}
@@ -80,6 +83,11 @@ class LocalStack:
         return f"http://127.0.0.1:{self.port}/api"
 
     @property
+    def service_url(self) -> str:
+        """Base URL of our API service."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -89,13 +97,16 @@ class LocalStack:
         """Start everything in dependency order; on any failure stop what started."""
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            _require_free_port(self.port)
+            for port in (self.port, self.api_port):
+                _require_free_port(port)
             self.env = self._environment(self._databases())
             self.start_service("server")
             self.wait_until(self._server_healthy, 90, "the Prefect server to answer /api/health")
             self.run_once("trainer")
             for _ in range(agents):
                 self.add_agent()
+            self.start_service("api")
+            self.wait_until(self._api_ready, 90, "the API to answer /readyz")
         except BaseException:
             self.stop()
             raise
@@ -122,11 +133,15 @@ class LocalStack:
 
     # -- processes -----------------------------------------------------------------------
 
-    def start_service(self, name: str, command: list[str] | None = None) -> subprocess.Popen[bytes]:
+    def start_service(
+        self, name: str, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `name` (a service, or another process given its `command`); `env` adds to
+        the stack's environment."""
         process = subprocess.Popen(
             command or SERVICE_COMMANDS[name],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
@@ -202,6 +217,8 @@ class LocalStack:
         # Defaults the user may override (in the environment or .env) ...
         env.setdefault("DATA_STORE_URL", str(self.state_dir / "data"))
         env.setdefault("MODEL_STORE_URL", str(self.state_dir / "models"))
+        # Local mode runs the API without keys unless one is configured; it warns loudly.
+        env.setdefault("API_INSECURE_DEV_MODE", "false" if env.get("API_KEY") else "true")
         # ... and the wiring of the local processes, which they may not.
         env.update(
             {
@@ -217,6 +234,8 @@ class LocalStack:
                 "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "DATABASE_URL": app_db,
+                "API_HOST": "127.0.0.1",
+                "API_PORT": str(self.api_port),
             }
         )
         env.update(self.extra_env)
@@ -235,6 +254,9 @@ class LocalStack:
                 pass
             time.sleep(0.3)
         raise StackError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def _api_ready(self) -> bool:
+        return httpx.get(f"{self.service_url}/readyz", timeout=2).status_code == 200
 
     def _server_healthy(self) -> bool:
         return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
@@ -256,7 +278,8 @@ def _require_free_port(port: int) -> None:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise StackError(
-                f"port {port} is in use (another stack?): stop it or set PREFECT_SERVER_API_PORT"
+                f"port {port} is in use (another stack?): stop it, or set "
+                "PREFECT_SERVER_API_PORT / API_PORT"
             )
 
 

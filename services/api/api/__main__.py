@@ -1,0 +1,41 @@
+"""`python -m api`: serve the API with uvicorn, configured from ApiSettings."""
+
+import os
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from api.logs import configure_logging
+from api.settings import ApiSettings
+
+# Prefect's client retries an unreachable server 5 times with exponential back-off (about a
+# minute); callers of the API are better served by a prompt 503 with Retry-After.
+DEFAULT_PREFECT_CLIENT_MAX_RETRIES = "1"
+
+
+def main() -> int:
+    configure_logging()
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", DEFAULT_PREFECT_CLIENT_MAX_RETRIES)
+    try:
+        settings = ApiSettings()
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(p) for p in problem["loc"]).upper() or "settings"
+            print(f"api: cannot start: {field}: {problem['msg']}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        # On SIGTERM uvicorn stops accepting, then waits this long for in-flight requests.
+        timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,
+        access_log=False,  # our middleware logs each request as JSON, with its request id
+        log_config=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

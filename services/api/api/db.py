@@ -1,0 +1,152 @@
+"""The API's tables in PostgreSQL (psycopg2, a thread-safe pool): API keys and idempotency keys.
+
+Calls here block; the routes run them in a worker thread.
+"""
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg2
+from psycopg2.extensions import connection as Connection
+from psycopg2.pool import ThreadedConnectionPool
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    name        text PRIMARY KEY,
+    key_sha256  text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    caller       text NOT NULL,
+    key          text NOT NULL,
+    request_hash text NOT NULL,
+    nonce        text NOT NULL,
+    flow_run_id  uuid,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (caller, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
+"""
+# Creating tables from several API processes at once can race; one lock serialises it.
+SCHEMA_LOCK_ID = 7_391_204
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The idempotency record a request got: new, or the one an earlier request made."""
+
+    nonce: str
+    replayed: bool
+    same_request: bool
+    flow_run_id: str | None
+
+
+class Database:
+    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+        self.pool = ThreadedConnectionPool(1, max_connections, url, connect_timeout=5)
+
+    def close(self) -> None:
+        self.pool.closeall()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        conn = self.pool.getconn()
+        broken = False
+        try:
+            conn.autocommit = True
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = True
+            raise
+        finally:
+            self.pool.putconn(conn, close=broken or conn.closed != 0)
+
+    def ping(self) -> None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    def create_schema(self) -> None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
+            try:
+                cursor.execute(SCHEMA)
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
+
+    # -- API keys --------------------------------------------------------------------------
+
+    def store_key(self, name: str, key: str) -> None:
+        """Store a key's hash under `name`, replacing the key that name had."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO api_keys (name, key_sha256) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256",
+                (name, hash_key(key)),
+            )
+
+    def key_hashes(self) -> dict[str, str]:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT key_sha256, name FROM api_keys")
+            return dict(cursor.fetchall())
+
+    # -- idempotency keys ----------------------------------------------------------------
+
+    def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
+        """Record (caller, key) for this request, or find the record an earlier one made.
+
+        A record older than the retention is replaced as if it were absent. Concurrent
+        claims of one key all see the first one's nonce: the unique key serialises them.
+        """
+        with self.connection() as conn, conn.cursor() as cursor:
+            nonce = new_key()
+            cursor.execute(
+                "INSERT INTO idempotency_keys AS k (caller, key, request_hash, nonce) "
+                "VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (caller, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
+                "  nonce = EXCLUDED.nonce, flow_run_id = NULL, created_at = now() "
+                "  WHERE k.created_at < now() - make_interval(secs => %s) "
+                "RETURNING nonce",
+                (caller, key, request_hash, nonce, retention_hours * 3600),
+            )
+            if cursor.fetchone() is not None:
+                return Claim(nonce, replayed=False, same_request=True, flow_run_id=None)
+            cursor.execute(
+                "SELECT request_hash, nonce, flow_run_id FROM idempotency_keys "
+                "WHERE caller = %s AND key = %s",
+                (caller, key),
+            )
+            stored_hash, stored_nonce, flow_run_id = cursor.fetchone()
+            return Claim(
+                stored_nonce,
+                replayed=True,
+                same_request=hmac.compare_digest(stored_hash, request_hash),
+                flow_run_id=str(flow_run_id) if flow_run_id else None,
+            )
+
+    def record_run(self, caller: str, key: str, flow_run_id: str) -> None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE idempotency_keys SET flow_run_id = %s "
+                "WHERE caller = %s AND key = %s AND flow_run_id IS NULL",
+                (flow_run_id, caller, key),
+            )
+
+    def forget_expired(self, retention_hours: float) -> int:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)",
+                (retention_hours * 3600,),
+            )
+            return cursor.rowcount

@@ -1,0 +1,131 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`), one stable type each."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from api.requestid import current_request_id
+
+MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+
+# slug -> title; the `type` of a problem is "/problems/<slug>" (documented in README.md).
+TITLES = {
+    "validation-error": "The request is not valid",
+    "unauthorized": "A valid API key is required",
+    "not-found": "Not found",
+    "method-not-allowed": "Method not allowed",
+    "conflict": "Conflict",
+    "idempotency-key-reused": "Idempotency-Key reused with a different request",
+    "run-is-final": "The run has already finished",
+    "payload-too-large": "The request body is too large",
+    "rate-limited": "Too many requests",
+    "service-unavailable": "A service the API depends on is unavailable",
+    "internal-error": "Internal error",
+}
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.detail = status, slug, detail
+        self.errors, self.headers = errors, headers or {}
+
+
+def unavailable(what: str, error: object) -> Problem:
+    return Problem(
+        503,
+        "service-unavailable",
+        f"{what} is unavailable ({type(error).__name__}); retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{slug}",
+        "title": TITLES[slug],
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": current_request_id(),
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return methods
+
+
+def field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(part) for part in e["loc"]), "message": e["msg"]}
+        for e in error.errors()
+    ]
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error, FastAPI's own included, as a problem."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, error: Problem) -> JSONResponse:
+        return problem_response(
+            request,
+            error.status,
+            error.slug,
+            error.detail,
+            errors=error.errors,
+            headers=error.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = field_errors(error)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem_response(request, 422, "validation-error", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+            error.status_code, "validation-error" if error.status_code < 500 else "internal-error"
+        )
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            # Starlette names only the first route of the path; list every route's methods.
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(app, request)))
+        return problem_response(
+            request, error.status_code, slug, str(error.detail), headers=headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        return problem_response(
+            request, 500, "internal-error", "unexpected error; the request id is in the logs"
+        )

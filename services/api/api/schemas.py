@@ -1,0 +1,127 @@
+"""Request and response bodies, with the examples OpenAPI shows."""
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+StateTypeName = Literal[
+    "SCHEDULED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "CRASHED",
+    "PAUSED",
+    "CANCELLING",
+]
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"flow": "train-model", "parameters": {"date": "2021-08-15"}},
+                {"flow": "load-data", "parameters": {"month": "2021-06", "source": "synthetic"}},
+            ]
+        },
+    )
+
+    flow: str = Field(
+        "train-model", max_length=100, description="Which flow to run: train-model or load-data."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="The flow's parameters (see README: Flows)."
+    )
+
+
+class RunState(BaseModel):
+    type: StateTypeName
+    name: str
+    message: str | None = None
+
+
+class RunLinks(BaseModel):
+    self: str
+    logs: str
+    cancel: str
+    ui: str | None = None
+
+
+class Run(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11",
+                    "flow": "train-model",
+                    "name": "tidy-orca",
+                    "state": {"type": "COMPLETED", "name": "Completed", "message": None},
+                    "parameters": {"date": "2021-08-15"},
+                    "tags": ["api", "caller:ci", "request:4f1c..."],
+                    "created": "2026-11-23T12:56:37Z",
+                    "started": "2026-11-23T12:56:47Z",
+                    "ended": "2026-11-23T12:56:50Z",
+                    "metrics": {"train_rmse": 7.38, "val_rmse": 7.46, "features": 532},
+                    "model": "/data/models/fhv/2021-06_2021-07/0b5c1d0e.joblib",
+                    "error": None,
+                    "links": {
+                        "self": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11",
+                        "logs": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11/logs",
+                        "cancel": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11/cancel",
+                        "ui": "http://127.0.0.1:4200/runs/flow-run/0b5c1d0e-...",
+                    },
+                }
+            ]
+        }
+    )
+
+    id: uuid.UUID
+    flow: str
+    name: str
+    state: RunState
+    parameters: dict[str, Any]
+    tags: list[str]
+    created: dt.datetime | None
+    started: dt.datetime | None
+    ended: dt.datetime | None
+    metrics: dict[str, Any] | None = Field(None, description="A completed training run's metrics.")
+    model: str | None = Field(None, description="Where a completed training run saved its model.")
+    error: str | None = Field(None, description="Why a failed or crashed run failed.")
+    links: RunLinks
+
+
+class RunPage(BaseModel):
+    runs: list[Run]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+class LogLine(BaseModel):
+    timestamp: dt.datetime
+    level: int
+    message: str
+
+
+class LogPage(BaseModel):
+    lines: list[LogLine]
+    next: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, str]] | None = None

@@ -1,0 +1,56 @@
+"""Settings of the API container."""
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InsecureConfigurationError(ValueError):
+    """No API key configured and insecure dev mode not asked for."""
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(description="PostgreSQL database of the stack's own data.")
+    api_key: SecretStr | None = Field(
+        None, description="The first API key (stored hashed). Required unless insecure dev mode."
+    )
+    api_insecure_dev_mode: bool = Field(
+        False, description="Accept requests without a key. For `make dev` only."
+    )
+    api_reads_require_key: bool = Field(True, description="GET endpoints need a key too.")
+    api_host: str = Field("127.0.0.1", description="Address uvicorn binds.")
+    api_port: int = Field(8000, description="Port uvicorn binds.")
+    api_public_url: str | None = Field(
+        None,
+        description="Base URL of the API as callers see it, for links (default: the request's).",
+    )
+    api_rate_limit_per_second: float = Field(20.0, gt=0, description="Token refill rate per key.")
+    api_rate_limit_burst: int = Field(100, ge=1, description="Token bucket size per key.")
+    api_max_body_bytes: int = Field(65_536, ge=1_024, description="Largest request body (413).")
+    api_shutdown_grace_seconds: float = Field(
+        20.0, ge=0, description="How long SIGTERM waits for in-flight requests."
+    )
+    idempotency_retention_hours: float = Field(
+        24.0, gt=0, description="How long an Idempotency-Key is remembered."
+    )
+    deployment_name: str = Field("monthly", description="Deployment of each flow to trigger.")
+    prefect_ui_url: str | None = Field(
+        None, description="Prefect UI base URL, for links to runs (PREFECT_UI_URL)."
+    )
+
+    @model_validator(mode="after")
+    def _require_a_key(self) -> "ApiSettings":
+        if self.api_key is None and not self.api_insecure_dev_mode:
+            raise InsecureConfigurationError(
+                "no API key configured: set API_KEY (a long random secret), "
+                "or API_INSECURE_DEV_MODE=true for local development only"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> ApiSettings:
+    return ApiSettings()

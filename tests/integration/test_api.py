@@ -1,0 +1,238 @@
+"""The API service against a real Prefect server, worker and PostgreSQL."""
+
+import concurrent.futures
+import time
+import uuid
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+
+from devstack.stack import LocalStack
+from integration.conftest import API_KEY
+from prefect_api import PrefectApi
+from tlc_server import TlcServer
+from trainer.datasets import DATASETS
+
+pytestmark = pytest.mark.integration
+PROBLEM = "application/problem+json"
+
+
+def follow(api: httpx.Client, run_id: str, until: set[str], timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = api.get(f"/runs/{run_id}").json()
+        if run["state"]["type"] in until:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run['state']} after {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["type"] == f"/problems/{slug}"
+    assert body["status"] == status and body["detail"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+# -- auth ------------------------------------------------------------------------------
+
+
+def test_no_key_wrong_key_and_reads(stack: LocalStack) -> None:
+    with httpx.Client(base_url=stack.service_url) as anonymous:
+        response = anonymous.post("/runs", json={})
+        assert_problem(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert_problem(anonymous.get("/runs"), 401, "unauthorized")
+        wrong = {"Authorization": "Bearer not-the-key"}
+        assert_problem(anonymous.post("/runs", json={}, headers=wrong), 401, "unauthorized")
+        assert_problem(
+            anonymous.get("/runs", headers={"Authorization": "Basic eDp5"}), 401, "unauthorized"
+        )
+        assert anonymous.get("/healthz").status_code == 200
+
+
+def test_keys_are_stored_hashed(stack: LocalStack) -> None:
+    with psycopg2.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT name, key_sha256 FROM api_keys")
+        rows = dict(cursor.fetchall())
+    assert "env" in rows
+    assert API_KEY not in rows.values() and len(rows["env"]) == 64
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+def test_bad_dates_and_unknown_parameters_are_422_with_fields(api: httpx.Client) -> None:
+    body = assert_problem(
+        api.post("/runs", json={"flow": "train-model", "parameters": {"date": "2021-02-30"}}),
+        422,
+        "validation-error",
+    )
+    assert body["errors"] == [
+        {"field": "parameters.date", "message": "'2021-02-30' is not a valid YYYY-MM-DD date"}
+    ]
+    body = assert_problem(
+        api.post("/runs", json={"parameters": {"dataset": "purple", "colour": 1}}),
+        422,
+        "validation-error",
+    )
+    fields = {e["field"] for e in body["errors"]}
+    assert fields == {"parameters.colour", "parameters.dataset"}
+    body = assert_problem(
+        api.post("/runs", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "validation-error",
+    )
+    assert body["errors"]
+
+
+def test_unknown_flow_and_run_are_404(api: httpx.Client) -> None:
+    assert_problem(api.post("/runs", json={"flow": "deploy-rockets"}), 404, "not-found")
+    assert_problem(api.get(f"/runs/{uuid.uuid4()}"), 404, "not-found")
+    assert_problem(api.post(f"/runs/{uuid.uuid4()}/cancel"), 404, "not-found")
+    assert_problem(api.get(f"/runs/{uuid.uuid4()}/logs"), 404, "not-found")
+    assert_problem(api.get("/runs/not-a-uuid"), 422, "validation-error")
+    assert_problem(api.get("/runs", params={"cursor": "garbage"}), 422, "validation-error")
+
+
+def test_body_too_large_is_413(api: httpx.Client) -> None:
+    huge = {"flow": "train-model", "parameters": {"date": "x" * 100_000}}
+    assert_problem(api.post("/runs", json=huge), 413, "payload-too-large")
+
+
+# -- the happy path --------------------------------------------------------------------
+
+
+def test_trigger_training_and_read_back_metrics(api: httpx.Client, prefect: PrefectApi) -> None:
+    request_id = f"test-{uuid.uuid4().hex[:8]}"
+    response = api.post(
+        "/runs",
+        json={
+            "flow": "train-model",
+            "parameters": {"date": "2023-03-15", "auto_load": True, "source": "synthetic"},
+        },
+        headers={"X-Request-ID": request_id},
+    )
+    assert response.status_code == 202, response.text
+    assert response.headers["X-Request-ID"] == request_id
+    run = response.json()
+    assert response.headers["Location"].endswith(f"/runs/{run['id']}")
+    assert run["flow"] == "train-model" and run["parameters"]["date"] == "2023-03-15"
+    assert {"api", "caller:env", f"request:{request_id}"} <= set(run["tags"])
+
+    done = follow(api, run["id"], {"COMPLETED", "FAILED", "CRASHED"})
+    assert done["state"]["type"] == "COMPLETED", done
+    assert done["metrics"]["val_rmse"] > 0 and done["metrics"]["features"] > 0
+    assert done["metrics"]["train_month"] == "2023-01 (synthetic)"
+    assert done["model"].endswith(f"{run['id']}.joblib")
+    assert done["started"] and done["ended"] and done["error"] is None
+
+    logs = api.get(f"/runs/{run['id']}/logs", params={"limit": 2}).json()
+    assert len(logs["lines"]) == 2 and logs["next"]
+    second = api.get(logs["next"]).json()
+    assert second["lines"] and second["lines"][0] != logs["lines"][0]
+
+
+def test_failed_run_reports_why(api: httpx.Client) -> None:
+    run = api.post("/runs", json={"parameters": {"date": "2018-05-15"}}).json()
+    done = follow(api, run["id"], {"COMPLETED", "FAILED", "CRASHED"})
+    assert done["state"]["type"] == "FAILED"
+    assert "fhv data for 2018-03 is not in the data store" in done["error"]
+    assert done["metrics"] is None
+
+
+def test_list_runs_with_filters_and_pages(api: httpx.Client) -> None:
+    page = api.get("/runs", params={"flow": "train-model", "state": "COMPLETED", "limit": 1})
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert [r["state"]["type"] for r in body["runs"]] == ["COMPLETED"]
+    assert all(r["flow"] == "train-model" for r in body["runs"])
+    everything = api.get("/runs", params={"limit": 100}).json()["runs"]
+    assert len(everything) >= 2
+    first_two = api.get("/runs", params={"limit": 1}).json()
+    following = api.get(first_two["next"]).json()
+    assert following["runs"][0]["id"] != first_two["runs"][0]["id"]
+    future = api.get("/runs", params={"since": "2999-01-01T00:00:00Z"}).json()
+    assert future == {"runs": [], "next": None}
+    assert_problem(api.get("/runs", params={"state": "EXPLODED"}), 422, "validation-error")
+
+
+# -- idempotency -----------------------------------------------------------------------
+
+
+def test_idempotent_replay_and_reuse(api: httpx.Client) -> None:
+    key = {"Idempotency-Key": f"replay-{uuid.uuid4()}"}
+    body = {"flow": "load-data", "parameters": {"month": "2019-01", "source": "synthetic"}}
+    first = api.post("/runs", json=body, headers=key)
+    assert first.status_code == 202 and first.headers["Idempotency-Replayed"] == "false"
+    again = api.post("/runs", json=body, headers=key)
+    assert again.status_code == 202 and again.headers["Idempotency-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = {"flow": "load-data", "parameters": {"month": "2019-02", "source": "synthetic"}}
+    assert_problem(api.post("/runs", json=other, headers=key), 409, "idempotency-key-reused")
+
+
+def test_fifty_concurrent_identical_requests_create_one_run(
+    api: httpx.Client, stack: LocalStack, prefect: PrefectApi
+) -> None:
+    deployment_id = prefect.deployment("load-data")["id"]
+    before = prefect.http.post(
+        "/flow_runs/count", json={"deployments": {"id": {"any_": [deployment_id]}}}
+    ).json()
+    key = {"Idempotency-Key": f"race-{uuid.uuid4()}", "Authorization": f"Bearer {API_KEY}"}
+    body = {"flow": "load-data", "parameters": {"month": "2019-03", "source": "synthetic"}}
+
+    def post(_: int) -> httpx.Response:
+        with httpx.Client(base_url=stack.service_url, timeout=60) as client:
+            return client.post("/runs", json=body, headers=key)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(post, range(50)))
+    assert {r.status_code for r in responses} == {202}, [r.text for r in responses][:3]
+    assert len({r.json()["id"] for r in responses}) == 1
+    replayed = [r.headers["Idempotency-Replayed"] for r in responses]
+    assert replayed.count("false") >= 1
+    after = prefect.http.post(
+        "/flow_runs/count", json={"deployments": {"id": {"any_": [deployment_id]}}}
+    ).json()
+    assert after - before == 1
+
+
+# -- cancelling ------------------------------------------------------------------------
+
+
+def test_cancel_a_running_run(api: httpx.Client, tlc: TlcServer) -> None:
+    tlc.publish_slow(DATASETS["fhv"], "2017-06", rows=50_000)
+    run = api.post("/runs", json={"flow": "load-data", "parameters": {"month": "2017-06"}}).json()
+    follow(api, run["id"], {"RUNNING"}, timeout=60)
+    cancelled = api.post(f"/runs/{run['id']}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["state"]["type"] in {"CANCELLING", "CANCELLED"}
+    again = api.post(f"/runs/{run['id']}/cancel")  # idempotent while cancelling
+    assert again.status_code in {202, 409}, again.text
+    done = follow(api, run["id"], {"CANCELLED", "COMPLETED", "FAILED", "CRASHED"}, timeout=60)
+    assert done["state"]["type"] == "CANCELLED"
+    body = assert_problem(api.post(f"/runs/{run['id']}/cancel"), 409, "run-is-final")
+    assert "already CANCELLED" in body["detail"]
+
+
+# -- operations ------------------------------------------------------------------------
+
+
+def test_metrics_count_requests_and_triggered_runs(api: httpx.Client) -> None:
+    text = api.get("/metrics").text
+    assert 'api_requests_total{method="POST",route="/runs",status="202"}' in text
+    assert 'api_runs_triggered_total{flow="train-model"}' in text
+    assert "api_request_duration_seconds_bucket" in text
+
+
+def test_ready(api: httpx.Client) -> None:
+    ready = api.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"prefect": "ok", "database": "ok"}}

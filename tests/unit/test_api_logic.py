@@ -1,0 +1,115 @@
+"""The API's pure pieces: rate limiting, parameter validation, request ids, keys, settings."""
+
+import pytest
+from pydantic import ValidationError
+
+from api.auth import bearer_token
+from api.db import hash_key
+from api.main import _decode_cursor, _encode_cursor, request_hash
+from api.problems import Problem
+from api.ratelimit import RateLimiter, TokenBucket
+from api.requestid import choose_request_id
+from api.schemas import RunRequest
+from api.settings import ApiSettings
+from api.validation import parameter_errors
+
+TRAIN_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "date": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+        "dataset": {"enum": ["fhv", "green", "yellow"], "type": "string"},
+        "auto_load": {"type": "boolean"},
+    },
+    "definitions": {},
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_bursts_then_refills() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=2.0, capacity=3, clock=clock)
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take() == pytest.approx(0.5)
+    clock.now = 0.5
+    assert bucket.take() == 0.0
+    clock.now = 100.0  # refills only up to capacity
+    assert [bucket.take() for _ in range(4)][-1] > 0
+
+
+def test_rate_limiter_keeps_one_bucket_per_caller() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=0.1, capacity=1, clock=clock)
+    assert limiter.retry_after("a") == 0
+    assert limiter.retry_after("a") == 10
+    assert limiter.retry_after("b") == 0
+
+
+def test_valid_parameters_have_no_errors() -> None:
+    assert parameter_errors(TRAIN_SCHEMA, {"date": "2021-08-15", "auto_load": True}) == []
+    assert parameter_errors(TRAIN_SCHEMA, {}) == []
+
+
+def test_every_bad_parameter_is_named() -> None:
+    errors = parameter_errors(
+        TRAIN_SCHEMA, {"date": "2021-8-15", "dataset": "purple", "auto_load": "yes", "x": 1}
+    )
+    by_field = {e["field"]: e["message"] for e in errors}
+    assert set(by_field) == {
+        "parameters.date", "parameters.dataset", "parameters.auto_load", "parameters.x",
+    }  # fmt: skip
+    assert by_field["parameters.date"] == "'2021-8-15' is not a valid YYYY-MM-DD date"
+    assert by_field["parameters.x"] == "unknown parameter; allowed: auto_load, dataset, date"
+
+
+def test_month_parameters_are_checked() -> None:
+    schema = {"type": "object", "properties": {"month": {"type": "string"}}}
+    assert parameter_errors(schema, {"month": "2021-06"}) == []
+    assert parameter_errors(schema, {"month": "2021-13"})[0]["field"] == "parameters.month"
+
+
+def test_request_ids_are_taken_when_sane() -> None:
+    assert choose_request_id("abc-123") == "abc-123"
+    generated = choose_request_id("bad id with spaces\n")
+    assert len(generated) == 32 and generated != choose_request_id(None)
+    assert len(choose_request_id("x" * 200)) == 32
+
+
+def test_bearer_tokens() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("bearer  abc ") == "abc"
+    assert bearer_token("Basic abc") is None
+    assert bearer_token("Bearer ") is None
+    assert bearer_token(None) is None
+    assert hash_key("abc") != "abc" and len(hash_key("abc")) == 64
+
+
+def test_cursors_round_trip_and_reject_garbage() -> None:
+    assert _decode_cursor(_encode_cursor(40)) == 40
+    assert _decode_cursor(None) == 0 and _decode_cursor("") == 0
+    for bad in ("garbage", _encode_cursor(-1), "e30="):
+        with pytest.raises(Problem) as problem:
+            _decode_cursor(bad)
+        assert problem.value.status == 422
+
+
+def test_request_hash_ignores_key_order_but_not_values() -> None:
+    a = RunRequest(flow="train-model", parameters={"date": "2021-08-15", "auto_load": True})
+    b = RunRequest(flow="train-model", parameters={"auto_load": True, "date": "2021-08-15"})
+    c = RunRequest(flow="train-model", parameters={"date": "2021-08-16", "auto_load": True})
+    assert request_hash(a) == request_hash(b) != request_hash(c)
+
+
+def test_no_key_means_no_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("API_KEY", "API_INSECURE_DEV_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValidationError, match="no API key configured: set API_KEY"):
+        ApiSettings(database_url="postgresql://x/y", _env_file=None)
+    assert ApiSettings(database_url="postgresql://x/y", api_insecure_dev_mode=True, _env_file=None)
+    assert ApiSettings(database_url="postgresql://x/y", api_key="k" * 32, _env_file=None).api_key
