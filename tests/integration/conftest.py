@@ -76,3 +76,8 @@ def api(stack: LocalStack) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def data_dir(stack: LocalStack) -> Path:
     return Path(stack.env["DATA_STORE_URL"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `runs_last` change shared state broadly (fuzzing cancels runs it finds)."""
+    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)

@@ -9,7 +9,7 @@ from devstack.stack import BIN, LocalStack
 from integration.conftest import API_KEY, free_port
 from prefect_api import PrefectApi
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 MAX_EXAMPLES = 10
 MAX_SECONDS = 150
 

