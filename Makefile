@@ -8,7 +8,7 @@ UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-unit test-integration lint format bench lock clean
+.PHONY: help venv dev test test-unit test-integration lint format bench bench-api bench-trigger lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -16,7 +16,9 @@ help: ## List the targets
 $(BIN)/.installed: requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements-dev.lock
+	# Byte-compiled at install: this machine sets PYTHONDONTWRITEBYTECODE, and every cold
+	# import of prefect and pandas would otherwise compile from source (seconds per process).
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements-dev.lock
 	touch $@
 
 venv: $(BIN)/.installed ## Create .venv and install the locked dependencies
@@ -43,6 +45,12 @@ format: venv ## Format and fix with ruff
 
 bench: venv ## Training speed against the reference pipeline
 	$(BIN)/python bench/train.py
+
+bench-api: venv ## Trigger latency through the API, and read load, against Prefect's defaults
+	$(BIN)/python bench/api.py
+
+bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, our warm starts
+	$(BIN)/python bench/trigger.py
 
 lock: venv ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock

@@ -1,24 +1,17 @@
 """A real stack for the integration tests: embedded PostgreSQL, Prefect server, trainer, agent."""
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devstack.stack import LocalStack
+from devstack.stack import LocalStack, free_port
 from prefect_api import PrefectApi
 from tlc_server import TlcServer
 
 SYNTHETIC_ROWS = 20_000
 API_KEY = "test-key-" + "x" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

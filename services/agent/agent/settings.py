@@ -2,11 +2,20 @@
 
 import os
 import socket
+import tempfile
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trainer.settings import DEFAULT_WORK_POOL
+
+
+def default_forkserver_socket() -> str:
+    """A socket path unique per agent process, in the runtime dir (or the temp dir)."""
+    run_dir = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    # Unix socket paths are limited to about 100 bytes: keep the name short.
+    return str(Path(run_dir) / f"agent-forkserver-{os.getpid()}.sock")
 
 
 class AgentSettings(BaseSettings):
@@ -22,4 +31,13 @@ class AgentSettings(BaseSettings):
     )
     agent_healthcheck: bool = Field(
         False, description="Serve GET :8080/health (the worker's webserver), for containers."
+    )
+    agent_forkserver: bool = Field(
+        True,
+        description="Start flow runs from a warm, pre-imported process (the fork server); "
+        "when false, every run starts a fresh interpreter.",
+    )
+    agent_forkserver_socket: str = Field(
+        default_factory=default_forkserver_socket,
+        description="Unix socket of the fork server; must be unique per agent.",
     )

@@ -19,6 +19,10 @@ from trainer.settings import TrainerSettings, get_settings
 
 logger = logging.getLogger("trainer.register")
 
+# Each run's process: the agent's launcher, which forks a warm, pre-imported engine from the
+# agent's fork server (and runs `python -m prefect.engine` itself when there is none).
+JOB_VARIABLES = {"command": "python -m agent.launch"}
+
 
 def ensure_work_pool(name: str) -> None:
     """Create the process work pool if it is absent; leave an existing one as it is."""
@@ -39,6 +43,7 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             schedules=[Cron(settings.train_cron, timezone=settings.schedule_timezone)],
             tags=["ml", "scheduled"],
             entrypoint_type=EntrypointType.MODULE_PATH,
+            job_variables=dict(JOB_VARIABLES),
             # Keep our digest as the version: otherwise Prefect swaps in the git commit
             # whenever the checkout has a remote, and every commit would look like a change.
             version_type=VersionType.SIMPLE,
@@ -51,6 +56,7 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             tags=["data", "scheduled"],
             parameters={"source": settings.default_data_source},
             entrypoint_type=EntrypointType.MODULE_PATH,
+            job_variables=dict(JOB_VARIABLES),
             version_type=VersionType.SIMPLE,
             description="Monthly load of last month's trips, ahead of training.",
         ),

@@ -1,0 +1,40 @@
+"""What the stack benchmarks share: a local stack on free ports, and percentiles."""
+
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [
+    str(REPO / "services" / name) for name in ("trainer", "agent", "api", "devstack")
+] + [str(REPO / "tests")]
+
+from devstack.stack import LocalStack, free_port  # noqa: E402
+
+
+def start_stack(root: Path, name: str, env: dict[str, str]) -> LocalStack:
+    """A whole local stack (Postgres, server, registration, one agent, API) under root/name."""
+    stack = LocalStack(
+        root / name,
+        port=free_port(),
+        api_port=free_port(),
+        echo=False,
+        extra_env={"SYNTHETIC_ROWS": "2000", "WORK_POOL_NAME": "training", **env},
+    )
+    print(f"starting the {name} stack ...", flush=True)
+    stack.start()
+    return stack
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p95(values: list[float]) -> float:
+    return percentile(values, 95)
+
+
+def percentile(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]

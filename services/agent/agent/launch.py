@@ -1,0 +1,312 @@
+"""`python -m agent.launch`: start one flow run's engine from the agent's fork server.
+
+The process worker runs this as the flow run's job `command`, with the run's environment
+(PREFECT__FLOW_RUN_ID, the control channel, ...) and working directory. It asks the fork
+server (agent.forkserver) on AGENT_FORKSERVER_SOCKET to fork a warm, pre-imported engine
+with that environment, working directory and this process's stdin/stdout/stderr. It then
+stands in for the engine: signals it receives go to the engine, and it ends as the engine
+ends (same exit code, or killed by the same signal), so Prefect's cancellation and crash
+detection see what they would see with `python -m prefect.engine`.
+
+If the fork server is not there or declines, it execs `python -m prefect.engine` itself:
+a run never depends on the fork server.
+
+Standard library only, and nothing heavy: this starts in tens of milliseconds. The wire
+protocol, shared with the fork server, is also here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SOCKET_ENV = "AGENT_FORKSERVER_SOCKET"
+PROTOCOL_VERSION = 1
+STDIO_FDS = (0, 1, 2)
+# Signals a cold engine would receive from the worker (SIGTERM: cancel, shutdown) or from
+# a terminal; SIGKILL cannot be relayed: the fork server kills the engine when we vanish.
+RELAYED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+# The fork server answers within milliseconds; a longer silence means it is stuck.
+REPLY_TIMEOUT_SECONDS = 10.0
+# Environment read by the interpreter or by Prefect's logging set-up at start-up: a warm
+# process imported with other values cannot honour them, so such a run starts cold.
+IMPORT_TIME_ENV_PREFIXES = ("PYTHON", "PREFECT_LOGGING_")
+
+_HEADER = struct.Struct("!I")
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+class ProtocolError(ValueError):
+    """A frame that is not valid for this protocol."""
+
+
+class ForkServerUnavailable(RuntimeError):
+    """The fork server cannot start this run; the caller starts a cold engine."""
+
+
+# -- wire protocol: length-prefixed JSON objects -------------------------------------------
+
+
+def encode_frame(message: Mapping[str, Any]) -> bytes:
+    """One frame: a 4-byte big-endian length, then the message as UTF-8 JSON."""
+    body = json.dumps(message, separators=(",", ":")).encode()
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return _HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Turns a byte stream, fed in pieces of any size, back into messages."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._buffer)
+            if size > MAX_FRAME_BYTES:
+                raise ProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
+            if len(self._buffer) < _HEADER.size + size:
+                break
+            body = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
+            del self._buffer[: _HEADER.size + size]
+            try:
+                message = json.loads(body)
+            except ValueError as exc:
+                raise ProtocolError(f"frame is not JSON: {exc}") from None
+            if not isinstance(message, dict):
+                raise ProtocolError("frame is not a JSON object")
+            messages.append(message)
+        return messages
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame."""
+        return len(self._buffer)
+
+
+def start_request(
+    env: Mapping[str, str],
+    cwd: str,
+    prefix: str,
+    fds: Iterable[int],
+    ignored: Iterable[int] = (),
+) -> dict[str, Any]:
+    """What the launcher asks for: an engine with this environment, directory and stdio.
+
+    `fds` are the stdio descriptors that travel with the request, in order; `ignored` the
+    relayed signals this process inherited as ignored, which an exec'd engine would ignore.
+    """
+    return {
+        "v": PROTOCOL_VERSION,
+        "env": dict(env),
+        "cwd": cwd,
+        "prefix": prefix,
+        "fds": list(fds),
+        "ignored": sorted(ignored),
+    }
+
+
+def refusal(request: Mapping[str, Any], server_env: Mapping[str, str], prefix: str) -> str | None:
+    """Why a warm process of this server cannot run `request` as a cold one would, or None."""
+    if request.get("v") != PROTOCOL_VERSION:
+        return f"protocol version {request.get('v')!r}, expected {PROTOCOL_VERSION}"
+    env, cwd = request.get("env"), request.get("cwd")
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        return "env is not a mapping of strings"
+    if not isinstance(cwd, str) or not cwd:
+        return "cwd is missing"
+    fds = request.get("fds")
+    if not isinstance(fds, list) or not set(fds) <= set(STDIO_FDS):
+        return f"fds {fds!r} are not a subset of {list(STDIO_FDS)}"
+    ignored = request.get("ignored")
+    if not isinstance(ignored, list) or not set(ignored) <= set(RELAYED_SIGNALS):
+        return f"ignored signals {ignored!r} are not among the relayed ones"
+    if request.get("prefix") != prefix:
+        return f"interpreter {request.get('prefix')!r} is not the fork server's {prefix!r}"
+    differing = import_time_differences(server_env, env)
+    if differing:
+        return "import-time variables differ: " + ", ".join(differing)
+    return None
+
+
+def import_time_differences(server_env: Mapping[str, str], run_env: Mapping[str, str]) -> list[str]:
+    """Names of variables read at start-up whose values differ between the two environments."""
+    names = {k for k in (*server_env, *run_env) if k.startswith(IMPORT_TIME_ENV_PREFIXES)}
+    return sorted(k for k in names if server_env.get(k) != run_env.get(k))
+
+
+def exit_code_to_status(code: int) -> tuple[str, int]:
+    """How to end like the engine did: ("exit", code) or ("signal", signum).
+
+    `code` is as from os.waitstatus_to_exitcode: negative when killed by a signal.
+    """
+    return ("signal", -code) if code < 0 else ("exit", code)
+
+
+def present_fds(candidates: Iterable[int] = STDIO_FDS) -> list[int]:
+    """The descriptors among `candidates` that are open (a worker may close stdin)."""
+    present = []
+    for fd in candidates:
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        present.append(fd)
+    return present
+
+
+# -- the launcher ---------------------------------------------------------------------------
+
+
+def _note(text: str) -> None:
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID", "?")
+    print(f"agent.launch: flow run {run_id}: {text}", file=sys.stderr, flush=True)
+
+
+def _receive(
+    sock: socket.socket, decoder: FrameDecoder, queue: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The next message, or None at end of stream; `queue` keeps messages read ahead."""
+    while not queue:
+        data = sock.recv(65536)
+        if not data:
+            return None
+        queue.extend(decoder.feed(data))
+    return queue.pop(0)
+
+
+def _connect(path: str | None) -> socket.socket:
+    if not path:
+        raise ForkServerUnavailable(f"{SOCKET_ENV} is not set")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(REPLY_TIMEOUT_SECONDS)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ForkServerUnavailable(f"cannot connect to {path}: {exc.strerror or exc}") from None
+    return sock
+
+
+def run_on_forkserver(path: str | None) -> int:
+    """Have the fork server run the engine; return its exit code (negative: killed by signal).
+
+    Raises ForkServerUnavailable before any engine started.
+    """
+    sock = _connect(path)
+    decoder, queue = FrameDecoder(), []
+    fds = present_fds()
+    ignored = [s for s in RELAYED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN]
+    frame = encode_frame(start_request(os.environ, os.getcwd(), sys.prefix, fds, ignored))
+    try:
+        # The descriptors ride with the header; the body follows as plain bytes.
+        socket.send_fds(sock, [frame[: _HEADER.size]], fds)
+        sock.sendall(frame[_HEADER.size :])
+        reply = _receive(sock, decoder, queue)
+    except OSError as exc:
+        sock.close()
+        raise ForkServerUnavailable(f"no answer: {exc}") from None
+    if reply is None or "pid" not in reply:
+        sock.close()
+        reason = reply.get("error", reply) if reply else "connection closed"
+        raise ForkServerUnavailable(f"declined: {reason}")
+
+    pid = int(reply["pid"])
+    server = [sock]  # emptied when the server is gone: then we signal the engine ourselves
+
+    def relay(signum: int, _frame: object) -> None:
+        try:
+            if server:
+                server[0].sendall(encode_frame({"signal": signum}))
+            else:
+                os.kill(pid, signum)
+        except OSError:
+            pass  # the engine or the server has just gone; the loop below notices
+
+    for signum in RELAYED_SIGNALS:
+        if signum not in ignored:  # the engine ignores those too
+            signal.signal(signum, relay)
+    sock.settimeout(None)  # the run may take hours
+    try:
+        while True:
+            message = _receive(sock, decoder, queue)
+            if message is None:
+                break
+            if "exit" in message:
+                return int(message["exit"])
+    finally:
+        server.clear()
+        sock.close()
+    # The server died (a bug, or the OOM killer) while its child runs on: stay until the
+    # engine ends, so that the worker keeps tracking and signalling it through us.
+    _note(f"fork server went away while engine pid {pid} ran; waiting for it")
+    while process_alive(pid):
+        time.sleep(0.5)
+    _note(f"engine pid {pid} ended; its exit status is lost")
+    return 1
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, with nobody to reap it, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The state follows the parenthesised command name, which may contain spaces.
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel, zombies included
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def exec_cold_engine() -> None:
+    """Replace this process with `python -m prefect.engine`, as the worker would start it."""
+    command = [sys.executable, "-m", "prefect.engine"]
+    os.execv(command[0], command)
+
+
+def finish(code: int) -> None:
+    """End this process as the engine ended."""
+    how, value = exit_code_to_status(code)
+    if how == "signal":
+        if value != signal.SIGKILL:  # the one signal that takes no handler
+            signal.signal(value, signal.SIG_DFL)
+        os.kill(os.getpid(), value)
+        value = 128 + value  # only if the signal did not end us (it was blocked)
+    sys.exit(value)
+
+
+def main() -> None:
+    try:
+        code = run_on_forkserver(os.environ.get(SOCKET_ENV))
+    except ForkServerUnavailable as exc:
+        _note(f"fork server unavailable ({exc}); starting a cold engine")
+        exec_cold_engine()
+        return
+    finish(code)
+
+
+if __name__ == "__main__":
+    main()
