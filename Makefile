@@ -8,10 +8,14 @@ UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-unit test-integration lint format bench bench-api bench-trigger lock clean
+.PHONY: help venv dev test test-unit test-integration lint format bench bench-api bench-trigger lock clean \
+	env up down logs deploy scale run e2e
+COMPOSE ?= docker compose
+N ?= 3
+DATE ?= 2021-08-15
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +59,37 @@ bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, our war
 lock: venv ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml --extra dev -c requirements.lock -o requirements-dev.lock
+
+env: .env ## Create .env with random secrets (once; never overwritten)
+
+.env:
+	@umask 077 && $(PYTHON) -c 'import secrets; print(f"POSTGRES_PASSWORD={secrets.token_hex(24)}\nAPI_KEY={secrets.token_urlsafe(32)}")' > .env
+	@echo "created .env with a random POSTGRES_PASSWORD and API_KEY (see .env.example for the rest)"
+
+up: .env ## Build and start the Docker Compose stack in the background
+	$(COMPOSE) up -d --build
+
+down: ## Stop the Compose stack (volumes kept; `docker compose down -v` deletes them)
+	$(COMPOSE) down
+
+logs: ## Follow the Compose services' logs
+	$(COMPOSE) logs -f --tail=100
+
+deploy: .env ## Re-register the work pool and deployments (the trainer container, once)
+	$(COMPOSE) run --rm --build trainer
+
+scale: .env ## Run N agent containers: make scale N=3
+	$(COMPOSE) up -d --no-recreate --scale agent=$(N) agent
+
+run: .env ## Start a training run through the API: make run DATE=2021-08-15
+	@. ./.env && curl -sS -X POST http://127.0.0.1:8000/runs \
+		-H "Authorization: Bearer $$API_KEY" -H 'content-type: application/json' \
+		-d '{"flow": "train-model", "parameters": {"date": "$(DATE)"}}'; echo
+
+e2e: venv ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
+	bash tests/e2e/docker_setup.sh
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	$(BIN)/python -m pytest tests/e2e
 
 clean: ## Delete local state (var/: Postgres, Prefect, data, models) and .venv
 	rm -rf var $(VENV)

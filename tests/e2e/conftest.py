@@ -1,0 +1,104 @@
+"""The Compose stack on a real Docker engine, for the end-to-end tests (`make e2e`).
+
+One stack for the session, under its own project name and env file, built from the working
+tree; always taken down with its volumes, with every service's logs printed on failure.
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "stack-e2e"
+API = "http://127.0.0.1:8000"
+PREFECT = "http://127.0.0.1:4200/api"
+ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
+STARTUP_SECONDS = 600
+
+
+class Compose:
+    def __init__(self, env_file: Path) -> None:
+        self.env_file = env_file
+        self.api_key = _read_env(env_file)["API_KEY"]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 900) -> str:
+        command = ["docker", "compose", "-p", PROJECT, "--env-file", str(self.env_file), *args]
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result.stdout
+
+    def containers(self) -> list[dict]:
+        out = self.run("ps", "--all", "--format", "json")
+        lines = [line for line in out.splitlines() if line.strip()]
+        return [json.loads(line) for line in lines]
+
+    def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
+        """Server, agent(s) and api healthy; the trainer exited 0."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {}
+            for c in self.containers():
+                states.setdefault(c["Service"], []).append(c)
+            trainer = states.get("trainer", [])
+            if trainer and trainer[0]["State"] == "exited" and trainer[0]["ExitCode"] != 0:
+                raise RuntimeError("the trainer exited non-zero:\n" + self.run("logs", "trainer"))
+            healthy = all(
+                states.get(s) and all(c["Health"] == "healthy" for c in states[s])
+                for s in ("server", "agent", "api")
+            )
+            if healthy and trainer and trainer[0]["State"] == "exited":
+                return
+            time.sleep(2)
+        raise TimeoutError(f"stack not healthy after {timeout:.0f} s: {self.containers()}")
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=API, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30
+        )
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@pytest.fixture(scope="session")
+def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    env_file = tmp_path_factory.mktemp("e2e") / ".env"
+    env_file.write_text(
+        f"POSTGRES_PASSWORD={secrets.token_hex(16)}\n"
+        f"API_KEY={secrets.token_urlsafe(32)}\n"
+        "SYNTHETIC_ROWS=20000\n"
+        "DEFAULT_DATA_SOURCE=synthetic\n"
+    )
+    stack = Compose(env_file)
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    try:
+        stack.run("build", timeout=1800)
+        built = time.monotonic()
+        # Cold start from built images: fresh volumes, migrations, registration, agents.
+        stack.run("up", "-d")
+        stack.wait_healthy()
+        healthy = time.monotonic()
+        stack.timings = {"build": built - started, "cold_start_to_healthy": healthy - built}
+        print(f"\ntimings: {stack.timings}", flush=True)
+        yield stack
+    finally:
+        if request.session.testsfailed or os.environ.get("E2E_PRINT_LOGS"):
+            print(stack.run("logs", "--no-color", "--tail", "200", check=False))
+        stack.run("down", "-v", "--remove-orphans", check=False, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def api(compose: Compose) -> Iterator[httpx.Client]:
+    with compose.api() as client:
+        yield client
