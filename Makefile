@@ -17,11 +17,11 @@ DATE ?= 2021-08-15
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
+# Byte-compiled at install: CI machines set PYTHONDONTWRITEBYTECODE, and every cold import
+# of prefect and pandas would otherwise compile from source (seconds per process).
 $(BIN)/.installed: requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	# Byte-compiled at install: this machine sets PYTHONDONTWRITEBYTECODE, and every cold
-	# import of prefect and pandas would otherwise compile from source (seconds per process).
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements-dev.lock
 	touch $@
 
