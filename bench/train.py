@@ -8,20 +8,18 @@ the second, alternating in one run so that machine noise hits both alike.
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "services" / "trainer"), str(REPO / "tests"), str(REPO / "bench")]
+import common  # noqa: F401  (puts the services and tests on sys.path)
 
-import reference  # noqa: E402
-from tlc_server import write_month  # noqa: E402
-from trainer.datasets import DATASETS  # noqa: E402
-from trainer.features import prepare  # noqa: E402
-from trainer.store import DataStore  # noqa: E402
-from trainer.training import fit_and_evaluate  # noqa: E402
+import reference
+from tlc_server import write_month
+from trainer.datasets import DATASETS
+from trainer.features import prepare
+from trainer.store import DataStore
+from trainer.training import fit_and_evaluate
 
 FHV = DATASETS["fhv"]
 TRAIN, VAL = "2021-06", "2021-07"

@@ -76,3 +76,10 @@ def ensure_database(url: str, database: str) -> str:
 def asyncpg_url(url: str) -> str:
     """The SQLAlchemy URL Prefect's server wants for the same database."""
     return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def app_database_name(database_url: str | None) -> str:
+    """The app's own database: the one DATABASE_URL names, else `app`."""
+    if database_url is not None and make_url(database_url).database:
+        return str(make_url(database_url).database)
+    return APP_DATABASE

@@ -20,9 +20,9 @@ import httpx
 from dotenv import dotenv_values
 
 from devstack.postgres import (
-    APP_DATABASE,
     PREFECT_DATABASE,
     EmbeddedPostgres,
+    app_database_name,
     asyncpg_url,
     ensure_database,
 )
@@ -205,7 +205,7 @@ class LocalStack:
             self.postgres = EmbeddedPostgres(self.state_dir / "postgres")
             server_url = self.postgres.url()
         return ensure_database(server_url, PREFECT_DATABASE), ensure_database(
-            server_url, make_app_database(server_url, self.database_url)
+            server_url, app_database_name(self.database_url)
         )
 
     def _environment(self, databases: tuple[str, str]) -> dict[str, str]:
@@ -288,12 +288,3 @@ def _require_free_port(port: int) -> None:
                 f"port {port} is in use (another stack?): stop it, or set "
                 "PREFECT_SERVER_API_PORT / API_PORT"
             )
-
-
-def make_app_database(server_url: str, explicit_url: str | None) -> str:
-    """The app's own database: the one DATABASE_URL names, else `app`."""
-    from sqlalchemy.engine import make_url
-
-    if explicit_url is not None and make_url(explicit_url).database:
-        return str(make_url(explicit_url).database)
-    return APP_DATABASE
