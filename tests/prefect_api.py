@@ -17,8 +17,10 @@ class PrefectApi:
         response.raise_for_status()
         return response.json()
 
-    def create_run(self, flow: str, parameters: dict[str, Any] | None = None) -> httpx.Response:
-        deployment_id = self.deployment(flow)["id"]
+    def create_run(
+        self, flow: str, parameters: dict[str, Any] | None = None, deployment: str = "monthly"
+    ) -> httpx.Response:
+        deployment_id = self.deployment(flow, deployment)["id"]
         return self.http.post(
             f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters or {}}
         )
@@ -36,6 +38,13 @@ class PrefectApi:
                 return run
             time.sleep(0.5)
         raise TimeoutError(f"flow run {run_id} not final after {timeout:.0f} s: {run['state']}")
+
+    def flow_runs(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        response = self.http.post(
+            "/flow_runs/filter", json={"flow_runs": {"id": {"any_": run_ids}}, "limit": 200}
+        )
+        response.raise_for_status()
+        return response.json()
 
     def run(self, flow: str, parameters: dict[str, Any] | None = None, timeout: float = 180):
         response = self.create_run(flow, parameters)

@@ -1,14 +1,24 @@
-"""Settings of the agent container."""
+"""Settings of the agent container: the agent's and the autoscaler's."""
+
+from __future__ import annotations
 
 import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.scaling import ScalingPolicy
 from trainer.settings import DEFAULT_WORK_POOL
+
+
+def agent_name_prefix(host: str) -> str:
+    """How an agent's default name (agent-<host>-<pid>) starts: in a container, the host is
+    the container's hostname, which is how the autoscaler tells which container a run is on."""
+    return f"agent-{host}-"
 
 
 def default_forkserver_socket() -> str:
@@ -23,7 +33,7 @@ class AgentSettings(BaseSettings):
 
     work_pool_name: str = Field(DEFAULT_WORK_POOL, description="Prefect work pool to poll.")
     agent_name: str = Field(
-        default_factory=lambda: f"agent-{socket.gethostname()}-{os.getpid()}",
+        default_factory=lambda: agent_name_prefix(socket.gethostname()) + str(os.getpid()),
         description="Worker name shown in Prefect; unique per process by default.",
     )
     agent_limit: int | None = Field(
@@ -41,3 +51,59 @@ class AgentSettings(BaseSettings):
         default_factory=default_forkserver_socket,
         description="Unix socket of the fork server; must be unique per agent.",
     )
+
+
+class AutoscalerSettings(BaseSettings):
+    """Settings of the autoscaler (`python -m agent.autoscaler`), which runs beside the agents
+    in the agent image and follows the pool's backlog with their count."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    work_pool_name: str = Field(DEFAULT_WORK_POOL, description="Prefect work pool to follow.")
+    agent_limit: int = Field(
+        2,
+        ge=1,
+        description="Runs per agent: what each agent runs at once (its AGENT_LIMIT) and the "
+        "divisor of the backlog. The autoscaler starts its local agents with it.",
+    )
+    autoscaler_backend: Literal["docker", "process"] = Field(
+        "docker",
+        description="docker: containers of the Compose agent service; process: local agent "
+        "processes (make dev, tests).",
+    )
+    autoscaler_min_agents: int = Field(1, ge=0, description="Fewest agents.")
+    autoscaler_max_agents: int = Field(4, ge=1, description="Most agents.")
+    autoscaler_poll_seconds: float = Field(5, gt=0, description="Seconds between decisions.")
+    autoscaler_scale_up_cooldown_seconds: float = Field(
+        0, ge=0, description="Seconds between two scale-ups."
+    )
+    autoscaler_scale_down_cooldown_seconds: float = Field(
+        60, ge=0, description="Seconds the backlog must stay low before idle agents stop."
+    )
+    autoscaler_stop_grace_seconds: float = Field(
+        30, ge=1, description="Seconds from SIGTERM to SIGKILL when an agent is stopped."
+    )
+    autoscaler_metrics_host: str = Field("127.0.0.1", description="Address of /metrics.")
+    autoscaler_metrics_port: int = Field(9090, ge=0, le=65535, description="Port of /metrics.")
+    autoscaler_compose_project: str | None = Field(
+        None,
+        description="Compose project of the agents (docker backend); unset: the autoscaler "
+        "container's own project.",
+    )
+    autoscaler_agent_service: str = Field(
+        "agent", description="Compose service whose containers are the agents."
+    )
+
+    @model_validator(mode="after")
+    def _valid_policy(self) -> AutoscalerSettings:
+        self.policy()  # raises ValueError with the reason, reported as a settings error
+        return self
+
+    def policy(self) -> ScalingPolicy:
+        return ScalingPolicy(
+            min_agents=self.autoscaler_min_agents,
+            max_agents=self.autoscaler_max_agents,
+            runs_per_agent=self.agent_limit,
+            scale_down_cooldown=self.autoscaler_scale_down_cooldown_seconds,
+            scale_up_cooldown=self.autoscaler_scale_up_cooldown_seconds,
+        )

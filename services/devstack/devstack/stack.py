@@ -38,6 +38,8 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     "server": ["prefect", "server", "start"],
     "trainer": ["python", "-m", "trainer.register"],
     "agent": ["python", "-m", "agent"],
+    # Runs in the agent image; in local mode it starts and stops agent processes itself.
+    "autoscaler": ["python", "-m", "agent.autoscaler"],
     "api": ["python", "-m", "api"],
 }
 SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api")]
@@ -93,8 +95,12 @@ class LocalStack:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self, *, agents: int = 1) -> None:
-        """Start everything in dependency order; on any failure stop what started."""
+    def start(self, *, agents: int = 1, autoscale: bool = False) -> None:
+        """Start everything in dependency order; on any failure stop what started.
+
+        `agents` fixed agents, and with `autoscale` the autoscaler, which starts and stops
+        agents of its own (at least AUTOSCALER_MIN_AGENTS) as the backlog asks.
+        """
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             for port in (self.port, self.api_port):
@@ -105,6 +111,8 @@ class LocalStack:
             self.run_once("trainer")
             for _ in range(agents):
                 self.add_agent()
+            if autoscale:
+                self.start_autoscaler()
             self.start_service("api")
             self.wait_until(self._api_ready, 90, "the API to answer /readyz")
         except BaseException:
@@ -131,6 +139,20 @@ class LocalStack:
         )
         return name
 
+    def start_autoscaler(self, env: dict[str, str] | None = None, name: str = "autoscaler") -> None:
+        """Start the autoscaler on local processes; wait for its first agent, if it keeps one.
+
+        `env` adds to the stack's environment (another pool, other bounds)."""
+        env = {**(env or {}), "AUTOSCALER_BACKEND": "process"}
+        merged = {**self.env, **env}
+        pool = merged.get("WORK_POOL_NAME") or DEFAULT_WORK_POOL
+        before = len(self.online_workers(pool))
+        self.start_service(name, SERVICE_COMMANDS["autoscaler"], env)
+        if int(merged.get("AUTOSCALER_MIN_AGENTS", "1")) > 0:
+            self.wait_until(
+                lambda: len(self.online_workers(pool)) > before, 60, f"{name}'s first agent"
+            )
+
     # -- processes -----------------------------------------------------------------------
 
     def start_service(
@@ -152,9 +174,9 @@ class LocalStack:
         logger.info("started %s (pid %d)", name, process.pid)
         return process
 
-    def run_once(self, name: str, timeout: float = 180) -> None:
-        """Run a one-shot service to completion; it must exit 0."""
-        process = self.start_service(name)
+    def run_once(self, name: str, timeout: float = 180, env: dict[str, str] | None = None) -> None:
+        """Run a one-shot service to completion; it must exit 0. `env` adds to the stack's."""
+        process = self.start_service(name, env=env)
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -261,8 +283,8 @@ class LocalStack:
     def _server_healthy(self) -> bool:
         return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
 
-    def online_workers(self) -> list[str]:
-        pool = self.env.get("WORK_POOL_NAME") or DEFAULT_WORK_POOL
+    def online_workers(self, pool: str | None = None) -> list[str]:
+        pool = pool or self.env.get("WORK_POOL_NAME") or DEFAULT_WORK_POOL
         response = httpx.post(
             f"{self.api_url}/work_pools/{pool}/workers/filter",
             json={"workers": {"status": {"any_": ["ONLINE"]}}},

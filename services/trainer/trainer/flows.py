@@ -1,11 +1,15 @@
 """The Prefect flows. Thin: each step is a plain function from the modules beside this one."""
 
-from typing import Literal
+import os
+import socket
+import time
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from trainer.datasets import get_dataset
 from trainer.features import prepare
@@ -120,3 +124,17 @@ def train_model(
         "data_sources": sources,
         "model": location,
     }
+
+
+# A probe runs nothing but a wait: it checks agents end to end, and the autoscaler's tests and
+# benchmark use it as a run of known length.
+PROBE_MAX_SECONDS = 3600
+
+
+@flow(name="probe")
+def probe(seconds: Annotated[float, Field(ge=0, le=PROBE_MAX_SECONDS)] = 1.0) -> dict[str, object]:
+    """Hold an agent for `seconds` (0 to 3600), then report where the run ran."""
+    logger = get_run_logger()
+    logger.info("probe: holding this agent for %.1f s", seconds)
+    time.sleep(seconds)
+    return {"seconds": seconds, "host": socket.gethostname(), "pid": os.getpid()}

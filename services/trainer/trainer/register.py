@@ -14,7 +14,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 
-from trainer.flows import load_data, train_model
+from trainer.flows import load_data, probe, train_model
 from trainer.settings import TrainerSettings, get_settings
 
 logger = logging.getLogger("trainer.register")
@@ -36,7 +36,7 @@ def ensure_work_pool(name: str) -> None:
 
 
 def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
-    """Both deployments, loaded by module path so any image or venv with `trainer` runs them."""
+    """The deployments, loaded by module path so any image or venv with `trainer` runs them."""
     return [
         train_model.to_deployment(
             name=settings.deployment_name,
@@ -59,6 +59,15 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             job_variables=dict(JOB_VARIABLES),
             version_type=VersionType.SIMPLE,
             description="Monthly load of last month's trips, ahead of training.",
+        ),
+        probe.to_deployment(
+            name=settings.deployment_name,
+            tags=["probe"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            job_variables=dict(JOB_VARIABLES),
+            version_type=VersionType.SIMPLE,
+            description="On demand: a run that only waits `seconds`, to check the agents "
+            "end to end (and to exercise the autoscaler).",
         ),
     ]
 

@@ -1,0 +1,212 @@
+"""What the autoscaler acts through: agent containers of the Compose `agent` service (Docker
+Engine API) or agent processes (local mode). Both list agents oldest first, tell which agent
+a worker name (the label Prefect's worker puts on each run it takes) belongs to, start
+agents, and stop one with SIGTERM and a grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Protocol
+
+from agent.settings import agent_name_prefix
+
+logger = logging.getLogger("agent.autoscaler")
+
+
+class Actuator(Protocol):
+    def agents(self) -> list[str]:
+        """The agents that count: started or running, not being stopped; oldest first."""
+
+    def owner(self, worker_name: str) -> str | None:
+        """Our agent that runs as the Prefect worker `worker_name`; None if none of ours."""
+
+    def start(self, count: int) -> None: ...
+
+    def stop(self, agent: str) -> None:
+        """SIGTERM now, SIGKILL after the grace period; returns at once."""
+
+    def close(self) -> None:
+        """The autoscaler is stopping."""
+
+
+class ProcessActuator:
+    """Agents as child processes (`python -m agent`), for `make dev` and the tests. Each
+    agent's name is its Prefect worker name."""
+
+    def __init__(self, env: dict[str, str], grace: float) -> None:
+        self.env = env
+        self.grace = grace
+        self.name_prefix = f"{agent_name_prefix(socket.gethostname())}{os.getpid()}-"
+        self.started = 0
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+
+    def agents(self) -> list[str]:
+        self._reap()
+        return list(self.running)
+
+    def owner(self, worker_name: str) -> str | None:
+        return worker_name if worker_name in self.running or worker_name in self.stopping else None
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            self.started += 1
+            name = f"{self.name_prefix}{self.started}"
+            process = subprocess.Popen(
+                [sys.executable, "-m", "agent"],
+                env={**self.env, "AGENT_NAME": name},
+                # Its own session: a Ctrl-C meant for `make dev` reaches us, and we stop it.
+                start_new_session=True,
+            )
+            self.running[name] = process
+            logger.info("started %s (pid %d)", name, process.pid)
+
+    def stop(self, agent: str) -> None:
+        process = self.running.pop(agent)
+        # The worker stops polling on SIGTERM; its fork server exits once the worker is gone.
+        process.send_signal(signal.SIGTERM)
+        self.stopping[agent] = (process, time.monotonic() + self.grace)
+        logger.info("stopping %s (SIGTERM, %.0f s grace)", agent, self.grace)
+
+    def close(self, timeout: float = 15) -> None:
+        """Stop every agent: they are our children. Within `timeout`, then SIGKILL, so that
+        whoever stops us (make dev waits 20 s) never leaves them behind."""
+        for agent in list(self.running):
+            self.stop(agent)
+        deadline = time.monotonic() + timeout
+        while self.stopping and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.2)
+        for name, (process, _) in self.stopping.items():
+            logger.warning("%s still up at shutdown: SIGKILL", name)
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
+        for name, process in list(self.running.items()):
+            if process.poll() is not None:
+                # Dropped from the count, so the next decision replaces it if still needed.
+                logger.warning("%s exited by itself (code %s)", name, process.returncode)
+                del self.running[name]
+        for name, (process, deadline) in list(self.stopping.items()):
+            if process.poll() is not None:
+                logger.info("%s stopped (code %s)", name, process.returncode)
+                del self.stopping[name]
+            elif time.monotonic() > deadline:
+                logger.warning("%s still up after the grace period: SIGKILL", name)
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+COMPOSE_NUMBER = "com.docker.compose.container-number"
+LIVE_STATUSES = {"created", "running", "restarting"}
+
+
+class DockerActuator:
+    """Agents as containers of the Compose `agent` service, made like Compose makes them:
+    a copy of an existing one with the next container number. They carry the project's
+    labels, so `docker compose ps` lists them and `docker compose down` removes them."""
+
+    def __init__(self, client: Any, project: str, service: str, grace: float) -> None:
+        self.client = client  # docker.DockerClient
+        self.project = project
+        self.service = service
+        self.grace = grace
+        self.hosts: dict[str, str] = {}  # container name -> its hostname
+        self.template: dict[str, Any] | None = None  # `docker inspect` of one agent
+        self.stopping: set[str] = set()
+        self.lock = threading.Lock()
+
+    def agents(self) -> list[str]:
+        containers = self._containers()
+        live = [c for c in containers if c.status in LIVE_STATUSES]
+        live.sort(key=lambda c: (c.attrs["Created"], c.name))
+        if live:
+            self.template = live[-1].attrs
+        self.hosts = {c.name: c.attrs["Config"]["Hostname"] for c in live}
+        with self.lock:
+            return [c.name for c in live if c.name not in self.stopping]
+
+    def owner(self, worker_name: str) -> str | None:
+        # An agent container keeps its default name, agent-<container hostname>-<pid>.
+        return next(
+            (
+                name
+                for name, host in self.hosts.items()
+                if worker_name.startswith(agent_name_prefix(host))
+            ),
+            None,
+        )
+
+    def start(self, count: int) -> None:
+        if self.template is None:
+            raise RuntimeError(
+                f"no container of service {self.service!r} in project {self.project!r} to "
+                f"copy: start one with `docker compose up -d {self.service}`"
+            )
+        numbers = [int(c.labels.get(COMPOSE_NUMBER, 0)) for c in self._containers()]
+        next_number = max(numbers, default=0) + 1
+        for number in range(next_number, next_number + count):
+            name = self._create(self.template, number)
+            logger.info("started %s", name)
+
+    def stop(self, agent: str) -> None:
+        with self.lock:
+            self.stopping.add(agent)
+        logger.info("stopping %s (SIGTERM, %.0f s grace)", agent, self.grace)
+        threading.Thread(target=self._stop_and_remove, args=(agent,), daemon=True).start()
+
+    def close(self) -> None:
+        """Leave the agents running: they are Compose's; `docker compose down` removes them."""
+        self.client.close()
+
+    def _containers(self) -> list[Any]:
+        labels = [f"{COMPOSE_PROJECT}={self.project}", f"{COMPOSE_SERVICE}={self.service}"]
+        return self.client.containers.list(all=True, filters={"label": labels})
+
+    def _create(self, template: dict[str, Any], number: int) -> str:
+        api = self.client.api
+        config, host_config = template["Config"], template["HostConfig"]
+        name = f"{self.project}-{self.service}-{number}"
+        networks = template["NetworkSettings"]["Networks"]
+        first, *others = networks
+        endpoint = api.create_endpoint_config(aliases=[self.service, name])
+        created = api.create_container(
+            image=config["Image"],
+            command=config["Cmd"],
+            entrypoint=config["Entrypoint"],
+            environment=config["Env"],
+            user=config["User"],
+            working_dir=config["WorkingDir"],
+            labels={**config["Labels"], COMPOSE_NUMBER: str(number)},
+            healthcheck=config.get("Healthcheck"),
+            stop_signal=config.get("StopSignal"),
+            # As inspected: mounts, restart policy, network mode and the rest, like Compose's.
+            host_config=host_config,
+            networking_config=api.create_networking_config({first: endpoint}),
+            name=name,
+        )
+        for network in others:
+            api.connect_container_to_network(created["Id"], network, aliases=[self.service])
+        api.start(created["Id"])
+        return name
+
+    def _stop_and_remove(self, agent: str) -> None:
+        try:
+            container = self.client.containers.get(agent)
+            container.stop(timeout=int(self.grace))
+            container.remove()
+            logger.info("%s stopped and removed", agent)
+        except Exception:
+            logger.exception("could not stop %s", agent)
+        finally:
+            with self.lock:
+                self.stopping.discard(agent)

@@ -1,0 +1,135 @@
+"""The autoscaler on local agent processes, against the real server: a burst scales agents
+up toward the maximum, every run completes once, and scale-down stops only idle agents."""
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.stack import LocalStack, free_port
+from prefect_api import FINAL_STATES, PrefectApi
+
+pytestmark = pytest.mark.integration
+
+POOL = "autoscale-test"
+DEPLOYMENT = "autoscale"  # probe/autoscale, on POOL only
+NAME = "autoscaler-test"
+MAX_AGENTS = 4
+RUNS_PER_AGENT = 2
+COOLDOWN = 8
+SHORT_RUNS, SHORT_SECONDS = 20, 3
+LONG_RUNS, LONG_SECONDS = 3, 60
+
+
+@dataclass
+class Autoscaler:
+    metrics_url: str
+    stack: LocalStack
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(self.metrics_url, timeout=5).text
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("autoscaler_")
+        }
+
+    def log(self) -> str:
+        return (self.stack.log_dir / f"{NAME}.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def autoscaler(stack: LocalStack) -> Iterator[Autoscaler]:
+    # A pool of its own, so the session's fixed agent takes none of these runs.
+    stack.run_once("trainer", env={"WORK_POOL_NAME": POOL, "DEPLOYMENT_NAME": DEPLOYMENT})
+    port = free_port()
+    stack.start_autoscaler(
+        {
+            "WORK_POOL_NAME": POOL,
+            "AGENT_LIMIT": str(RUNS_PER_AGENT),
+            "AUTOSCALER_MIN_AGENTS": "1",
+            "AUTOSCALER_MAX_AGENTS": str(MAX_AGENTS),
+            "AUTOSCALER_POLL_SECONDS": "1",
+            "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS": str(COOLDOWN),
+            "AUTOSCALER_METRICS_PORT": str(port),
+        },
+        name=NAME,
+    )
+    yield Autoscaler(f"http://127.0.0.1:{port}/metrics", stack)
+    stack.stop_service(NAME)
+
+
+def _agent_pids(log: str) -> dict[str, int]:
+    """Agent name -> pid, from the autoscaler's "started <name> (pid <pid>)" lines."""
+    return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", log)}
+
+
+def test_burst_scales_up_runs_each_once_and_stops_only_idle_agents(
+    autoscaler: Autoscaler, prefect: PrefectApi
+) -> None:
+    assert autoscaler.metrics()["autoscaler_current_agents"] == 1
+
+    # Long runs first: they start first, hold agents through the scale-down, and must finish.
+    def submit(count: int, seconds: float) -> list[str]:
+        ids = []
+        for _ in range(count):
+            response = prefect.create_run("probe", {"seconds": seconds}, deployment=DEPLOYMENT)
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+        return ids
+
+    long_ids = submit(LONG_RUNS, LONG_SECONDS)
+    short_ids = submit(SHORT_RUNS, SHORT_SECONDS)
+    owners: dict[str, str] = {}  # long run -> its agent
+    samples: list[dict[str, float]] = []
+    stopped_while_long_runs_ran = False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        metrics = autoscaler.metrics()
+        runs = {run["id"]: run for run in prefect.flow_runs(long_ids + short_ids)}
+        running_long = [runs[i] for i in long_ids if runs[i]["state"]["type"] == "RUNNING"]
+        for run in running_long:
+            # The worker labels each run it takes with its name.
+            owners[run["id"]] = run["labels"]["prefect.worker.name"]
+            # Kill-safety: the agent of a run that is still RUNNING is alive.
+            pid = _agent_pids(autoscaler.log())[owners[run["id"]]]
+            assert psutil.pid_exists(pid), f"agent {owners[run['id']]} of a running run stopped"
+        if samples and running_long:
+            fewer = metrics["autoscaler_current_agents"] < samples[-1]["autoscaler_current_agents"]
+            stopped_while_long_runs_ran |= fewer
+        samples.append(metrics)
+        if all(run["state"]["type"] in FINAL_STATES for run in runs.values()):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"runs not final after 300 s; autoscaler log:\n{autoscaler.log()[-3000:]}")
+
+    # Up: from 1 to the maximum, and the maximum came online.
+    assert max(s["autoscaler_desired_agents"] for s in samples) == MAX_AGENTS
+    assert max(s["autoscaler_current_agents"] for s in samples) == MAX_AGENTS
+    assert max(s["autoscaler_online_agents"] for s in samples) >= MAX_AGENTS - 1
+    # Every run completed, each started exactly once.
+    for run in runs.values():
+        assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert run["run_count"] == 1, run
+    # Down while long runs still ran, sparing their agents (checked at every poll above).
+    assert len(owners) == LONG_RUNS
+    assert stopped_while_long_runs_ran, [s["autoscaler_current_agents"] for s in samples]
+
+    # Idle: back to the minimum after the cooldown, the stopped agents gone.
+    deadline = time.monotonic() + 60
+    while autoscaler.metrics()["autoscaler_current_agents"] > 1:
+        assert time.monotonic() < deadline, autoscaler.log()[-3000:]
+        time.sleep(1)
+    started = _agent_pids(autoscaler.log())
+    assert len(started) == MAX_AGENTS
+    time.sleep(3)  # stopped agents exit within a second or two of SIGTERM
+    alive = [name for name, pid in started.items() if psutil.pid_exists(pid)]
+    assert len(alive) == 1, autoscaler.log()[-3000:]
+    assert autoscaler.metrics()["autoscaler_agents_stopped_total"] == MAX_AGENTS - 1

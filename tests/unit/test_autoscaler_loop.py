@@ -1,0 +1,102 @@
+"""The autoscaler's loop over a recording actuator: what it starts and stops, given snapshots.
+(The real actuators are exercised in tests/integration/test_autoscaler.py and in e2e.)"""
+
+from prefect.client.schemas.objects import StateType
+
+from agent.autoscaler import Autoscaler
+from agent.backlog import BusyRun, PoolSnapshot
+from agent.scaling import Backlog, ScalingPolicy
+
+POLICY = ScalingPolicy(min_agents=1, max_agents=4, runs_per_agent=1, scale_down_cooldown=10)
+
+
+class RecordingActuator:
+    def __init__(self, agents: list[str]) -> None:
+        self.live = list(agents)
+        self.started = 0
+        self.stopped: list[str] = []
+
+    def agents(self) -> list[str]:
+        return list(self.live)
+
+    def owner(self, worker_name: str) -> str | None:
+        return worker_name if worker_name in self.live else None
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            self.started += 1
+            self.live.append(f"new{self.started}")
+
+    def stop(self, agent: str) -> None:
+        self.live.remove(agent)
+        self.stopped.append(agent)
+
+    def close(self) -> None:
+        pass
+
+
+def running_on(*agents: str | None) -> list[BusyRun]:
+    return [BusyRun(str(i), StateType.RUNNING, agent) for i, agent in enumerate(agents)]
+
+
+def scaler(actuator: RecordingActuator, snapshots: list, clock: list[float]) -> Autoscaler:
+    def read() -> PoolSnapshot:
+        item = snapshots.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return Autoscaler(POLICY, actuator, read, clock=lambda: clock[0])
+
+
+def test_burst_starts_agents_then_only_idle_ones_stop_after_the_cooldown() -> None:
+    actuator = RecordingActuator(["a1"])
+    clock = [0.0]
+    snapshots = [
+        PoolSnapshot(Backlog(waiting=6, running=0), [], online_agents=1),
+        # The backlog drains to 2 runs, on a1 and new2: after the cooldown, 2 agents stop.
+        PoolSnapshot(Backlog(0, 2), running_on("a1", "new2"), online_agents=4),
+        PoolSnapshot(Backlog(0, 2), running_on("a1", "new2"), online_agents=4),
+    ]
+    autoscaler = scaler(actuator, snapshots, clock)
+    assert autoscaler.tick().target == 4
+    assert actuator.live == ["a1", "new1", "new2", "new3"]
+    clock[0] = 5
+    assert autoscaler.tick().target == 4  # cooling down
+    clock[0] = 16
+    decision = autoscaler.tick()
+    assert decision.target == 2
+    assert actuator.stopped == ["new3", "new1"]
+    assert actuator.live == ["a1", "new2"]
+
+
+def test_busy_agents_are_kept_even_below_target() -> None:
+    actuator = RecordingActuator(["a1", "a2", "a3"])
+    snapshots = [PoolSnapshot(Backlog(0, 3), running_on("a1", "a2", "a3"), 3)]
+    # One agent per run: desired 3, nothing to stop; with one run left on a3, a1 and a2 go.
+    autoscaler = scaler(actuator, snapshots, [100.0])
+    autoscaler.tick()
+    assert actuator.stopped == []
+    autoscaler.read_snapshot = lambda: PoolSnapshot(Backlog(0, 1), running_on("a3"), 3)
+    autoscaler.tick()  # starts the cooldown
+    autoscaler.clock = lambda: 200.0
+    autoscaler.tick()
+    assert actuator.stopped == ["a2", "a1"]
+    assert actuator.live == ["a3"]
+
+
+def test_a_run_without_a_known_agent_blocks_every_stop() -> None:
+    actuator = RecordingActuator(["a1", "a2", "a3"])
+    snapshot = PoolSnapshot(Backlog(0, 1), running_on(None), 3)
+    autoscaler = scaler(actuator, [snapshot, snapshot], [0.0])
+    autoscaler.tick()
+    autoscaler.clock = lambda: 100.0
+    assert autoscaler.tick().target == 1
+    assert actuator.stopped == []
+
+
+def test_a_failed_read_changes_nothing() -> None:
+    actuator = RecordingActuator(["a1", "a2"])
+    autoscaler = scaler(actuator, [ConnectionError("server away")], [0.0])
+    assert autoscaler.tick() is None
+    assert actuator.live == ["a1", "a2"] and actuator.stopped == []
