@@ -8,9 +8,15 @@ UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-unit test-integration lint format bench bench-api bench-trigger lock clean \
+.PHONY: help venv dev test test-unit test-integration lint format bench bench-api bench-trigger bench-autoscale lock clean \
 	env up down logs deploy scale run e2e
 COMPOSE ?= docker compose
+# The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
+DOCKER_SOCKET ?= /var/run/docker.sock
+DOCKER_GID ?= $(shell stat -c %g $(DOCKER_SOCKET) 2>/dev/null)
+ifneq ($(DOCKER_GID),)
+export DOCKER_GID
+endif
 N ?= 3
 DATE ?= 2021-08-15
 
@@ -56,6 +62,9 @@ bench-api: venv ## Trigger latency through the API, and read load, against Prefe
 bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, our warm starts
 	$(BIN)/python bench/trigger.py
 
+bench-autoscale: venv ## Drain a burst: autoscaler vs 1 fixed agent vs max fixed; plots bench/autoscale.png
+	$(BIN)/python bench/autoscale.py
+
 lock: venv ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml --extra dev -c requirements.lock -o requirements-dev.lock
@@ -64,6 +73,8 @@ env: .env ## Create .env with random secrets (once; never overwritten)
 
 .env:
 	@umask 077 && $(PYTHON) -c 'import secrets; print(f"POSTGRES_PASSWORD={secrets.token_hex(24)}\nAPI_KEY={secrets.token_urlsafe(32)}")' > .env
+	@if [ -n "$(DOCKER_GID)" ]; then echo "DOCKER_GID=$(DOCKER_GID)" >> .env; \
+		else echo "# DOCKER_GID=   # group id of the Docker socket, for the autoscaler" >> .env; fi
 	@echo "created .env with a random POSTGRES_PASSWORD and API_KEY (see .env.example for the rest)"
 
 up: .env ## Build and start the Docker Compose stack in the background
@@ -78,7 +89,7 @@ logs: ## Follow the Compose services' logs
 deploy: .env ## Re-register the work pool and deployments (the trainer container, once)
 	$(COMPOSE) run --rm --build trainer
 
-scale: .env ## Run N agent containers: make scale N=3
+scale: .env ## Run N agent containers now: make scale N=3 (the autoscaler then follows the backlog)
 	$(COMPOSE) up -d --no-recreate --scale agent=$(N) agent
 
 run: .env ## Start a training run through the API: make run DATE=2021-08-15

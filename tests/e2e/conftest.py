@@ -21,6 +21,7 @@ API = "http://127.0.0.1:8000"
 PREFECT = "http://127.0.0.1:4200/api"
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
 STARTUP_SECONDS = 600
+AUTOSCALER_MAX_AGENTS = 3
 
 
 class Compose:
@@ -41,7 +42,7 @@ class Compose:
         return [json.loads(line) for line in lines]
 
     def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        """Server, agent(s) and api healthy; the trainer exited 0."""
+        """Server, agent(s), autoscaler and api healthy; the trainer exited 0."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = {}
@@ -52,7 +53,7 @@ class Compose:
                 raise RuntimeError("the trainer exited non-zero:\n" + self.run("logs", "trainer"))
             healthy = all(
                 states.get(s) and all(c["Health"] == "healthy" for c in states[s])
-                for s in ("server", "agent", "api")
+                for s in ("server", "agent", "autoscaler", "api")
             )
             if healthy and trainer and trainer[0]["State"] == "exited":
                 return
@@ -78,6 +79,12 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         f"API_KEY={secrets.token_urlsafe(32)}\n"
         "SYNTHETIC_ROWS=20000\n"
         "DEFAULT_DATA_SOURCE=synthetic\n"
+        # Quick decisions, so that a burst scales up and back down within the test.
+        f"AUTOSCALER_MAX_AGENTS={AUTOSCALER_MAX_AGENTS}\n"
+        "AGENT_LIMIT=2\n"
+        "AUTOSCALER_POLL_SECONDS=1\n"
+        "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS=10\n"
+        f"DOCKER_GID={os.stat('/var/run/docker.sock').st_gid}\n"
     )
     stack = Compose(env_file)
     ARTIFACTS.mkdir(exist_ok=True)

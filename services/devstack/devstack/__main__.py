@@ -14,6 +14,7 @@ BANNER = """
     Prefect API:  {api}
     Stack API:    {service}   (docs: {service}/docs){insecure}
     Database:     {db}
+    Agents:       autoscaled; metrics at {metrics}
   Try:  curl -X POST {service}/runs -H 'content-type: application/json' \\
           -d '{{"flow": "train-model", "parameters":
                {{"date": "2021-08-15", "auto_load": true, "source": "synthetic"}}}}'
@@ -39,7 +40,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        stack.start()
+        # As in Compose: the autoscaler keeps the agents (AUTOSCALER_MIN_AGENTS to _MAX_AGENTS).
+        stack.start(agents=0, autoscale=True)
         print(
             BANNER.format(
                 state=stack.state_dir,
@@ -48,6 +50,7 @@ def main() -> int:
                 service=stack.service_url,
                 insecure=INSECURE if stack.env.get("API_INSECURE_DEV_MODE") == "true" else "",
                 db="embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL",
+                metrics=stack.autoscaler_metrics_url,
             ),
             flush=True,
         )

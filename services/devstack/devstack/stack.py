@@ -90,6 +90,11 @@ class LocalStack:
         return f"http://127.0.0.1:{self.api_port}"
 
     @property
+    def autoscaler_metrics_url(self) -> str:
+        port = self.env.get("AUTOSCALER_METRICS_PORT", "9090")
+        return f"http://127.0.0.1:{port}/metrics"
+
+    @property
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
