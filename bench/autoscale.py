@@ -1,0 +1,251 @@
+"""Draining a burst of sleeping runs: the autoscaler against a fixed single agent and a fixed
+maximum of agents, in one local stack (embedded PostgreSQL, Prefect server).
+
+Each configuration gets a work pool of its own and the same burst: N probe runs that each
+hold an agent for S seconds, every agent taking AGENT_LIMIT runs at once. For each it
+measures the drain time (submission to the last run's end, server clock) and the
+agent-seconds spent meanwhile (agents alive, sampled twice a second). The autoscaler then
+goes on until it is back at its minimum: that tail is reported too. The configurations run
+one after the other, each alone on the machine. It plots agents and backlog over time during
+the autoscaled burst (--plot, a PNG).
+
+    .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--plot bench/autoscale.png]
+"""
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from common import REPO, start_stack
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.stack import SERVICE_COMMANDS, LocalStack, free_port
+from prefect_api import FINAL_STATES, PrefectApi
+
+RUNS_PER_AGENT = 2
+MAX_AGENTS = 4
+COOLDOWN_SECONDS = 10
+SAMPLE_SECONDS = 0.5
+TIMEOUT_SECONDS = 900
+WINDOW_SECONDS = 600
+
+
+@dataclass
+class Result:
+    name: str
+    drain_seconds: float = 0.0
+    agent_seconds: float = 0.0
+    scale_back_seconds: float | None = None
+    # (seconds since submission, agents, online, desired, waiting, running)
+    samples: list[tuple[float, ...]] = field(default_factory=list)
+
+
+class Pool:
+    """One configuration's pool: its deployments, its agents, how to count them."""
+
+    def __init__(self, stack: LocalStack, name: str) -> None:
+        self.stack, self.name = stack, name
+        stack.run_once("trainer", env={"WORK_POOL_NAME": name, "DEPLOYMENT_NAME": name})
+        self.fixed: list[str] = []
+        self.metrics_url: str | None = None
+
+    def start_fixed(self, count: int) -> None:
+        for i in range(count):
+            service = f"{self.name}-agent-{i}"
+            self.stack.start_service(
+                service,
+                SERVICE_COMMANDS["agent"],
+                {"WORK_POOL_NAME": self.name, "AGENT_LIMIT": str(RUNS_PER_AGENT),
+                 "AGENT_NAME": service},
+            )  # fmt: skip
+            self.fixed.append(service)
+        self.stack.wait_until(
+            lambda: len(self.stack.online_workers(self.name)) == count, 120, "fixed agents"
+        )
+
+    def start_autoscaler(self) -> None:
+        port = free_port()
+        self.stack.start_autoscaler(
+            {
+                "WORK_POOL_NAME": self.name,
+                "AGENT_LIMIT": str(RUNS_PER_AGENT),
+                "AUTOSCALER_MIN_AGENTS": "1",
+                "AUTOSCALER_MAX_AGENTS": str(MAX_AGENTS),
+                "AUTOSCALER_POLL_SECONDS": "1",
+                "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS": str(COOLDOWN_SECONDS),
+                "AUTOSCALER_METRICS_PORT": str(port),
+            },
+            name=f"{self.name}-autoscaler",
+        )
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+
+    def sample(self, prefect: PrefectApi) -> tuple[int, int, int, int, int]:
+        """(agents, online, desired, waiting, running)."""
+        if self.metrics_url is not None:
+            text = httpx.get(self.metrics_url, timeout=5).text
+            m = {
+                s.name: int(s.value)
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+            }
+            return (
+                m["autoscaler_current_agents"],
+                m["autoscaler_online_agents"],
+                m["autoscaler_desired_agents"],
+                m["autoscaler_waiting_runs"],
+                m["autoscaler_running_runs"],
+            )
+        online = len(self.stack.online_workers(self.name))
+        waiting = _count(prefect, self.name, ["SCHEDULED", "PENDING"])
+        running = _count(prefect, self.name, ["RUNNING"])
+        return len(self.fixed), online, len(self.fixed), waiting, running
+
+    def stop(self) -> None:
+        for service in [*self.fixed, f"{self.name}-autoscaler"]:
+            if service in self.stack.processes:
+                self.stack.stop_service(service)
+
+
+def _count(prefect: PrefectApi, pool: str, states: list[str]) -> int:
+    response = prefect.http.post(
+        "/flow_runs/count",
+        json={
+            "work_pools": {"name": {"any_": [pool]}},
+            "flow_runs": {"state": {"type": {"any_": states}}},
+        },
+    )
+    response.raise_for_status()
+    return int(response.json())
+
+
+def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Result) -> None:
+    submitted = time.monotonic()
+    wall_submitted = datetime.now().astimezone()
+    ids = []
+    for _ in range(runs):
+        response = prefect.create_run("probe", {"seconds": seconds}, deployment=pool.name)
+        response.raise_for_status()
+        ids.append(response.json()["id"])
+    deadline = submitted + TIMEOUT_SECONDS
+    drained_at = None
+    while time.monotonic() < deadline:
+        now = time.monotonic() - submitted
+        agents, online, desired, waiting, running = pool.sample(prefect)
+        result.samples.append((now, agents, online, desired, waiting, running))
+        if drained_at is None:
+            states = [run["state"]["type"] for run in prefect.flow_runs(ids)]
+            if all(state in FINAL_STATES for state in states):
+                assert states == ["COMPLETED"] * runs, states
+                drained_at = now
+        if drained_at is not None and (pool.metrics_url is None or agents <= 1):
+            break
+        time.sleep(SAMPLE_SECONDS)
+    else:
+        raise TimeoutError(f"{result.name}: not drained within {TIMEOUT_SECONDS} s")
+    ends = [datetime.fromisoformat(run["end_time"]) for run in prefect.flow_runs(ids)]
+    result.drain_seconds = (max(ends) - wall_submitted).total_seconds()
+    # Agent-seconds: agents alive between two samples, over the drain window.
+    for (t0, agents, *_), (t1, *_) in zip(result.samples, result.samples[1:], strict=False):
+        if t0 < result.drain_seconds:
+            result.agent_seconds += agents * (min(t1, result.drain_seconds) - t0)
+    if pool.metrics_url is not None:
+        result.scale_back_seconds = result.samples[-1][0] - result.drain_seconds
+
+
+def plot(result: Result, path: Path, runs: int, seconds: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s[0] for s in result.samples]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    top.step(t, [s[3] for s in result.samples], where="post", label="desired", ls="--")
+    top.step(t, [s[1] for s in result.samples], where="post", label="current (started)")
+    top.step(t, [s[2] for s in result.samples], where="post", label="online in Prefect")
+    top.set_ylabel("agents")
+    top.set_ylim(0, MAX_AGENTS + 1)
+    top.legend(loc="upper right")
+    top.set_title(
+        f"Autoscaler during a burst of {runs} runs of {seconds:g} s "
+        f"({RUNS_PER_AGENT} runs per agent, max {MAX_AGENTS}, cooldown {COOLDOWN_SECONDS} s)"
+    )
+    bottom.step(t, [s[4] for s in result.samples], where="post", label="waiting")
+    bottom.step(t, [s[5] for s in result.samples], where="post", label="running")
+    bottom.axvline(result.drain_seconds, color="grey", ls=":", label="drained")
+    bottom.set_ylabel("runs")
+    bottom.set_xlabel("seconds since the burst was submitted")
+    bottom.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=24, help="runs in the burst (1-200)")
+    parser.add_argument("--seconds", type=float, default=5, help="each run's wait (0-120)")
+    parser.add_argument("--plot", type=Path, default=REPO / "bench" / "autoscale.png")
+    args = parser.parse_args()
+    if not 1 <= args.runs <= 200 or not 0 <= args.seconds <= 120:
+        parser.error("--runs must be 1-200 and --seconds 0-120")
+
+    results: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory() as root:
+        stack = start_stack(Path(root), "autoscale", {})
+        try:
+            prefect = PrefectApi(stack.api_url)
+            for name, setup in [
+                ("fixed-1", lambda pool: pool.start_fixed(1)),
+                ("fixed-max", lambda pool: pool.start_fixed(MAX_AGENTS)),
+                ("autoscaled", lambda pool: pool.start_autoscaler()),
+            ]:
+                pool = Pool(stack, f"bench-{name}")
+                setup(pool)
+                print(f"{name}: draining {args.runs} runs of {args.seconds:g} s ...", flush=True)
+                results[name] = Result(name)
+                try:
+                    burst(pool, prefect, args.runs, args.seconds, results[name])
+                finally:
+                    pool.stop()
+        finally:
+            stack.stop()
+
+    auto, one, most = results["autoscaled"], results["fixed-1"], results["fixed-max"]
+    print(
+        f"\n{args.runs} runs x {args.seconds:g} s, {RUNS_PER_AGENT} runs per agent, "
+        f"max {MAX_AGENTS} agents"
+    )
+    print(f"{'configuration':<14}{'drain s':>10}{'agent-s':>10}{'agents when idle':>18}")
+    for result, idle in ((one, 1), (most, MAX_AGENTS), (auto, 1)):
+        print(f"{result.name:<14}{result.drain_seconds:>10.1f}{result.agent_seconds:>10.1f}"
+              f"{idle:>18}")  # fmt: skip
+    print(
+        f"autoscaled drains {one.drain_seconds / auto.drain_seconds:.2f}x as fast as fixed-1, "
+        f"at {auto.drain_seconds / most.drain_seconds:.2f}x fixed-max's drain time"
+    )
+    print(
+        f"autoscaled uses {auto.agent_seconds / most.agent_seconds:.2f}x fixed-max's "
+        f"agent-seconds and {auto.agent_seconds / one.agent_seconds:.2f}x fixed-1's; "
+        f"back to 1 agent {auto.scale_back_seconds:.1f} s after the drain "
+        f"(cooldown {COOLDOWN_SECONDS} s)"
+    )
+    window = WINDOW_SECONDS
+    print(f"over a {window / 60:.0f}-minute window holding this burst (the measured drain, then "
+          "idle at each configuration's idle count):")  # fmt: skip
+    held = {r.name: r.agent_seconds + (window - r.drain_seconds) * idle
+            for r, idle in ((one, 1), (most, MAX_AGENTS), (auto, 1))}  # fmt: skip
+    print(
+        f"  agent-seconds: fixed-1 {held['fixed-1']:.0f}, fixed-max {held['fixed-max']:.0f}, "
+        f"autoscaled {held['autoscaled']:.0f}: autoscaled / fixed-max = "
+        f"{held['autoscaled'] / held['fixed-max']:.2f}"
+    )
+    plot(auto, args.plot, args.runs, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
