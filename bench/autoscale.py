@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 from common import REPO, start_stack
-from prometheus_client.parser import text_string_to_metric_families
 
+from autoscaler_metrics import parse_autoscaler_metrics
 from devstack.stack import SERVICE_COMMANDS, LocalStack, free_port
 from prefect_api import FINAL_STATES, PrefectApi
 
@@ -86,40 +86,23 @@ class Pool:
     def sample(self, prefect: PrefectApi) -> tuple[int, int, int, int, int]:
         """(agents, online, desired, waiting, running)."""
         if self.metrics_url is not None:
-            text = httpx.get(self.metrics_url, timeout=5).text
-            m = {
-                s.name: int(s.value)
-                for f in text_string_to_metric_families(text)
-                for s in f.samples
-            }
+            m = parse_autoscaler_metrics(httpx.get(self.metrics_url, timeout=5).text)
             return (
-                m["autoscaler_current_agents"],
-                m["autoscaler_online_agents"],
-                m["autoscaler_desired_agents"],
-                m["autoscaler_waiting_runs"],
-                m["autoscaler_running_runs"],
+                int(m["autoscaler_current_agents"]),
+                int(m["autoscaler_online_agents"]),
+                int(m["autoscaler_desired_agents"]),
+                int(m["autoscaler_waiting_runs"]),
+                int(m["autoscaler_running_runs"]),
             )
         online = len(self.stack.online_workers(self.name))
-        waiting = _count(prefect, self.name, ["SCHEDULED", "PENDING"])
-        running = _count(prefect, self.name, ["RUNNING"])
+        waiting = prefect.count_runs(["SCHEDULED", "PENDING"], pool=self.name)
+        running = prefect.count_runs(["RUNNING"], pool=self.name)
         return len(self.fixed), online, len(self.fixed), waiting, running
 
     def stop(self) -> None:
         for service in [*self.fixed, f"{self.name}-autoscaler"]:
             if service in self.stack.processes:
                 self.stack.stop_service(service)
-
-
-def _count(prefect: PrefectApi, pool: str, states: list[str]) -> int:
-    response = prefect.http.post(
-        "/flow_runs/count",
-        json={
-            "work_pools": {"name": {"any_": [pool]}},
-            "flow_runs": {"state": {"type": {"any_": states}}},
-        },
-    )
-    response.raise_for_status()
-    return int(response.json())
 
 
 def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Result) -> None:

@@ -77,13 +77,15 @@ class PrefectApi:
                 raise AssertionError(f"no log line of run {run_id} contains {text!r}: {lines}")
             time.sleep(0.5)
 
-    def count_runs(self, deployment_id: str, state_type: str) -> int:
-        response = self.http.post(
-            "/flow_runs/count",
-            json={
-                "deployments": {"id": {"any_": [deployment_id]}},
-                "flow_runs": {"state": {"type": {"any_": [state_type]}}},
-            },
-        )
+    def count_runs(
+        self, states: list[str], *, deployment_id: str | None = None, pool: str | None = None
+    ) -> int:
+        """Runs in any of `states` (state types), of one deployment and/or one work pool."""
+        body: dict[str, Any] = {"flow_runs": {"state": {"type": {"any_": states}}}}
+        if deployment_id is not None:
+            body["deployments"] = {"id": {"any_": [deployment_id]}}
+        if pool is not None:
+            body["work_pools"] = {"name": {"any_": [pool]}}
+        response = self.http.post("/flow_runs/count", json=body)
         response.raise_for_status()
         return int(response.json())

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from autoscaler_metrics import parse_autoscaler_metrics
 from e2e.conftest import ARTIFACTS, PREFECT, PROJECT, Compose
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from prefect_api import PrefectApi
@@ -101,13 +101,7 @@ def _autoscaler_metrics(compose: Compose) -> dict[str, float]:
         "import urllib.request; print(urllib.request.urlopen("
         "'http://127.0.0.1:9090/metrics', timeout=5).read().decode())"
     )
-    text = compose.run("exec", "-T", "autoscaler", "python", "-c", script)
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith("autoscaler_")
-    }
+    return parse_autoscaler_metrics(compose.run("exec", "-T", "autoscaler", "python", "-c", script))
 
 
 def test_autoscaler_adds_agent_containers_for_a_burst_and_removes_them(compose: Compose):

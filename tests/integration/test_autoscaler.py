@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from autoscaler_metrics import parse_autoscaler_metrics
 from devstack.stack import LocalStack, free_port
 from prefect_api import FINAL_STATES, PrefectApi
 
@@ -32,13 +32,7 @@ class Autoscaler:
     stack: LocalStack
 
     def metrics(self) -> dict[str, float]:
-        text = httpx.get(self.metrics_url, timeout=5).text
-        return {
-            sample.name: sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name.startswith("autoscaler_")
-        }
+        return parse_autoscaler_metrics(httpx.get(self.metrics_url, timeout=5).text)
 
     def log(self) -> str:
         return (self.stack.log_dir / f"{NAME}.log").read_text(errors="replace")

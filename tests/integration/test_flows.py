@@ -39,9 +39,12 @@ def test_deployments_are_registered_with_their_schedules(prefect: PrefectApi) ->
 def test_the_scheduler_plans_monthly_runs(prefect: PrefectApi) -> None:
     deployment_id = prefect.deployment("train-model")["id"]
     deadline = time.monotonic() + 90
-    while prefect.count_runs(deployment_id, "SCHEDULED") < 3 and time.monotonic() < deadline:
+    while (
+        prefect.count_runs(["SCHEDULED"], deployment_id=deployment_id) < 3
+        and time.monotonic() < deadline
+    ):
         time.sleep(1)
-    assert prefect.count_runs(deployment_id, "SCHEDULED") >= 3
+    assert prefect.count_runs(["SCHEDULED"], deployment_id=deployment_id) >= 3
 
 
 def test_registering_again_changes_nothing(stack: LocalStack, prefect: PrefectApi) -> None:
