@@ -8,7 +8,7 @@ UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-unit test-integration lint format bench bench-api bench-trigger bench-autoscale lock clean \
+.PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-api bench-trigger bench-autoscale lock clean \
 	env up down logs deploy scale run e2e
 COMPOSE ?= docker compose
 # The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
@@ -36,7 +36,7 @@ venv: $(BIN)/.installed ## Create .venv and install the locked dependencies
 dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 	$(BIN)/python -m devstack
 
-test: venv ## Run every test: unit first, then integration (real Postgres, server, worker)
+test: venv ## Run every test: unit first, then integration (real Postgres, server, worker), then faults
 	$(BIN)/python -m pytest
 
 test-unit: venv ## Only the fast unit tests
@@ -44,6 +44,9 @@ test-unit: venv ## Only the fast unit tests
 
 test-integration: venv ## Only the integration tests
 	$(BIN)/python -m pytest tests/integration
+
+test-faults: venv ## Only the fault suite: kill agents, stop Postgres, kill the server, mid-run
+	$(BIN)/python -m pytest tests/faults
 
 lint: venv ## Check formatting and lint with ruff
 	$(BIN)/ruff format --check .

@@ -1,6 +1,7 @@
 """A small REST client of the Prefect API, for tests and benchmarks to drive real runs."""
 
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -18,12 +19,32 @@ class PrefectApi:
         return response.json()
 
     def create_run(
-        self, flow: str, parameters: dict[str, Any] | None = None, deployment: str = "monthly"
+        self,
+        flow: str,
+        parameters: dict[str, Any] | None = None,
+        deployment: str = "monthly",
+        state: dict[str, Any] | None = None,
     ) -> httpx.Response:
         deployment_id = self.deployment(flow, deployment)["id"]
-        return self.http.post(
-            f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters or {}}
+        body: dict[str, Any] = {"parameters": parameters or {}}
+        if state is not None:
+            body["state"] = state
+        return self.http.post(f"/deployments/{deployment_id}/create_flow_run", json=body)
+
+    def states(self, run_id: str) -> list[str]:
+        """The run's state types, oldest first."""
+        response = self.http.get("/flow_run_states/", params={"flow_run_id": run_id})
+        response.raise_for_status()
+        ordered = sorted(response.json(), key=lambda state: state["timestamp"])
+        return [state["type"] for state in ordered]
+
+    def set_state(self, run_id: str, state: dict[str, Any], force: bool = False) -> str:
+        """Propose a state; returns Prefect's verdict (ACCEPT, REJECT, ABORT, WAIT)."""
+        response = self.http.post(
+            f"/flow_runs/{run_id}/set_state", json={"state": state, "force": force}
         )
+        response.raise_for_status()
+        return response.json()["status"]
 
     def flow_run(self, run_id: str) -> dict[str, Any]:
         response = self.http.get(f"/flow_runs/{run_id}")
@@ -78,10 +99,18 @@ class PrefectApi:
             time.sleep(0.5)
 
     def count_runs(
-        self, states: list[str], *, deployment_id: str | None = None, pool: str | None = None
+        self,
+        states: list[str],
+        *,
+        deployment_id: str | None = None,
+        pool: str | None = None,
+        due_before: datetime | None = None,
     ) -> int:
-        """Runs in any of `states` (state types), of one deployment and/or one work pool."""
+        """Runs in any of `states` (state types), of one deployment and/or one work pool;
+        with `due_before`, only those due to start before then."""
         body: dict[str, Any] = {"flow_runs": {"state": {"type": {"any_": states}}}}
+        if due_before is not None:
+            body["flow_runs"]["next_scheduled_start_time"] = {"before_": due_before.isoformat()}
         if deployment_id is not None:
             body["deployments"] = {"id": {"any_": [deployment_id]}}
         if pool is not None:

@@ -85,6 +85,9 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         "AUTOSCALER_POLL_SECONDS=1\n"
         "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS=10\n"
         f"DOCKER_GID={os.stat('/var/run/docker.sock').st_gid}\n"
+        # The burst test sends 250 requests at once with one key.
+        "API_RATE_LIMIT_PER_SECOND=1000\n"
+        "API_RATE_LIMIT_BURST=1000\n"
     )
     stack = Compose(env_file)
     ARTIFACTS.mkdir(exist_ok=True)

@@ -1,8 +1,13 @@
 """End to end: the Compose stack on a real Docker engine, driven over HTTP like a user."""
 
+import os
+import signal
 import subprocess
 import tempfile
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -86,12 +91,6 @@ def test_prefect_ui_shows_deployments_and_runs(compose: Compose) -> None:
     assert screenshot.stat().st_size > 10_000
 
 
-def _states(run_id: str) -> list[str]:
-    response = httpx.get(f"{PREFECT}/flow_run_states/", params={"flow_run_id": run_id})
-    response.raise_for_status()
-    return [state["type"] for state in response.json()]
-
-
 def _agent_containers(compose: Compose) -> list[str]:
     return [c["Name"] for c in compose.containers() if c["Service"] == "agent"]
 
@@ -127,7 +126,7 @@ def test_autoscaler_adds_agent_containers_for_a_burst_and_removes_them(compose: 
     assert most == MAX_AGENTS, f"at most {most} agent containers"
     assert [run["state"]["type"] for run in runs] == ["COMPLETED"] * BURST_RUNS
     for run in runs:
-        assert _states(run["id"]).count("RUNNING") == 1, _states(run["id"])
+        assert prefect.states(run["id"]).count("RUNNING") == 1, prefect.states(run["id"])
     workers = {run["labels"]["prefect.worker.name"] for run in runs}
     assert len(workers) > 1, f"one agent ran everything: {workers}"
 
@@ -173,3 +172,153 @@ def test_server_restart_keeps_runs_and_api_answers_503(compose: Compose, api: ht
     assert 503 in seen, f"the API never saw the server away: {seen}"
     finals = [follow(api, run_id) for run_id in ids]
     assert [f["state"]["type"] for f in finals] == ["COMPLETED"] * 4
+
+
+# -- faults: the Compose counterparts of tests/faults ---------------------------------------
+
+WORKER_LABEL = "prefect.worker.name"
+FINAL_AFTER_RECOVERY = FINAL - {"CRASHED"}  # a crashed run is rescheduled: wait past it
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _recovered(prefect: PrefectApi, ids: list[str], timeout: float = 300) -> list[dict]:
+    return _wait(
+        lambda: (
+            (runs := prefect.flow_runs(ids))
+            and all(r["state"]["type"] in FINAL_AFTER_RECOVERY for r in runs)
+            and runs
+        ),
+        timeout,
+        f"runs {ids} to finish",
+    )
+
+
+def _running(prefect: PrefectApi, run_id: str) -> dict:
+    return _wait(
+        lambda: (run := prefect.flow_run(run_id))["state"]["type"] == "RUNNING" and run,
+        120,
+        f"run {run_id} to be RUNNING",
+    )
+
+
+def _statuses_while(api: httpx.Client, run_ids: list[str], stop: "threading.Event") -> Counter:
+    seen: Counter = Counter()
+    while not stop.wait(0.5):
+        for path in [f"/runs/{i}" for i in run_ids] + ["/readyz"]:
+            try:
+                seen[api.get(path, timeout=30).status_code] += 1
+            except httpx.HTTPError:
+                seen[0] += 1
+    return seen
+
+
+def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
+    compose: Compose,
+) -> None:
+    prefect = PrefectApi(PREFECT)
+    run_id = prefect.create_run("probe", {"seconds": 20}).json()["id"]
+    worker = _running(prefect, run_id)["labels"][WORKER_LABEL]
+    [container] = [
+        c["Name"]
+        for c in compose.containers()
+        if c["Service"] == "agent"
+        and worker.startswith(f"agent-{_hostname(c['Name'])}-")
+        and c["State"] == "running"
+    ]
+    subprocess.run(["docker", "kill", "--signal", "KILL", container], check=True)
+    killed = time.monotonic()
+    _wait(lambda: "CRASHED" in prefect.states(run_id), 90, "the run to be marked Crashed")
+    detected = time.monotonic() - killed
+    [final] = _recovered(prefect, [run_id])
+    states = prefect.states(run_id)
+    assert final["state"]["type"] == "COMPLETED", states
+    assert states.count("CRASHED") == 1 and states.count("RUNNING") == 2, states
+    print(f"\nagent container killed: crashed after {detected:.1f} s, "
+          f"completed {time.monotonic() - killed:.1f} s after the kill")  # fmt: skip
+
+
+def _hostname(container: str) -> str:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Config.Hostname}}", container],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("outage_seconds", [20, 100])
+def test_a_postgres_outage_mid_run_ends_completed(
+    compose: Compose, api: httpx.Client, outage_seconds: int
+) -> None:
+    prefect = PrefectApi(PREFECT)
+    run_id = prefect.create_run("probe", {"seconds": 25}).json()["id"]
+    _running(prefect, run_id)
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        watch = pool.submit(_statuses_while, api, [run_id], stop)
+        compose.run("stop", "postgres")
+        time.sleep(outage_seconds)
+        compose.run("start", "postgres")
+        back = time.monotonic()
+        [final] = _recovered(prefect, [run_id], 400)
+        stop.set()
+        statuses = watch.result()
+    states = prefect.states(run_id)
+    assert final["state"]["type"] == "COMPLETED", states
+    assert states.count("RUNNING") == 1, states
+    assert statuses[500] == 0, statuses
+    print(f"\nPostgres down {outage_seconds} s: final {time.monotonic() - back:.1f} s after")
+
+
+def test_a_crashed_server_container_is_restarted_and_runs_complete(
+    compose: Compose, api: httpx.Client
+) -> None:
+    prefect = PrefectApi(PREFECT)
+    ids = [prefect.create_run("probe", {"seconds": 15}).json()["id"] for _ in range(3)]
+    _running(prefect, ids[0])
+    server = f"{PROJECT}-server-1"
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", server],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        watch = pool.submit(_statuses_while, api, ids, stop)
+        os.kill(int(pid), signal.SIGKILL)  # a crash, which Compose's restart policy restarts
+        finals = _recovered(prefect, ids, 400)
+        stop.set()
+        statuses = watch.result()
+    for run in finals:
+        states = prefect.states(run["id"])
+        assert run["state"]["type"] == "COMPLETED", states
+        assert states.count("RUNNING") <= 1 + states.count("CRASHED"), states
+    assert statuses[500] == 0, statuses
+
+
+def test_a_burst_of_triggers_with_and_without_a_shared_key(api: httpx.Client) -> None:
+    prefect = PrefectApi(PREFECT)
+    body = {"flow": "load-data", "parameters": {"month": "2020-01", "source": "synthetic"}}
+    [first] = _recovered(prefect, [api.post("/runs", json=body).json()["id"]])
+    assert first["state"]["type"] == "COMPLETED"
+    keys = [f"distinct-{i}" for i in range(200)] + ["shared"] * 50
+    with ThreadPoolExecutor(50) as pool:
+        responses = list(
+            pool.map(lambda k: api.post("/runs", json=body, headers={"Idempotency-Key": k}), keys)
+        )
+    assert Counter(r.status_code for r in responses) == {202: 250}
+    ids = {r.json()["id"] for r in responses}
+    shared = {r.json()["id"] for k, r in zip(keys, responses, strict=True) if k == "shared"}
+    assert len(shared) == 1 and len(ids) == 201
+    finals = []
+    for start in range(0, len(ids), 100):
+        finals += _recovered(prefect, sorted(ids)[start : start + 100], 900)
+    assert Counter(r["state"]["type"] for r in finals) == {"COMPLETED": 201}
+    assert all(r["run_count"] == 1 for r in finals)

@@ -47,9 +47,7 @@ def stack(
     yield local
     local.stop()
     if request.session.testsfailed:
-        for log in sorted(local.log_dir.glob("*.log")):
-            print(f"\n===== {log.name} (last 60 lines) =====")
-            print("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
+        print(local.log_tails())
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,11 @@ def test_registering_again_changes_nothing(stack: LocalStack, prefect: PrefectAp
         assert new["id"] == old["id"]
         assert new["version"] == old["version"]
         assert new["schedules"] == old["schedules"]  # same schedule ids: not re-created
-    assert "deployed 0 changed deployments" in (stack.log_dir / "trainer.log").read_text()
+    log = (stack.log_dir / "trainer.log").read_text()
+    assert "deployed 0 changed deployments" in log
+    # The zombie automation was created on the first start and left alone on the second.
+    assert "automation 'crash-runs-without-heartbeats': created" in log
+    assert log.rstrip().count("automation 'crash-runs-without-heartbeats': unchanged") == 1
 
 
 def test_load_data_synthetic(prefect: PrefectApi, data_dir: Path) -> None:

@@ -22,6 +22,9 @@ class RecordingActuator:
     def owner(self, worker_name: str) -> str | None:
         return worker_name if worker_name in self.live else None
 
+    def claims(self, worker_name: str) -> bool:
+        return True
+
     def start(self, count: int) -> None:
         for _ in range(count):
             self.started += 1
@@ -53,10 +56,14 @@ def test_burst_starts_agents_then_only_idle_ones_stop_after_the_cooldown() -> No
     actuator = RecordingActuator(["a1"])
     clock = [0.0]
     snapshots = [
-        PoolSnapshot(Backlog(waiting=6, running=0), [], online_agents=1),
+        PoolSnapshot(Backlog(waiting=6, running=0), [], online_workers=["a1"]),
         # The backlog drains to 2 runs, on a1 and new2: after the cooldown, 2 agents stop.
-        PoolSnapshot(Backlog(0, 2), running_on("a1", "new2"), online_agents=4),
-        PoolSnapshot(Backlog(0, 2), running_on("a1", "new2"), online_agents=4),
+        PoolSnapshot(
+            Backlog(0, 2), running_on("a1", "new2"), online_workers=["a1", "new1", "new2", "new3"]
+        ),
+        PoolSnapshot(
+            Backlog(0, 2), running_on("a1", "new2"), online_workers=["a1", "new1", "new2", "new3"]
+        ),
     ]
     autoscaler = scaler(actuator, snapshots, clock)
     assert autoscaler.tick().target == 4
@@ -72,12 +79,14 @@ def test_burst_starts_agents_then_only_idle_ones_stop_after_the_cooldown() -> No
 
 def test_busy_agents_are_kept_even_below_target() -> None:
     actuator = RecordingActuator(["a1", "a2", "a3"])
-    snapshots = [PoolSnapshot(Backlog(0, 3), running_on("a1", "a2", "a3"), 3)]
+    snapshots = [PoolSnapshot(Backlog(0, 3), running_on("a1", "a2", "a3"), ["a1", "a2", "a3"])]
     # One agent per run: desired 3, nothing to stop; with one run left on a3, a1 and a2 go.
     autoscaler = scaler(actuator, snapshots, [100.0])
     autoscaler.tick()
     assert actuator.stopped == []
-    autoscaler.read_snapshot = lambda: PoolSnapshot(Backlog(0, 1), running_on("a3"), 3)
+    autoscaler.read_snapshot = lambda: PoolSnapshot(
+        Backlog(0, 1), running_on("a3"), ["a1", "a2", "a3"]
+    )
     autoscaler.tick()  # starts the cooldown
     autoscaler.clock = lambda: 200.0
     autoscaler.tick()
@@ -87,7 +96,7 @@ def test_busy_agents_are_kept_even_below_target() -> None:
 
 def test_a_run_without_a_known_agent_blocks_every_stop() -> None:
     actuator = RecordingActuator(["a1", "a2", "a3"])
-    snapshot = PoolSnapshot(Backlog(0, 1), running_on(None), 3)
+    snapshot = PoolSnapshot(Backlog(0, 1), running_on(None), ["a1", "a2", "a3"])
     autoscaler = scaler(actuator, [snapshot, snapshot], [0.0])
     autoscaler.tick()
     autoscaler.clock = lambda: 100.0

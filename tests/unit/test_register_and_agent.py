@@ -1,7 +1,12 @@
 from agent.__main__ import worker_command
 from agent.settings import AgentSettings
-from trainer.register import deployments, spec_version
-from trainer.settings import TrainerSettings
+from trainer.register import (
+    _automation_spec,
+    deployments,
+    spec_version,
+    zombie_automation,
+)
+from trainer.settings import HEARTBEAT_SECONDS, TrainerSettings
 
 
 def _versions(settings: TrainerSettings) -> list[str]:
@@ -38,3 +43,21 @@ def test_worker_command() -> None:
         "--limit", "2",
     ]  # fmt: skip
     assert worker_command(AgentSettings(agent_healthcheck=True))[-1] == "--with-healthcheck"
+
+
+def test_runs_get_heartbeats_and_retries_that_outlast_an_outage() -> None:
+    for deployment in deployments(TrainerSettings()):
+        env = deployment.job_variables["env"]
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_SECONDS) == "30"
+        retries = int(env["PREFECT_CLIENT_MAX_RETRIES"])
+        assert sum(2**n for n in range(1, retries + 1)) > 200  # seconds of back-off in all
+        assert env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] == "500"
+
+
+def test_the_zombie_automation_is_never_forced() -> None:
+    automation = zombie_automation()
+    [action] = automation.actions
+    assert action.force is False  # a heartbeat after completion must not crash a run
+    assert automation.trigger.within.total_seconds() == 3 * HEARTBEAT_SECONDS
+    assert _automation_spec(automation) == _automation_spec(zombie_automation())
+    assert _automation_spec(zombie_automation(within_seconds=60)) != _automation_spec(automation)

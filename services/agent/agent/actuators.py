@@ -6,6 +6,7 @@ agents, and stop one with SIGTERM and a grace period.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,7 +27,11 @@ class Actuator(Protocol):
         """The agents that count: started or running, not being stopped; oldest first."""
 
     def owner(self, worker_name: str) -> str | None:
-        """Our agent that runs as the Prefect worker `worker_name`; None if none of ours."""
+        """Our live agent that runs as the Prefect worker `worker_name`; None if none is."""
+
+    def claims(self, worker_name: str) -> bool:
+        """Whether `worker_name` is, or was, one of our agents: if it has no owner now, it
+        is gone, and nothing it ran can still be running."""
 
     def start(self, count: int) -> None: ...
 
@@ -56,6 +61,9 @@ class ProcessActuator:
     def owner(self, worker_name: str) -> str | None:
         return worker_name if worker_name in self.running or worker_name in self.stopping else None
 
+    def claims(self, worker_name: str) -> bool:
+        return worker_name.startswith(self.name_prefix)
+
     def start(self, count: int) -> None:
         for _ in range(count):
             self.started += 1
@@ -76,9 +84,10 @@ class ProcessActuator:
         self.stopping[agent] = (process, time.monotonic() + self.grace)
         logger.info("stopping %s (SIGTERM, %.0f s grace)", agent, self.grace)
 
-    def close(self, timeout: float = 15) -> None:
+    def close(self, timeout: float = 10) -> None:
         """Stop every agent: they are our children. Within `timeout`, then SIGKILL, so that
-        whoever stops us (make dev waits 20 s) never leaves them behind."""
+        whoever stops us (make dev waits 20 s, and a last poll may take a few) never leaves
+        them behind."""
         for agent in list(self.running):
             self.stop(agent)
         deadline = time.monotonic() + timeout
@@ -87,13 +96,16 @@ class ProcessActuator:
             time.sleep(0.2)
         for name, (process, _) in self.stopping.items():
             logger.warning("%s still up at shutdown: SIGKILL", name)
-            os.killpg(process.pid, signal.SIGKILL)
+            _kill_group(process.pid)
 
     def _reap(self) -> None:
         for name, process in list(self.running.items()):
             if process.poll() is not None:
                 # Dropped from the count, so the next decision replaces it if still needed.
+                # What is left of it (its fork server, engines) goes too: its runs are then
+                # surely dead, and recovery may crash and reschedule them.
                 logger.warning("%s exited by itself (code %s)", name, process.returncode)
+                _kill_group(process.pid)
                 del self.running[name]
         for name, (process, deadline) in list(self.stopping.items()):
             if process.poll() is not None:
@@ -101,7 +113,12 @@ class ProcessActuator:
                 del self.stopping[name]
             elif time.monotonic() > deadline:
                 logger.warning("%s still up after the grace period: SIGKILL", name)
-                os.killpg(process.pid, signal.SIGKILL)
+                _kill_group(process.pid)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # nothing left of it
+        os.killpg(pgid, signal.SIGKILL)
 
 
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -121,12 +138,14 @@ class DockerActuator:
         self.service = service
         self.grace = grace
         self.hosts: dict[str, str] = {}  # container name -> its hostname
+        self.seen_hosts: set[str] = set()  # hostnames of every agent container seen
         self.template: dict[str, Any] | None = None  # `docker inspect` of one agent
         self.stopping: set[str] = set()
         self.lock = threading.Lock()
 
     def agents(self) -> list[str]:
         containers = self._containers()
+        self.seen_hosts.update(c.attrs["Config"]["Hostname"] for c in containers)
         live = [c for c in containers if c.status in LIVE_STATUSES]
         live.sort(key=lambda c: (c.attrs["Created"], c.name))
         if live:
@@ -145,6 +164,9 @@ class DockerActuator:
             ),
             None,
         )
+
+    def claims(self, worker_name: str) -> bool:
+        return any(worker_name.startswith(agent_name_prefix(h)) for h in self.seen_hosts)
 
     def start(self, count: int) -> None:
         if self.template is None:

@@ -17,10 +17,31 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventResourceFilter,
+)
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+from prefect.states import Cancelled, Crashed, Scheduled
 from prometheus_client import Counter, Gauge, start_http_server
 
 from agent.actuators import COMPOSE_PROJECT, Actuator, DockerActuator, ProcessActuator
-from agent.backlog import PoolSnapshot, read_pool
+from agent.backlog import WORKER_LABEL, PoolSnapshot, read_crashed_runs, read_pool
+from agent.recovery import (
+    LOOKBACK,
+    CrashedRun,
+    RecoveryPolicy,
+    Repair,
+    end_orphaned_runs,
+    retry_crashed_runs,
+    without_stale_labels,
+)
 from agent.scaling import Decision, ScalerMemory, ScalingPolicy, agents_to_stop, decide
 from agent.settings import AutoscalerSettings
 
@@ -34,6 +55,11 @@ ONLINE = Gauge("autoscaler_online_agents", "Agents the Prefect server sees onlin
 STARTED = Counter("autoscaler_agents_started", "Agents started")
 STOPPED = Counter("autoscaler_agents_stopped", "Agents stopped (idle ones only)")
 ERRORS = Counter("autoscaler_errors", "Polls that failed (Prefect or Docker unreachable)")
+REPAIRS = Counter(
+    "autoscaler_runs_repaired",
+    "Runs recovered: crashed or cancelled (agent gone), or rescheduled after a crash",
+    ["to"],
+)
 
 
 class Autoscaler:
@@ -43,11 +69,13 @@ class Autoscaler:
         actuator: Actuator,
         read_snapshot: Callable[[], PoolSnapshot],
         clock: Callable[[], float] = time.monotonic,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.policy = policy
         self.actuator = actuator
         self.read_snapshot = read_snapshot
         self.clock = clock
+        self.reconciler = reconciler
         self.memory = ScalerMemory()
         self._last_logged: tuple[object, ...] | None = None
 
@@ -59,6 +87,8 @@ class Autoscaler:
         except Exception as exc:
             ERRORS.inc()
             logger.warning("poll failed, agents left as they are: %s: %s", type(exc).__name__, exc)
+            if self.reconciler is not None:
+                self.reconciler.interrupted()
             return None
         decision = decide(self.policy, snapshot.backlog, len(agents), self.memory, self.clock())
         self.memory = decision.memory
@@ -75,6 +105,13 @@ class Autoscaler:
         elif change < 0:
             action = self._scale_down(agents, snapshot, -change)
         self._report(snapshot, agents, decision, action)
+        if self.reconciler is not None:
+            try:
+                self.reconciler.reconcile(snapshot)
+            except Exception as exc:
+                ERRORS.inc()
+                logger.warning("recovery failed this poll: %s: %s", type(exc).__name__, exc)
+                self.reconciler.interrupted()
         return decision
 
     def _scale_down(self, agents: list[str], snapshot: PoolSnapshot, count: int) -> str:
@@ -121,6 +158,123 @@ class Autoscaler:
         )
 
 
+MAX_STALE_LABELS = 10_000
+
+
+class Reconciler:
+    """Recovery of runs whose agent died (agent.recovery), against the Prefect API."""
+
+    def __init__(
+        self,
+        policy: RecoveryPolicy,
+        actuator: Actuator,
+        client: SyncPrefectClient,
+        pool: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.actuator = actuator
+        self.client = client
+        self.pool = pool
+        self.clock = clock
+        self.unclaimed: dict[str, float] = {}  # runs seen with no agent -> first seen
+        self.crashed_by_us: set[str] = set()  # because their agent (ours) is gone
+        self.final: set[str] = set()  # Crashed runs to leave Crashed
+        # Rescheduled runs -> the dead agent still on their label until a new one takes them.
+        self.stale_labels: dict[str, str | None] = {}
+
+    def interrupted(self) -> None:
+        """A poll failed: a run's time without an agent counts only across polls that work
+        (an outage of the server is no agent's fault)."""
+        self.unclaimed.clear()
+
+    def reconcile(self, snapshot: PoolSnapshot) -> None:
+        online = set(snapshot.online_workers)
+
+        def agent_alive(worker: str) -> bool:
+            if self.actuator.owner(worker) is not None:
+                return True
+            # One of ours that is gone is surely dead; another's, only once Prefect sees its
+            # heartbeats stop (then the zombie automation has usually crashed its runs).
+            return not self.actuator.claims(worker) and worker in online
+
+        busy = without_stale_labels(snapshot.busy_runs, self.stale_labels)
+        workers = {run.id: run.worker_name for run in busy}
+        for repair in end_orphaned_runs(
+            busy, agent_alive, self.unclaimed, self.clock(), self.policy
+        ):
+            if self._apply(repair) and repair.to == StateType.CRASHED:
+                worker = workers[repair.run_id]
+                if worker is not None and self.actuator.claims(worker):
+                    self.crashed_by_us.add(repair.run_id)
+
+        now = datetime.now(UTC)
+        crashed_runs = [
+            run
+            for run in read_crashed_runs(self.client, self.pool, now - LOOKBACK)
+            if str(run.id) not in self.final
+        ]
+        crashed = [self._describe(run) for run in crashed_runs]
+        repairs, final = retry_crashed_runs(crashed, self._beat_since, now, self.policy)
+        labels = {str(run.id): run.labels.get(WORKER_LABEL) for run in crashed_runs}
+        for run_id in final:
+            logger.info(
+                "flow run %s stays Crashed (retries used, cancelled or no deployment)", run_id
+            )
+        self.final.update(final)
+        for repair in repairs:
+            if self._apply(repair):
+                self.stale_labels[repair.run_id] = labels[repair.run_id]
+        while len(self.stale_labels) > MAX_STALE_LABELS:  # runs that never came back
+            del self.stale_labels[next(iter(self.stale_labels))]
+
+    def _describe(self, run: FlowRun) -> CrashedRun:
+        history = self.client.read_flow_run_states(run.id)
+        assert run.state is not None  # read_crashed_runs keeps runs with a state
+        return CrashedRun(
+            id=str(run.id),
+            crashed_at=run.state.timestamp,
+            crashes=sum(state.type == StateType.CRASHED for state in history),
+            cancel_requested=any(state.type == StateType.CANCELLING for state in history),
+            has_deployment=run.deployment_id is not None,
+            agent_gone=str(run.id) in self.crashed_by_us,
+        )
+
+    def _beat_since(self, run: CrashedRun) -> bool:
+        """Whether the run has sent a heartbeat since it was marked Crashed: it is alive."""
+        page = self.client.read_events(
+            EventFilter(
+                occurred=EventOccurredFilter(since=run.crashed_at),
+                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+            ),
+            limit=1,
+        )
+        return bool(page.events)
+
+    def _apply(self, repair: Repair) -> bool:
+        state = {
+            StateType.CRASHED: lambda: Crashed(
+                message=f"Recovered by the autoscaler: {repair.reason}"
+            ),
+            StateType.CANCELLED: lambda: Cancelled(message=f"Cancelled: {repair.reason}"),
+            StateType.SCHEDULED: lambda: Scheduled(name="Rescheduled", message=repair.reason),
+        }[repair.to]()
+        result = self.client.set_flow_run_state(repair.run_id, state)
+        accepted = result.status == SetStateStatus.ACCEPT
+        if accepted:
+            REPAIRS.labels(repair.to.value.lower()).inc()
+        logger.log(
+            logging.WARNING if accepted else logging.INFO,
+            "flow run %s -> %s (%s): %s",
+            repair.run_id,
+            repair.to.value,
+            repair.reason,
+            "done" if accepted else f"refused: {result.details}",
+        )
+        return accepted
+
+
 def build_actuator(settings: AutoscalerSettings) -> Actuator:
     grace = settings.autoscaler_stop_grace_seconds
     if settings.autoscaler_backend == "process":
@@ -148,11 +302,6 @@ def _own_compose_project(client) -> str:  # client: docker.DockerClient
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # While the server is away, fail a poll fast and try again at the next, rather than
-    # retrying inside one poll for a minute.
-    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "1")
-    from prefect import get_client
-
     settings = AutoscalerSettings()
     policy = settings.policy()
     actuator = build_actuator(settings)
@@ -168,12 +317,22 @@ def main() -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # While the server is away, fail a poll fast and try again at the next, rather than
+    # retrying inside one poll for a minute. Not through the environment: local agents get
+    # ours, and Prefect's worker passes its settings on to runs, over the deployments' own.
+    retries = int(os.environ.get("PREFECT_CLIENT_MAX_RETRIES", "1"))
     try:
-        with get_client(sync_client=True) as client:
+        with (
+            temporary_settings({PREFECT_CLIENT_MAX_RETRIES: retries}),
+            get_client(sync_client=True) as client,
+        ):
             scaler = Autoscaler(
                 policy,
                 actuator,
                 lambda: read_pool(client, settings.work_pool_name, datetime.now(UTC)),
+                reconciler=Reconciler(
+                    settings.recovery_policy(), actuator, client, settings.work_pool_name
+                ),
             )
             while not stop.is_set():
                 scaler.tick()

@@ -17,7 +17,8 @@ from prefect.client.schemas.filters import (
     WorkPoolFilter,
     WorkPoolFilterName,
 )
-from prefect.client.schemas.objects import StateType, WorkerStatus
+from prefect.client.schemas.objects import FlowRun, StateType, WorkerStatus
+from prefect.client.schemas.sorting import FlowRunSort
 
 from agent.scaling import Backlog
 
@@ -41,7 +42,12 @@ class BusyRun:
 class PoolSnapshot:
     backlog: Backlog
     busy_runs: list[BusyRun]
-    online_agents: int
+    online_workers: list[str]
+    """Names of the pool's workers that the server sees online (heartbeats)."""
+
+    @property
+    def online_agents(self) -> int:
+        return len(self.online_workers)
 
 
 def read_pool(client: SyncPrefectClient, pool: str, now: datetime) -> PoolSnapshot:
@@ -63,7 +69,7 @@ def read_pool(client: SyncPrefectClient, pool: str, now: datetime) -> PoolSnapsh
     return PoolSnapshot(
         backlog=Backlog(waiting=due + pending, running=len(busy) - pending),
         busy_runs=busy,
-        online_agents=len(online),
+        online_workers=[worker.name for worker in online],
     )
 
 
@@ -84,3 +90,16 @@ def _busy_runs(client: SyncPrefectClient, in_pool: WorkPoolFilter) -> list[BusyR
         if len(batch) < PAGE:
             break
     return runs
+
+
+def read_crashed_runs(client: SyncPrefectClient, pool: str, since: datetime) -> list[FlowRun]:
+    """The pool's Crashed runs that crashed after `since`, newest first (one page)."""
+    runs = client.read_flow_runs(
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))
+        ),
+        sort=FlowRunSort.END_TIME_DESC,
+        limit=PAGE,
+    )
+    return [run for run in runs if run.state is not None and run.state.timestamp >= since]

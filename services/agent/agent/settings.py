@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.recovery import RecoveryPolicy
 from agent.scaling import ScalingPolicy
 from trainer.settings import DEFAULT_WORK_POOL
 
@@ -93,11 +94,35 @@ class AutoscalerSettings(BaseSettings):
     autoscaler_agent_service: str = Field(
         "agent", description="Compose service whose containers are the agents."
     )
+    autoscaler_crash_retries: int = Field(
+        1,
+        ge=0,
+        description="How many times a Crashed run (its agent died) is rescheduled; 0: never.",
+    )
+    autoscaler_orphan_grace_seconds: float = Field(
+        60,
+        ge=0,
+        description="Seconds a Pending or Cancelling run may go without an agent before it is "
+        "ended (Crashed, or Cancelled).",
+    )
+    autoscaler_crash_settle_seconds: float = Field(
+        45,
+        ge=0,
+        description="Seconds with no heartbeat from a Crashed run before it is rescheduled "
+        "(at once when its agent is known to be gone).",
+    )
 
     @model_validator(mode="after")
     def _valid_policy(self) -> AutoscalerSettings:
         self.policy()  # raises ValueError with the reason, reported as a settings error
         return self
+
+    def recovery_policy(self) -> RecoveryPolicy:
+        return RecoveryPolicy(
+            crash_retries=self.autoscaler_crash_retries,
+            pending_grace=self.autoscaler_orphan_grace_seconds,
+            settle=self.autoscaler_crash_settle_seconds,
+        )
 
     def policy(self) -> ScalingPolicy:
         return ScalingPolicy(

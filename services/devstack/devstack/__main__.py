@@ -55,8 +55,8 @@ def main() -> int:
             flush=True,
         )
         while True:
-            stack.check_alive()
-            time.sleep(1)
+            stack.supervise()  # a service that exits is restarted, with backoff
+            time.sleep(0.5)
     except KeyboardInterrupt:
         logging.info("stopping")
         return 0

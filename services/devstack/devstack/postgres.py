@@ -33,6 +33,10 @@ class EmbeddedPostgres:
     def url(self, database: str = "postgres") -> str:
         return self._server.get_uri(database=database)
 
+    def start(self) -> None:
+        """Start it again after `stop`, on the same data and socket (same URL)."""
+        self._server.ensure_postgres_running()
+
     def stop(self, timeout: float = 30) -> None:
         """Fast shutdown (SIGINT to the postmaster), waiting until it has exited.
 

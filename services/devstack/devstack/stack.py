@@ -13,12 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import httpx
 from dotenv import dotenv_values
 
+from agent.supervisor import next_restart_delay
 from devstack.postgres import (
     PREFECT_DATABASE,
     EmbeddedPostgres,
@@ -49,6 +51,17 @@ class StackError(RuntimeError):
     """A service that did not start, or stopped when it should not have."""
 
 
+@dataclass
+class _Service:
+    """How a long-running service was started, to start it again as Compose would."""
+
+    command: list[str]
+    env: dict[str, str] | None
+    started: float
+    delay: float | None = None  # the last restart delay
+    restart_at: float | None = None  # when it exited: when it starts again
+
+
 def _default_sigint() -> None:
     # A background shell starts us with SIGINT ignored, and children would inherit that:
     # Prefect's worker relays SIGTERM as SIGINT, so it would never exit.
@@ -77,6 +90,7 @@ class LocalStack:
         self.log_dir = self.state_dir / "logs"
         self.postgres: EmbeddedPostgres | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: dict[str, _Service] = {}
         self._agents = 0
         self.env: dict[str, str] = {}
 
@@ -112,7 +126,7 @@ class LocalStack:
                 _require_free_port(port)
             self.env = self._environment(self._databases())
             self.start_service("server")
-            self.wait_until(self._server_healthy, 90, "the Prefect server to answer /api/health")
+            self.wait_until(self._server_healthy, 90, "the Prefect server to answer /api/ready")
             self.run_once("trainer")
             for _ in range(agents):
                 self.add_agent()
@@ -129,6 +143,7 @@ class LocalStack:
         for name in reversed(list(self.processes)):
             self._terminate(name, self.processes[name])
         self.processes.clear()
+        self.services.clear()
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
@@ -175,6 +190,13 @@ class LocalStack:
             preexec_fn=_default_sigint,
         )
         self.processes[name] = process
+        previous = self.services.get(name)
+        self.services[name] = _Service(
+            command or SERVICE_COMMANDS[name],
+            env,
+            time.monotonic(),
+            delay=previous.delay if previous else None,
+        )
         threading.Thread(target=self._pump, args=(name, process.stdout), daemon=True).start()
         logger.info("started %s (pid %d)", name, process.pid)
         return process
@@ -188,6 +210,7 @@ class LocalStack:
             raise StackError(f"{name} did not finish within {timeout:.0f} s") from None
         finally:
             self.processes.pop(name, None)
+            self.services.pop(name, None)  # one-shot: never restarted
         if code != 0:
             raise StackError(f"{name} exited {code}; see {self.log_dir / name}.log")
 
@@ -198,8 +221,32 @@ class LocalStack:
                     f"{name} exited {process.returncode}; see {self.log_dir / name}.log"
                 )
 
+    def supervise(self) -> None:
+        """Restart the services that have exited, as Compose's `restart: unless-stopped`
+        does: after a delay that grows while a service keeps failing (agent.supervisor)."""
+        now = time.monotonic()
+        for name, process in list(self.processes.items()):
+            service = self.services[name]
+            if process.poll() is None:
+                continue
+            if service.restart_at is None:
+                uptime = now - service.started
+                service.delay = next_restart_delay(service.delay, uptime)
+                service.restart_at = now + service.delay
+                logger.warning(
+                    "%s exited (code %s) after %.0f s; restarting it in %.0f s (log: %s)",
+                    name,
+                    process.returncode,
+                    uptime,
+                    service.delay,
+                    self.log_dir / f"{name}.log",
+                )
+            elif now >= service.restart_at:
+                self.start_service(name, service.command, service.env)
+
     def stop_service(self, name: str) -> None:
         process = self.processes.pop(name)
+        self.services.pop(name, None)
         self._terminate(name, process)
 
     def _terminate(self, name: str, process: subprocess.Popen[bytes], grace: float = 20) -> None:
@@ -222,6 +269,14 @@ class LocalStack:
                 if self.echo:
                     sys.stdout.buffer.write(prefix + line)
                     sys.stdout.buffer.flush()
+
+    def log_tails(self, lines: int = 60) -> str:
+        """The end of every service's log, for a test that failed."""
+        return "".join(
+            f"\n===== {log.name} (last {lines} lines) =====\n"
+            + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            for log in sorted(self.log_dir.glob("*.log"))
+        )
 
     # -- environment ---------------------------------------------------------------------
 
@@ -286,7 +341,7 @@ class LocalStack:
         return httpx.get(f"{self.service_url}/readyz", timeout=2).status_code == 200
 
     def _server_healthy(self) -> bool:
-        return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+        return httpx.get(f"{self.api_url}/ready", timeout=2).status_code == 200
 
     def online_workers(self, pool: str | None = None) -> list[str]:
         pool = pool or self.env.get("WORK_POOL_NAME") or DEFAULT_WORK_POOL

@@ -6,22 +6,84 @@ Run once per start of the stack: `python -m trainer.register`.
 import hashlib
 import json
 import logging
+from datetime import timedelta
 
 from prefect import deploy, get_client
 from prefect._internal.versioning import VersionType
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import StateType
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 
 from trainer.flows import load_data, probe, train_model
-from trainer.settings import TrainerSettings, get_settings
+from trainer.settings import HEARTBEAT_SECONDS, RUN_ENVIRONMENT, TrainerSettings, get_settings
 
 logger = logging.getLogger("trainer.register")
 
 # Each run's process: the agent's launcher, which forks a warm, pre-imported engine from the
 # agent's fork server (and runs `python -m prefect.engine` itself when there is none).
-JOB_VARIABLES = {"command": "python -m agent.launch"}
+JOB_VARIABLES = {"command": "python -m agent.launch", "env": RUN_ENVIRONMENT}
+
+ZOMBIE_AUTOMATION_NAME = "crash-runs-without-heartbeats"
+
+
+def zombie_automation(
+    name: str = ZOMBIE_AUTOMATION_NAME,
+    runs: str = "*",
+    within_seconds: float = 3 * HEARTBEAT_SECONDS,
+) -> AutomationCore:
+    """Prefect's documented "detect zombie flows" automation: a run whose heartbeats stop
+    (its agent or container died) is marked Crashed, and the autoscaler reschedules it.
+    `runs` narrows it to one flow run id (tests); `within_seconds`: three heartbeats.
+
+    Not forced: a heartbeat that lands after a run ended would otherwise crash a finished
+    run. Prefect's orchestration refuses terminal -> Crashed unless forced.
+    """
+    return AutomationCore(
+        name=name,
+        description=f"Marks a flow run Crashed when {within_seconds:.0f} s pass after a "
+        "heartbeat with no heartbeat or state change (created by trainer.register).",
+        trigger=EventTrigger(
+            match={"prefect.resource.id": f"prefect.flow-run.{runs}"},
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.*"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"No heartbeat for {within_seconds:.0f} s: its agent is gone.",
+                force=False,
+            )
+        ],
+    )
+
+
+def _automation_spec(automation: AutomationCore) -> dict:
+    # What defines it: a stored automation also carries its id and timestamps.
+    return automation.model_dump(mode="json", include=set(AutomationCore.model_fields))
+
+
+def ensure_automation(client: SyncPrefectClient, automation: AutomationCore) -> str:
+    """Create the automation, or update the one of that name if it differs; "created",
+    "updated" or "unchanged". Duplicates of the name (a concurrent first start) are removed."""
+    first, *duplicates = client.read_automations_by_name(automation.name) or [None]
+    for duplicate in duplicates:
+        client.delete_automation(duplicate.id)
+    if first is None:
+        client.create_automation(automation)
+        return "created"
+    if _automation_spec(first) == _automation_spec(automation):
+        return "unchanged"
+    client.update_automation(first.id, automation)
+    return "updated"
 
 
 def ensure_work_pool(name: str) -> None:
@@ -104,6 +166,9 @@ def register(settings: TrainerSettings) -> int:
     Unchanged deployments are not touched, so their schedules and scheduled runs stay.
     """
     ensure_work_pool(settings.work_pool_name)
+    with get_client(sync_client=True) as client:
+        outcome = ensure_automation(client, zombie_automation())
+    logger.info("automation %r: %s", ZOMBIE_AUTOMATION_NAME, outcome)
     stale = stale_deployments(settings)
     if stale:
         deploy(

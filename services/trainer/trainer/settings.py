@@ -6,6 +6,18 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WORK_POOL = "training"
+
+# Flow-run heartbeats every 30 s, Prefect's minimum (its default is 180 s); the zombie
+# automation (trainer.register) crashes a run that misses three in a row.
+HEARTBEAT_SECONDS = 30
+# What each run's engine needs to ride out an outage of the database or the server. While
+# Postgres is down the server answers 500, which Prefect's client does not retry by default:
+# a run that ended then stayed Running for good. 7 retries back off 2, 4, ... 128 s: 254 s.
+RUN_ENVIRONMENT = {
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+    "PREFECT_CLIENT_MAX_RETRIES": "7",
+    "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
+}
 TLC_URL_TEMPLATE = (
     "https://d37ci6vzurychx.cloudfront.net/trip-data/{dataset}_tripdata_{month}.parquet"
 )

@@ -1,0 +1,316 @@
+"""Faults in local mode: kill, freeze and stop parts of a running stack; every run must reach
+its true final state, none may run twice unless rescheduled once, and our API never answers
+500. Each test records seconds to detect, seconds to recover and runs lost."""
+
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psutil
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+
+from devstack.stack import LocalStack
+from faults.conftest import (
+    ORPHAN_GRACE_SECONDS,
+    RECORDS,
+    agent_pid,
+    kill_group,
+    wait_final,
+    wait_for,
+    wait_running,
+)
+from prefect_api import PrefectApi
+from trainer.register import zombie_automation
+
+pytestmark = pytest.mark.faults
+WORKER_LABEL = "prefect.worker.name"
+DETECT_LIMIT_SECONDS = 90  # the issue's bound for marking a dead agent's run Crashed
+
+
+class ApiWatch:
+    """Polls our API (a run, and /readyz) in the background; collects every status code."""
+
+    def __init__(self, api: httpx.Client, run_ids: list[str]) -> None:
+        self.api, self.run_ids = api, run_ids
+        self.statuses: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> "ApiWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            for path in [f"/runs/{i}" for i in self.run_ids] + ["/readyz"]:
+                try:
+                    self.statuses[self.api.get(path, timeout=30).status_code] += 1
+                except httpx.HTTPError:
+                    self.statuses[0] += 1  # the API itself away (restarting): no answer
+
+
+def _probe(prefect: PrefectApi, seconds: float) -> str:
+    response = prefect.create_run("probe", {"seconds": seconds})
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def _first_seen(prefect: PrefectApi, run_id: str, state: str, timeout: float) -> float:
+    wait_for(lambda: state in prefect.states(run_id), timeout, f"run {run_id} to be {state}")
+    return time.monotonic()
+
+
+def test_a_killed_agent_s_run_is_crashed_rescheduled_and_completed(
+    fault_stack: LocalStack, prefect: PrefectApi
+) -> None:
+    run_id = _probe(prefect, 20)
+    worker = wait_running(prefect, run_id)["labels"][WORKER_LABEL]
+    kill_group(agent_pid(fault_stack, worker))  # the agent, its fork server and the engine
+    killed = time.monotonic()
+
+    crashed = _first_seen(prefect, run_id, "CRASHED", DETECT_LIMIT_SECONDS)
+    [final] = wait_final(prefect, [run_id], 180)
+    recovered = time.monotonic()
+    states = prefect.states(run_id)
+    assert final["state"]["type"] == "COMPLETED", states
+    assert states.count("CRASHED") == 1 and states.count("RUNNING") == 2, states
+    assert final["labels"][WORKER_LABEL] != worker  # finished on a new agent
+    RECORDS.append(
+        ("kill -9 an agent mid-run", f"{crashed - killed:.1f}", f"{recovered - killed:.1f}", 0)
+    )
+
+
+def test_cancelling_a_run_whose_agent_then_dies_ends_cancelled(
+    fault_stack: LocalStack, prefect: PrefectApi, api: httpx.Client
+) -> None:
+    run_id = _probe(prefect, 120)
+    agent = agent_pid(fault_stack, wait_running(prefect, run_id)["labels"][WORKER_LABEL])
+    kill_group(agent, signal.SIGSTOP)  # frozen: nothing of the agent can act on the cancel
+    assert api.post(f"/runs/{run_id}/cancel").status_code == 202
+    wait_for(lambda: prefect.flow_run(run_id)["state"]["type"] == "CANCELLING", 30, "CANCELLING")
+    kill_group(agent)
+    killed = time.monotonic()
+    [final] = wait_final(prefect, [run_id], 60)
+    assert final["state"]["type"] == "CANCELLED", prefect.states(run_id)
+    assert "RUNNING" not in prefect.states(run_id)[-2:]  # not rescheduled
+    RECORDS.append(("cancel, then the agent dies", f"{time.monotonic() - killed:.1f}", "-", 0))
+
+
+def _taken_by_no_agent(prefect: PrefectApi) -> str:
+    """A run moved to Pending as an agent would on taking it, with no agent behind it
+    (scheduled an hour ahead, so that no live agent takes it first)."""
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    created = prefect.create_run(
+        "probe",
+        {"seconds": 1},
+        state={"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
+    )
+    created.raise_for_status()
+    run_id = created.json()["id"]
+    assert prefect.set_state(run_id, {"type": "PENDING"}, force=True) == "ACCEPT"
+    return run_id
+
+
+def test_a_run_left_pending_by_no_agent_is_crashed_then_rescheduled(
+    prefect: PrefectApi,
+) -> None:
+    # As if an agent took the run (Pending) and died before it could label or start it.
+    run_id = _taken_by_no_agent(prefect)
+    stranded = time.monotonic()
+
+    crashed = _first_seen(prefect, run_id, "CRASHED", ORPHAN_GRACE_SECONDS + 60)
+    [final] = wait_final(prefect, [run_id], 180)
+    states = prefect.states(run_id)
+    assert final["state"]["type"] == "COMPLETED", states
+    assert states.count("CRASHED") == 1 and states.count("RUNNING") == 1, states
+    RECORDS.append(
+        (
+            "an agent dies between taking and starting",
+            f"{crashed - stranded:.1f}",
+            f"{time.monotonic() - stranded:.1f}",
+            0,
+        )
+    )
+
+
+def test_a_run_crashed_by_its_worker_is_rescheduled(prefect: PrefectApi) -> None:
+    # What Prefect's worker does when the server restarts while it submits a run.
+    run_id = _taken_by_no_agent(prefect)
+    crash = {"type": "CRASHED", "message": "Flow run could not be submitted to infrastructure"}
+    assert prefect.set_state(run_id, crash) == "ACCEPT"
+    crashed = time.monotonic()
+    [final] = wait_final(prefect, [run_id], 180)
+    states = prefect.states(run_id)
+    assert final["state"]["type"] == "COMPLETED", states
+    assert states.count("RUNNING") == 1, states
+    RECORDS.append(
+        ("worker reports a submission Crashed", "0", f"{time.monotonic() - crashed:.1f}", 0)
+    )
+
+
+@pytest.mark.parametrize("outage_seconds", [20, 100])
+def test_a_postgres_outage_mid_run_ends_with_the_true_final_state(
+    fault_stack: LocalStack, prefect: PrefectApi, api: httpx.Client, outage_seconds: int
+) -> None:
+    run_id = _probe(prefect, 25)
+    worker = wait_running(prefect, run_id)["labels"][WORKER_LABEL]
+    agent = agent_pid(fault_stack, worker)
+    assert fault_stack.postgres is not None
+    with ApiWatch(api, [run_id]) as watch:
+        fault_stack.postgres.stop()
+        time.sleep(outage_seconds)  # the run ends (at 25 s) during the 100 s outage
+        fault_stack.postgres.start()
+        back = time.monotonic()
+        assert psutil.pid_exists(agent), "the agent exited during the outage"
+        [final] = wait_final(prefect, [run_id], 400)
+    recovered = time.monotonic()
+    states = prefect.states(run_id)
+    assert final["state"]["type"] == "COMPLETED", states
+    assert states.count("RUNNING") == 1, states
+    assert watch.statuses[500] == 0, watch.statuses
+    assert 503 in watch.statuses, f"the API never reported the outage: {watch.statuses}"
+    RECORDS.append(
+        (
+            f"Postgres stopped {outage_seconds} s mid-run",
+            "-",
+            f"{recovered - back:.1f} after",
+            0,
+        )
+    )
+
+
+def test_a_killed_prefect_server_is_restarted_and_runs_complete(
+    fault_stack: LocalStack, prefect: PrefectApi, api: httpx.Client
+) -> None:
+    ids = [_probe(prefect, 15) for _ in range(3)]
+    wait_running(prefect, ids[0])
+    server = fault_stack.processes["server"]
+    with ApiWatch(api, ids) as watch:
+        kill_group(server.pid)
+        killed = time.monotonic()
+        wait_for(
+            lambda: (
+                fault_stack.processes["server"].pid != server.pid
+                and httpx.get(f"{fault_stack.api_url}/ready", timeout=5).status_code == 200
+            ),
+            120,
+            "the server to be restarted and ready",
+        )
+        back = time.monotonic()
+        finals = wait_final(prefect, ids, 300)
+    for run in finals:
+        states = prefect.states(run["id"])
+        assert run["state"]["type"] == "COMPLETED", states
+        # Once, or once more after a crash the reconciler recovered.
+        assert states.count("RUNNING") <= 1 + states.count("CRASHED"), states
+    assert watch.statuses[500] == 0, watch.statuses
+    RECORDS.append(("kill -9 the Prefect server mid-run", "-", f"{back - killed:.1f} (server)", 0))
+
+
+def test_the_api_drains_in_flight_requests_on_sigterm(
+    fault_stack: LocalStack, prefect: PrefectApi, api: httpx.Client
+) -> None:
+    [done] = wait_final(prefect, [_probe(prefect, 0)], 90)
+    server = fault_stack.processes["server"].pid
+    service = fault_stack.processes["api"]
+    api_log = fault_stack.log_dir / "api.log"
+    logged_before = api_log.stat().st_size
+    result: dict[str, int] = {}
+    # The server frozen: the request waits inside the API for Prefect's answer.
+    kill_group(server, signal.SIGSTOP)
+    try:
+        reader = threading.Thread(
+            target=lambda: result.update(status=api.get(f"/runs/{done['id']}").status_code)
+        )
+        reader.start()
+        time.sleep(2)
+        service.send_signal(signal.SIGTERM)
+        time.sleep(2)
+        assert service.poll() is None, "the API exited with a request in flight"
+    finally:
+        kill_group(server, signal.SIGCONT)
+    reader.join(60)
+    assert result == {"status": 200}
+    # Uvicorn drains, then ends by the SIGTERM it caught (-15), as a plain process would.
+    assert service.wait(30) in (0, -signal.SIGTERM)
+    with api_log.open() as log:
+        log.seek(logged_before)
+        shutdown = log.read()
+    assert "Waiting for application shutdown" in shutdown, shutdown
+    assert "Finished server process" in shutdown
+
+
+def test_a_heartbeat_after_completion_cannot_crash_the_run(
+    fault_stack: LocalStack, prefect: PrefectApi
+) -> None:
+    # The zombie automation as registered, but for one run each and a 10 s window.
+    [done] = wait_final(prefect, [_probe(prefect, 0)], 90)
+    live = _probe(prefect, 75)
+    wait_running(prefect, live)
+    client = SyncPrefectClient(fault_stack.api_url).__enter__()
+    automations = [
+        client.create_automation(
+            zombie_automation(name=f"test-zombie-{run_id}", runs=run_id, within_seconds=10)
+        )
+        for run_id in (done["id"], live)
+    ]
+    try:
+        heartbeat = {
+            "id": str(uuid.uuid4()),
+            "occurred": datetime.now(UTC).isoformat(),
+            "event": "prefect.flow-run.heartbeat",
+            "resource": {"prefect.resource.id": f"prefect.flow-run.{done['id']}"},
+        }
+        prefect.http.post("/events", json=[heartbeat]).raise_for_status()
+        # Control: the live run, beating every 30 s, misses the 10 s window and is crashed.
+        _first_seen(prefect, live, "CRASHED", 60)
+        assert prefect.flow_run(done["id"])["state"]["type"] == "COMPLETED"
+        assert prefect.states(done["id"]).count("CRASHED") == 0
+        # It still beats, so it is not rescheduled: its engine finishes it.
+        [final] = wait_final(prefect, [live], 150)
+        states = prefect.states(live)
+        assert final["state"]["type"] == "COMPLETED", states
+        assert states.count("RUNNING") == 1, states
+    finally:
+        for automation_id in automations:
+            client.delete_automation(automation_id)
+        client.__exit__(None, None, None)
+
+
+def test_a_burst_of_triggers_with_and_without_a_shared_key(
+    prefect: PrefectApi, api: httpx.Client
+) -> None:
+    body = {"flow": "load-data", "parameters": {"month": "2020-01", "source": "synthetic"}}
+    [first] = wait_final(prefect, [api.post("/runs", json=body).json()["id"]], 120)
+    assert first["state"]["type"] == "COMPLETED"
+
+    def post(key: str) -> httpx.Response:
+        return api.post("/runs", json=body, headers={"Idempotency-Key": key})
+
+    keys = [f"distinct-{i}" for i in range(200)] + ["shared"] * 50
+    with ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(post, keys))
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {202: 250}, statuses
+    ids = {key: r.json()["id"] for key, r in zip(keys, responses, strict=True)}
+    shared = {r.json()["id"] for key, r in zip(keys, responses, strict=True) if key == "shared"}
+    assert len(shared) == 1 and len(set(ids.values())) == 201
+
+    started = time.monotonic()
+    finals = wait_final(prefect, list(set(ids.values())), 600)
+    assert Counter(run["state"]["type"] for run in finals) == {"COMPLETED": 201}
+    for run in finals:
+        assert run["run_count"] == 1, run
+    RECORDS.append(
+        ("250 POST /runs (50 sharing a key)", "-", f"{time.monotonic() - started:.1f} drain", 0)
+    )
