@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ import pytest
 from autoscaler_metrics import parse_autoscaler_metrics
 from e2e.conftest import ARTIFACTS, PREFECT, PROJECT, Compose
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
+from fault_tools import ApiWatch, wait_for
 from prefect_api import PrefectApi
 
 pytestmark = pytest.mark.e2e
@@ -180,18 +180,8 @@ WORKER_LABEL = "prefect.worker.name"
 FINAL_AFTER_RECOVERY = FINAL - {"CRASHED"}  # a crashed run is rescheduled: wait past it
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _recovered(prefect: PrefectApi, ids: list[str], timeout: float = 300) -> list[dict]:
-    return _wait(
+    return wait_for(
         lambda: (
             (runs := prefect.flow_runs(ids))
             and all(r["state"]["type"] in FINAL_AFTER_RECOVERY for r in runs)
@@ -203,22 +193,11 @@ def _recovered(prefect: PrefectApi, ids: list[str], timeout: float = 300) -> lis
 
 
 def _running(prefect: PrefectApi, run_id: str) -> dict:
-    return _wait(
+    return wait_for(
         lambda: (run := prefect.flow_run(run_id))["state"]["type"] == "RUNNING" and run,
         120,
         f"run {run_id} to be RUNNING",
     )
-
-
-def _statuses_while(api: httpx.Client, run_ids: list[str], stop: "threading.Event") -> Counter:
-    seen: Counter = Counter()
-    while not stop.wait(0.5):
-        for path in [f"/runs/{i}" for i in run_ids] + ["/readyz"]:
-            try:
-                seen[api.get(path, timeout=30).status_code] += 1
-            except httpx.HTTPError:
-                seen[0] += 1
-    return seen
 
 
 def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
@@ -236,7 +215,7 @@ def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
     ]
     subprocess.run(["docker", "kill", "--signal", "KILL", container], check=True)
     killed = time.monotonic()
-    _wait(lambda: "CRASHED" in prefect.states(run_id), 90, "the run to be marked Crashed")
+    wait_for(lambda: "CRASHED" in prefect.states(run_id), 90, "the run to be marked Crashed")
     detected = time.monotonic() - killed
     [final] = _recovered(prefect, [run_id])
     states = prefect.states(run_id)
@@ -261,20 +240,16 @@ def test_a_postgres_outage_mid_run_ends_completed(
     prefect = PrefectApi(PREFECT)
     run_id = prefect.create_run("probe", {"seconds": 25}).json()["id"]
     _running(prefect, run_id)
-    stop = threading.Event()
-    with ThreadPoolExecutor(1) as pool:
-        watch = pool.submit(_statuses_while, api, [run_id], stop)
+    with ApiWatch(api, [run_id]) as watch:
         compose.run("stop", "postgres")
         time.sleep(outage_seconds)
         compose.run("start", "postgres")
         back = time.monotonic()
         [final] = _recovered(prefect, [run_id], 400)
-        stop.set()
-        statuses = watch.result()
     states = prefect.states(run_id)
     assert final["state"]["type"] == "COMPLETED", states
     assert states.count("RUNNING") == 1, states
-    assert statuses[500] == 0, statuses
+    assert watch.statuses[500] == 0, watch.statuses
     print(f"\nPostgres down {outage_seconds} s: final {time.monotonic() - back:.1f} s after")
 
 
@@ -289,18 +264,14 @@ def test_a_crashed_server_container_is_restarted_and_runs_complete(
         ["docker", "inspect", "-f", "{{.State.Pid}}", server],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    stop = threading.Event()
-    with ThreadPoolExecutor(1) as pool:
-        watch = pool.submit(_statuses_while, api, ids, stop)
+    with ApiWatch(api, ids) as watch:
         os.kill(int(pid), signal.SIGKILL)  # a crash, which Compose's restart policy restarts
         finals = _recovered(prefect, ids, 400)
-        stop.set()
-        statuses = watch.result()
     for run in finals:
         states = prefect.states(run["id"])
         assert run["state"]["type"] == "COMPLETED", states
         assert states.count("RUNNING") <= 1 + states.count("CRASHED"), states
-    assert statuses[500] == 0, statuses
+    assert watch.statuses[500] == 0, watch.statuses
 
 
 def test_a_burst_of_triggers_with_and_without_a_shared_key(api: httpx.Client) -> None:

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from devstack.stack import LocalStack, free_port
+from fault_tools import wait_for
 from prefect_api import FINAL_STATES, PrefectApi
 
 API_KEY = "fault-key-" + "x" * 32
@@ -119,20 +120,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    """`predicate()` once truthy; a connection refused or cut counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except httpx.TransportError:
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def wait_running(prefect: PrefectApi, run_id: str, timeout: float = 90) -> dict:

@@ -16,13 +16,13 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient
 
 from devstack.stack import LocalStack
+from fault_tools import ApiWatch, wait_for
 from faults.conftest import (
     ORPHAN_GRACE_SECONDS,
     RECORDS,
     agent_pid,
     kill_group,
     wait_final,
-    wait_for,
     wait_running,
 )
 from prefect_api import PrefectApi
@@ -31,32 +31,6 @@ from trainer.register import zombie_automation
 pytestmark = pytest.mark.faults
 WORKER_LABEL = "prefect.worker.name"
 DETECT_LIMIT_SECONDS = 90  # the issue's bound for marking a dead agent's run Crashed
-
-
-class ApiWatch:
-    """Polls our API (a run, and /readyz) in the background; collects every status code."""
-
-    def __init__(self, api: httpx.Client, run_ids: list[str]) -> None:
-        self.api, self.run_ids = api, run_ids
-        self.statuses: Counter[int] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> "ApiWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.5):
-            for path in [f"/runs/{i}" for i in self.run_ids] + ["/readyz"]:
-                try:
-                    self.statuses[self.api.get(path, timeout=30).status_code] += 1
-                except httpx.HTTPError:
-                    self.statuses[0] += 1  # the API itself away (restarting): no answer
 
 
 def _probe(prefect: PrefectApi, seconds: float) -> str:
