@@ -87,7 +87,7 @@ def api(fault_stack: LocalStack) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def settled(fault_stack: LocalStack, prefect: PrefectApi) -> Iterator[None]:
     """Each fault starts on a healthy stack: server and API ready, an agent online, nothing
     left running; on failure, the services' logs."""

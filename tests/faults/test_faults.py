@@ -28,7 +28,8 @@ from faults.conftest import (
 from prefect_api import PrefectApi
 from trainer.register import zombie_automation
 
-pytestmark = pytest.mark.faults
+# Each fault starts on a healthy, idle stack (the `settled` fixture).
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("settled")]
 WORKER_LABEL = "prefect.worker.name"
 DETECT_LIMIT_SECONDS = 90  # the bound for marking a dead agent's run Crashed
 

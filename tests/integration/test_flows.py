@@ -1,6 +1,7 @@
 """The flows run through their deployments on a real server and worker."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -58,9 +59,9 @@ def test_registering_again_changes_nothing(stack: LocalStack, prefect: PrefectAp
         assert new["schedules"] == old["schedules"]  # same schedule ids: not re-created
     log = (stack.log_dir / "trainer.log").read_text()
     assert "deployed 0 changed deployments" in log
-    # The zombie automation was created on the first start and left alone on the second.
-    assert "automation 'crash-runs-without-heartbeats': created" in log
-    assert log.rstrip().count("automation 'crash-runs-without-heartbeats': unchanged") == 1
+    # The zombie automation was created on the first start, and left alone on every other.
+    outcomes = re.findall(r"automation 'crash-runs-without-heartbeats': (\w+)", log)
+    assert outcomes[0] == "created" and set(outcomes[1:]) == {"unchanged"}, outcomes
 
 
 def test_load_data_synthetic(prefect: PrefectApi, data_dir: Path) -> None:
