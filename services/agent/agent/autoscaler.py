@@ -180,6 +180,8 @@ class Reconciler:
         self.unclaimed: dict[str, float] = {}  # runs seen with no agent -> first seen
         self.crashed_by_us: set[str] = set()  # because their agent (ours) is gone
         self.final: set[str] = set()  # Crashed runs to leave Crashed
+        # A crash's history does not change while the run stays Crashed: read it once.
+        self.described: dict[tuple[str, datetime], CrashedRun] = {}
         # Rescheduled runs -> the dead agent still on their label until a new one takes them.
         self.stale_labels: dict[str, str | None] = {}
 
@@ -209,11 +211,13 @@ class Reconciler:
                     self.crashed_by_us.add(repair.run_id)
 
         now = datetime.now(UTC)
-        crashed_runs = [
-            run
-            for run in read_crashed_runs(self.client, self.pool, now - LOOKBACK)
-            if str(run.id) not in self.final
-        ]
+        recent = read_crashed_runs(self.client, self.pool, now - LOOKBACK)
+        # Memory of runs no longer Crashed (rescheduled, finished, past the look-back) goes.
+        still_crashed = {str(run.id) for run in recent}
+        self.final &= still_crashed
+        self.crashed_by_us &= still_crashed
+        self.described = {k: v for k, v in self.described.items() if k[0] in still_crashed}
+        crashed_runs = [run for run in recent if str(run.id) not in self.final]
         crashed = [self._describe(run) for run in crashed_runs]
         repairs, final = retry_crashed_runs(crashed, self._beat_since, now, self.policy)
         labels = {str(run.id): run.labels.get(WORKER_LABEL) for run in crashed_runs}
@@ -229,16 +233,19 @@ class Reconciler:
             del self.stale_labels[next(iter(self.stale_labels))]
 
     def _describe(self, run: FlowRun) -> CrashedRun:
-        history = self.client.read_flow_run_states(run.id)
         assert run.state is not None  # read_crashed_runs keeps runs with a state
-        return CrashedRun(
-            id=str(run.id),
-            crashed_at=run.state.timestamp,
-            crashes=sum(state.type == StateType.CRASHED for state in history),
-            cancel_requested=any(state.type == StateType.CANCELLING for state in history),
-            has_deployment=run.deployment_id is not None,
-            agent_gone=str(run.id) in self.crashed_by_us,
-        )
+        key = (str(run.id), run.state.timestamp)
+        if key not in self.described:
+            history = self.client.read_flow_run_states(run.id)
+            self.described[key] = CrashedRun(
+                id=str(run.id),
+                crashed_at=run.state.timestamp,
+                crashes=sum(state.type == StateType.CRASHED for state in history),
+                cancel_requested=any(state.type == StateType.CANCELLING for state in history),
+                has_deployment=run.deployment_id is not None,
+                agent_gone=str(run.id) in self.crashed_by_us,
+            )
+        return self.described[key]
 
     def _beat_since(self, run: CrashedRun) -> bool:
         """Whether the run has sent a heartbeat since it was marked Crashed: it is alive."""
