@@ -1,12 +1,16 @@
-"""What fault tests share: waiting through an outage, and watching our API through it."""
+"""What fault tests share, in local mode and in Compose: waiting through an outage, watching
+our API through it, and a burst of triggers."""
 
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import httpx
+
+from prefect_api import FINAL_STATES, PrefectApi
 
 T = TypeVar("T")
 
@@ -27,6 +31,37 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_running(prefect: PrefectApi, run_id: str, timeout: float = 90) -> dict:
+    return wait_for(
+        lambda: (run := prefect.flow_run(run_id))["state"]["type"] == "RUNNING" and run,
+        timeout,
+        f"run {run_id} to be RUNNING",
+    )
+
+
+def wait_final(prefect: PrefectApi, run_ids: list[str], timeout: float) -> list[dict]:
+    """The runs once final. Crashed does not count: the autoscaler retries crashed runs, and
+    a run that stays Crashed times out here (the message says where each run is)."""
+    final = FINAL_STATES - {"CRASHED"}
+
+    def runs() -> list[dict]:
+        found = []
+        for start in range(0, len(run_ids), 200):
+            found += prefect.flow_runs(run_ids[start : start + 200])
+        return found
+
+    try:
+        return wait_for(
+            lambda: (found := runs()) and all(r["state"]["type"] in final for r in found) and found,
+            timeout,
+            f"{len(run_ids)} runs to be final",
+            interval=1,
+        )
+    except AssertionError as error:
+        states = Counter(r["state"]["type"] for r in runs())
+        raise AssertionError(f"{error}: {dict(states)}") from None
 
 
 class ApiWatch:
@@ -53,3 +88,33 @@ class ApiWatch:
                     self.statuses[self.api.get(path, timeout=30).status_code] += 1
                 except httpx.HTTPError:
                     self.statuses[0] += 1  # the API itself away (restarting): no answer
+
+
+def burst_of_triggers(
+    api: httpx.Client, prefect: PrefectApi, load_timeout: float, drain_timeout: float
+) -> float:
+    """200 concurrent `POST /runs` with distinct Idempotency-Keys plus 50 sharing one: all
+    accepted, 201 runs, each run exactly once to Completed. Returns the seconds to drain."""
+    body = {"flow": "load-data", "parameters": {"month": "2020-01", "source": "synthetic"}}
+    # Loaded once first, so that the burst's runs are quick.
+    [first] = wait_final(prefect, [api.post("/runs", json=body).json()["id"]], load_timeout)
+    assert first["state"]["type"] == "COMPLETED"
+
+    def post(key: str) -> httpx.Response:
+        return api.post("/runs", json=body, headers={"Idempotency-Key": key})
+
+    keys = [f"distinct-{i}" for i in range(200)] + ["shared"] * 50
+    with ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(post, keys))
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {202: 250}, statuses
+    ids = {r.json()["id"] for r in responses}
+    shared = {r.json()["id"] for key, r in zip(keys, responses, strict=True) if key == "shared"}
+    assert len(shared) == 1 and len(ids) == 201
+
+    started = time.monotonic()
+    finals = wait_final(prefect, sorted(ids), drain_timeout)
+    assert Counter(run["state"]["type"] for run in finals) == {"COMPLETED": 201}
+    for run in finals:
+        assert run["run_count"] == 1, run
+    return time.monotonic() - started

@@ -5,7 +5,6 @@ import os
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -14,8 +13,7 @@ import psutil
 import pytest
 
 from devstack.stack import LocalStack, free_port
-from fault_tools import wait_for
-from prefect_api import FINAL_STATES, PrefectApi
+from prefect_api import PrefectApi
 
 API_KEY = "fault-key-" + "x" * 32
 POOL = "faults"
@@ -120,37 +118,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def wait_running(prefect: PrefectApi, run_id: str, timeout: float = 90) -> dict:
-    return wait_for(
-        lambda: (run := prefect.flow_run(run_id))["state"]["type"] == "RUNNING" and run,
-        timeout,
-        f"run {run_id} to be RUNNING",
-    )
-
-
-def wait_final(prefect: PrefectApi, run_ids: list[str], timeout: float) -> list[dict]:
-    """The runs once final. Crashed does not count: the autoscaler retries crashed runs, and
-    a run that stays Crashed times out here (the message says where each run is)."""
-    final = FINAL_STATES - {"CRASHED"}
-
-    def runs() -> list[dict]:
-        found = []
-        for start in range(0, len(run_ids), 200):
-            found += prefect.flow_runs(run_ids[start : start + 200])
-        return found
-
-    try:
-        return wait_for(
-            lambda: (found := runs()) and all(r["state"]["type"] in final for r in found) and found,
-            timeout,
-            f"{len(run_ids)} runs to be final",
-            interval=1,
-        )
-    except AssertionError as error:
-        states = Counter(r["state"]["type"] for r in runs())
-        raise AssertionError(f"{error}: {dict(states)}") from None
 
 
 def agent_pid(stack: LocalStack, worker_name: str) -> int:

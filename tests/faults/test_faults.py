@@ -6,8 +6,6 @@ import signal
 import threading
 import time
 import uuid
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -16,14 +14,12 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient
 
 from devstack.stack import LocalStack
-from fault_tools import ApiWatch, wait_for
+from fault_tools import ApiWatch, burst_of_triggers, wait_final, wait_for, wait_running
 from faults.conftest import (
     ORPHAN_GRACE_SECONDS,
     RECORDS,
     agent_pid,
     kill_group,
-    wait_final,
-    wait_running,
 )
 from prefect_api import PrefectApi
 from trainer.register import zombie_automation
@@ -273,27 +269,5 @@ def test_a_heartbeat_after_completion_cannot_crash_the_run(
 def test_a_burst_of_triggers_with_and_without_a_shared_key(
     prefect: PrefectApi, api: httpx.Client
 ) -> None:
-    body = {"flow": "load-data", "parameters": {"month": "2020-01", "source": "synthetic"}}
-    [first] = wait_final(prefect, [api.post("/runs", json=body).json()["id"]], 120)
-    assert first["state"]["type"] == "COMPLETED"
-
-    def post(key: str) -> httpx.Response:
-        return api.post("/runs", json=body, headers={"Idempotency-Key": key})
-
-    keys = [f"distinct-{i}" for i in range(200)] + ["shared"] * 50
-    with ThreadPoolExecutor(50) as pool:
-        responses = list(pool.map(post, keys))
-    statuses = Counter(r.status_code for r in responses)
-    assert statuses == {202: 250}, statuses
-    ids = {key: r.json()["id"] for key, r in zip(keys, responses, strict=True)}
-    shared = {r.json()["id"] for key, r in zip(keys, responses, strict=True) if key == "shared"}
-    assert len(shared) == 1 and len(set(ids.values())) == 201
-
-    started = time.monotonic()
-    finals = wait_final(prefect, list(set(ids.values())), 600)
-    assert Counter(run["state"]["type"] for run in finals) == {"COMPLETED": 201}
-    for run in finals:
-        assert run["run_count"] == 1, run
-    RECORDS.append(
-        ("250 POST /runs (50 sharing a key)", "-", f"{time.monotonic() - started:.1f} drain", 0)
-    )
+    drained = burst_of_triggers(api, prefect, load_timeout=120, drain_timeout=600)
+    RECORDS.append(("250 POST /runs (50 sharing a key)", "-", f"{drained:.1f} drain", 0))
