@@ -5,10 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 # The services' packages, as the images put them on sys.path.
-export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack
+export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack:services/mlflow
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-api bench-trigger bench-autoscale lock clean \
+.PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-registry bench-api bench-trigger bench-autoscale lock clean \
 	env up down logs deploy scale run e2e
 COMPOSE ?= docker compose
 # The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
@@ -31,7 +31,14 @@ $(BIN)/.installed: requirements-dev.lock
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements-dev.lock
 	touch $@
 
-venv: $(BIN)/.installed ## Create .venv and install the locked dependencies
+# MLflow's server gets an environment of its own: full mlflow cannot share Prefect's pins.
+MLFLOW_VENV := .venv-mlflow
+$(MLFLOW_VENV)/bin/.installed: services/mlflow/requirements.lock $(BIN)/.installed
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(MLFLOW_VENV)/bin/python --require-hashes $<
+	touch $@
+
+venv: $(BIN)/.installed $(MLFLOW_VENV)/bin/.installed ## Create .venv (and .venv-mlflow for MLflow's server) from the locks
 
 dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 	$(BIN)/python -m devstack
@@ -59,6 +66,9 @@ format: venv ## Format and fix with ruff
 bench: venv ## Training speed against the reference pipeline
 	$(BIN)/python bench/train.py
 
+bench-registry: venv ## What MLflow tracking, registration and promotion add to a training run
+	$(BIN)/python bench/registry.py
+
 bench-api: venv ## Trigger latency through the API, and read load, against Prefect's defaults
 	$(BIN)/python bench/api.py
 
@@ -71,6 +81,7 @@ bench-autoscale: venv ## Drain a burst: autoscaler vs 1 fixed agent vs max fixed
 lock: venv ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml --extra dev -c requirements.lock -o requirements-dev.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 services/mlflow/requirements.in -o services/mlflow/requirements.lock
 
 env: .env ## Create .env with random secrets (once; never overwritten)
 
@@ -105,5 +116,5 @@ e2e: venv ## End-to-end: a real Docker engine runs the Compose stack (installs w
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/python -m pytest tests/e2e
 
-clean: ## Delete local state (var/: Postgres, Prefect, data, models) and .venv
-	rm -rf var $(VENV)
+clean: ## Delete local state (var/: Postgres, Prefect, MLflow, data, models) and the venvs
+	rm -rf var $(VENV) $(MLFLOW_VENV)

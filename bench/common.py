@@ -13,11 +13,13 @@ from devstack.stack import LocalStack, free_port  # noqa: E402
 
 
 def start_stack(root: Path, name: str, env: dict[str, str]) -> LocalStack:
-    """A whole local stack (Postgres, server, registration, one agent, API) under root/name."""
+    """A whole local stack (Postgres, server, MLflow, registration, one agent, API) under
+    root/name."""
     stack = LocalStack(
         root / name,
         port=free_port(),
         api_port=free_port(),
+        mlflow_port=free_port(),
         echo=False,
         extra_env={"SYNTHETIC_ROWS": "2000", "WORK_POOL_NAME": "training", **env},
     )

@@ -24,11 +24,14 @@ class PrefectApi:
         parameters: dict[str, Any] | None = None,
         deployment: str = "monthly",
         state: dict[str, Any] | None = None,
+        job_variables: dict[str, Any] | None = None,
     ) -> httpx.Response:
         deployment_id = self.deployment(flow, deployment)["id"]
         body: dict[str, Any] = {"parameters": parameters or {}}
         if state is not None:
             body["state"] = state
+        if job_variables is not None:
+            body["job_variables"] = job_variables
         return self.http.post(f"/deployments/{deployment_id}/create_flow_run", json=body)
 
     def states(self, run_id: str) -> list[str]:

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECT = "stack-e2e"
 API = "http://127.0.0.1:8000"
 PREFECT = "http://127.0.0.1:4200/api"
+MLFLOW = "http://127.0.0.1:5000"
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
 STARTUP_SECONDS = 600
 AUTOSCALER_MAX_AGENTS = 3
@@ -42,7 +43,7 @@ class Compose:
         return [json.loads(line) for line in lines]
 
     def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        """Server, agent(s), autoscaler and api healthy; the trainer exited 0."""
+        """Server, MLflow, agent(s), autoscaler and api healthy; the trainer exited 0."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = {}
@@ -53,7 +54,7 @@ class Compose:
                 raise RuntimeError("the trainer exited non-zero:\n" + self.run("logs", "trainer"))
             healthy = all(
                 states.get(s) and all(c["Health"] == "healthy" for c in states[s])
-                for s in ("server", "agent", "autoscaler", "api")
+                for s in ("server", "mlflow", "agent", "autoscaler", "api")
             )
             if healthy and trainer and trainer[0]["State"] == "exited":
                 return

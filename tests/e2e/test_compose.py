@@ -1,16 +1,19 @@
 """End to end: the Compose stack on a real Docker engine, driven over HTTP like a user."""
 
 import os
+import shutil
 import signal
 import subprocess
-import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
+from playwright.sync_api import Page, sync_playwright
 
 from autoscaler_metrics import parse_autoscaler_metrics
-from e2e.conftest import ARTIFACTS, PREFECT, PROJECT, Compose
+from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, Compose
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from fault_tools import ApiWatch, burst_of_triggers, wait_final, wait_for, wait_running
 from prefect_api import PrefectApi
@@ -42,7 +45,7 @@ def test_cold_start_is_quick(compose: Compose) -> None:
 
 
 def test_containers_run_as_non_root_and_postgres_is_not_published(compose: Compose) -> None:
-    for service in ("server", "agent", "autoscaler", "api"):
+    for service in ("server", "agent", "autoscaler", "api", "mlflow"):
         uid = compose.run("exec", "-T", service, "id", "-u").strip()
         assert uid == "10001", f"{service} runs as {uid}"
     ports = {c["Service"]: c.get("Publishers") or [] for c in compose.containers()}
@@ -58,33 +61,72 @@ def test_train_through_the_api(api: httpx.Client) -> None:
     assert done["metrics"]["val_rmse"] > 0
     assert done["metrics"]["val_month"] == "2021-07 (synthetic)"
     assert done["model"].startswith("/models/fhv/2021-06_2021-07/")
+    # The first version of a fresh stack's registry: the champion, found in MLflow itself.
+    registry = done["registry"]
+    assert (registry["name"], registry["version"], registry["alias"]) == (
+        "trip-duration-fhv",
+        "1",
+        "champion",
+    )
+    assert registry["url"] == f"{MLFLOW}/#/models/trip-duration-fhv/versions/1"
+    assert registry["mlflow_run"].startswith(f"{MLFLOW}/#/experiments/")
+    champion = httpx.get(
+        f"{MLFLOW}/api/2.0/mlflow/registered-models/alias",
+        params={"name": "trip-duration-fhv", "alias": "champion"},
+    )
+    assert champion.status_code == 200, champion.text
+    version = champion.json()["model_version"]
+    assert version["version"] == "1"
+    tags = {tag["key"]: tag["value"] for tag in version["tags"]}
+    assert tags["prefect.flow_run_id"] == done["id"]
+
+
+@contextmanager
+def browser_page() -> Iterator[Page]:
+    """Debian's headless chromium, driven by Playwright: screenshots wait for the page."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            # Without the background-networking flags, chromium dials Google's hosts, which
+            # this closed network refuses.
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            ],
+        )  # fmt: skip
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 900})
+        finally:
+            browser.close()
+
+
+def rendered(page: Page, url: str, text: str, timeout: float = 60) -> str:
+    """Open `url`, wait until `text` is shown and the page's requests have settled; return
+    the page's visible text."""
+    page.goto(url)
+    page.get_by_text(text, exact=True).first.wait_for(timeout=timeout * 1000)
+    page.wait_for_load_state("networkidle", timeout=timeout * 1000)
+    return page.inner_text("body")
 
 
 def test_prefect_ui_shows_deployments_and_runs(compose: Compose) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "prefect-ui-runs.png"
-    with tempfile.TemporaryDirectory() as profile:
-        flags = [
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-        ]  # fmt: skip
-        deployments = subprocess.run(
-            [*flags, "--dump-dom", "http://127.0.0.1:4200/deployments"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        runs = subprocess.run(
-            [*flags, "--dump-dom", "http://127.0.0.1:4200/runs"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        subprocess.run(
-            [*flags, f"--screenshot={screenshot}", "--window-size=1400,900",
-             "http://127.0.0.1:4200/runs"],
-            capture_output=True, timeout=120, check=True,
-        )  # fmt: skip
-    assert "train-model" in deployments.stdout and "load-data" in deployments.stdout
-    assert "monthly" in deployments.stdout
-    assert "Completed" in runs.stdout, runs.stdout[-2000:]
+    with browser_page() as page:
+        deployments = rendered(page, "http://127.0.0.1:4200/deployments", "train-model")
+        assert "load-data" in deployments and "monthly" in deployments
+        rendered(page, "http://127.0.0.1:4200/runs", "Completed")
+        page.screenshot(path=screenshot)
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_mlflow_ui_shows_the_registered_model_and_its_champion(compose: Compose) -> None:
+    """After test_train_through_the_api: its version is the champion."""
+    screenshot = ARTIFACTS / "mlflow-ui-model.png"
+    with browser_page() as page:
+        text = rendered(page, f"{MLFLOW}/#/models/trip-duration-fhv", "champion")
+        page.screenshot(path=screenshot)
+    assert "Version 1" in text, text[-2000:]
     assert screenshot.stat().st_size > 10_000
 
 

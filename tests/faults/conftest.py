@@ -32,6 +32,7 @@ def fault_stack(
         state_dir,
         port=free_port(),
         api_port=free_port(),
+        mlflow_port=free_port(),
         echo=False,
         extra_env={
             "DATA_STORE_URL": str(state_dir / "data"),

@@ -40,6 +40,7 @@ def test_make_dev_restarts_a_dead_service_and_stops_cleanly_on_ctrl_c(tmp_path: 
         "STATE_DIR": str(tmp_path / "var"),
         "PREFECT_SERVER_API_PORT": str(port),
         "API_PORT": str(api_port),
+        "MLFLOW_SERVER_PORT": str(free_port()),
         "AUTOSCALER_METRICS_PORT": str(free_port()),
         "WORK_POOL_NAME": "make-dev",
         "SYNTHETIC_ROWS": "2000",
@@ -63,7 +64,8 @@ def test_make_dev_restarts_a_dead_service_and_stops_cleanly_on_ctrl_c(tmp_path: 
         ready = f"http://127.0.0.1:{api_port}/readyz"
         wait_for(lambda: httpx.get(ready, timeout=5).status_code == 200, 90, "the API back")
         descendants = devstack.children(recursive=True)
-        assert len(descendants) >= 5  # server, autoscaler, an agent and its worker, the API
+        # server, MLflow and its workers, autoscaler, an agent and its worker, the API
+        assert len(descendants) >= 7
 
         process.send_signal(signal.SIGINT)
         started = time.monotonic()

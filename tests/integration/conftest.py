@@ -30,6 +30,7 @@ def stack(
         state_dir,
         port=free_port(),
         api_port=free_port(),
+        mlflow_port=free_port(),
         echo=False,
         extra_env={
             "TLC_URL_TEMPLATE": tlc.url_template,

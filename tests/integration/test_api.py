@@ -131,6 +131,11 @@ def test_trigger_training_and_read_back_metrics(api: httpx.Client, prefect: Pref
     assert done["metrics"]["val_rmse"] > 0 and done["metrics"]["features"] > 0
     assert done["metrics"]["train_month"] == "2023-01 (synthetic)"
     assert done["model"].endswith(f"{run['id']}.joblib")
+    registry = done["registry"]
+    assert registry["name"] == "trip-duration-fhv"
+    assert registry["alias"] in ("champion", "challenger")
+    assert registry["url"].endswith(f"/#/models/trip-duration-fhv/versions/{registry['version']}")
+    assert "validation RMSE" in registry["decision"]
     assert done["started"] and done["ended"] and done["error"] is None
 
     logs = api.get(f"/runs/{run['id']}/logs", params={"limit": 2}).json()

@@ -13,23 +13,24 @@ pytestmark = pytest.mark.integration
 
 
 def test_restart_keeps_state_and_stop_leaves_nothing_running(tmp_path: Path) -> None:
-    port, api_port = free_port(), free_port()
-    first = LocalStack(
-        tmp_path, port=port, api_port=api_port, echo=False, extra_env={"SYNTHETIC_ROWS": "2000"}
-    )
+    ports = {"port": free_port(), "api_port": free_port(), "mlflow_port": free_port()}
+    first = LocalStack(tmp_path, **ports, echo=False, extra_env={"SYNTHETIC_ROWS": "2000"})
     first.start()
     try:
         api = PrefectApi(first.api_url)
         deployment = api.deployment("train-model")
         run = api.run("load-data", {"month": "2021-03", "source": "synthetic"})
         assert run["state"]["type"] == "COMPLETED", run["state"]
-        pids = [p.pid for p in first.processes.values()]
+        # Every process, with their children: MLflow's uvicorn workers among them.
+        tops = [psutil.Process(started.pid) for started in first.processes.values()]
+        pids = [process.pid for top in tops for process in (top, *top.children(recursive=True))]
+        assert len(pids) > len(first.processes)
     finally:
         first.stop()
     assert not any(psutil.pid_exists(pid) for pid in pids)
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
 
-    second = LocalStack(tmp_path, port=port, api_port=api_port, echo=False)
+    second = LocalStack(tmp_path, **ports, echo=False)
     second.start()
     try:
         api = PrefectApi(second.api_url)

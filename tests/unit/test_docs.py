@@ -7,9 +7,17 @@ from agent.settings import AgentSettings, AutoscalerSettings
 from api.settings import ApiSettings
 from devstack.settings import DevSettings
 from devstack.stack import REPO
+from mlflow_server.settings import MlflowServerSettings
 from trainer.settings import TrainerSettings
 
-SETTINGS = [TrainerSettings, AgentSettings, AutoscalerSettings, ApiSettings, DevSettings]
+SETTINGS = [
+    TrainerSettings,
+    AgentSettings,
+    AutoscalerSettings,
+    ApiSettings,
+    DevSettings,
+    MlflowServerSettings,
+]
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda cls: cls.__name__)

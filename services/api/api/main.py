@@ -35,6 +35,7 @@ from api.schemas import (
     LogLine,
     LogPage,
     ProblemBody,
+    RegisteredModel,
     Run,
     RunLinks,
     RunPage,
@@ -153,11 +154,22 @@ async def present(request: Request, run: FlowRun, *, details: bool = True) -> Ru
     state = run.state
     state_type = state.type.value if state else "SCHEDULED"
     flow = await svc.prefect.flow_name(run.flow_id)
-    metrics = model = error = None
+    metrics = model = registry = error = None
     if details and state_type == "COMPLETED" and flow == "train-model":
-        metrics = await svc.prefect.metrics_table(run.id)
-        if metrics is not None:
+        tables = await svc.prefect.training_tables(run.id)
+        if "model-metrics" in tables:
+            metrics = {row["metric"]: row["value"] for row in tables["model-metrics"]}
             model = metrics.pop("model", None)
+        if tables.get("model-registry"):
+            [row] = tables["model-registry"]
+            registry = RegisteredModel(
+                name=row["model"],
+                version=row["version"],
+                alias=row["alias"],
+                decision=row.get("decision"),
+                mlflow_run=row["mlflow_run"],
+                url=row["model_version"],
+            )
     if state_type in ("FAILED", "CRASHED"):
         error = state.message if state else None
     ui = svc.settings.prefect_ui_url
@@ -177,6 +189,7 @@ async def present(request: Request, run: FlowRun, *, details: bool = True) -> Ru
         ended=run.end_time,
         metrics=metrics,
         model=model,
+        registry=registry,
         error=error,
         links=RunLinks(
             self=base,

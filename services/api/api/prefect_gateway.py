@@ -131,20 +131,21 @@ class PrefectGateway:
             )
         )
 
-    async def metrics_table(self, run_id: uuid.UUID) -> dict[str, Any] | None:
-        """The training metrics artifact of a run, as {metric: value}, if it has one."""
+    async def training_tables(self, run_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
+        """The table artifacts of a run, by the end of their key: `model-metrics` and
+        `model-registry` for a training run (their key starts with the dataset)."""
         artifacts = await self._call(
             self.client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
             )
         )
+        tables = {}
         for artifact in artifacts:
-            if artifact.key and artifact.key.endswith("-model-metrics") and artifact.data:
-                rows = (
-                    json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
-                )
-                return {row["metric"]: row["value"] for row in rows}
-        return None
+            for kind in ("model-metrics", "model-registry"):
+                if artifact.key and artifact.key.endswith(f"-{kind}") and artifact.data:
+                    data = artifact.data
+                    tables[kind] = json.loads(data) if isinstance(data, str) else data
+        return tables
 
 
 @asynccontextmanager

@@ -44,6 +44,19 @@ class RunState(BaseModel):
     message: str | None = None
 
 
+class RegisteredModel(BaseModel):
+    """Where a training run's model went in the MLflow registry, and what it became."""
+
+    name: str = Field(description="The registered model: trip-duration-<dataset>.")
+    version: str
+    alias: Literal["champion", "challenger"] = Field(
+        description="The alias it took when it was registered (a later run may move it)."
+    )
+    decision: str | None = Field(None, description="Why: both validation RMSEs compared.")
+    mlflow_run: str = Field(description="URL of the MLflow run in the MLflow UI.")
+    url: str = Field(description="URL of the model version in the MLflow UI.")
+
+
 class RunLinks(BaseModel):
     self: str
     logs: str
@@ -67,6 +80,15 @@ class Run(BaseModel):
                     "ended": "2026-11-23T12:56:50Z",
                     "metrics": {"train_rmse": 7.38, "val_rmse": 7.46, "features": 532},
                     "model": "/data/models/fhv/2021-06_2021-07/0b5c1d0e.joblib",
+                    "registry": {
+                        "name": "trip-duration-fhv",
+                        "version": "3",
+                        "alias": "champion",
+                        "decision": "version 3 (validation RMSE 7.4600 on 2021-07) beats "
+                        "champion version 2 (RMSE 7.5100 on the same month): it becomes champion",
+                        "mlflow_run": "http://127.0.0.1:5000/#/experiments/1/runs/4b0e...",
+                        "url": "http://127.0.0.1:5000/#/models/trip-duration-fhv/versions/3",
+                    },
                     "error": None,
                     "links": {
                         "self": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11",
@@ -90,6 +112,9 @@ class Run(BaseModel):
     ended: dt.datetime | None
     metrics: dict[str, Any] | None = Field(None, description="A completed training run's metrics.")
     model: str | None = Field(None, description="Where a completed training run saved its model.")
+    registry: RegisteredModel | None = Field(
+        None, description="A completed training run's model in the MLflow registry."
+    )
     error: str | None = Field(None, description="Why a failed or crashed run failed.")
     links: RunLinks
 

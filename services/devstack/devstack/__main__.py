@@ -13,6 +13,7 @@ BANNER = """
     Prefect UI:   {ui}
     Prefect API:  {api}
     Stack API:    {service}   (docs: {service}/docs){insecure}
+    MLflow UI:    {mlflow}
     Database:     {db}
     Agents:       autoscaled; metrics at {metrics}
   Try:  curl -X POST {service}/runs -H 'content-type: application/json' \\
@@ -32,6 +33,7 @@ def main() -> int:
         settings.state_dir,
         port=settings.prefect_server_api_port,
         api_port=settings.api_port,
+        mlflow_port=settings.mlflow_server_port,
         database_url=settings.database_url,
     )
 
@@ -48,6 +50,7 @@ def main() -> int:
                 ui=stack.ui_url,
                 api=stack.api_url,
                 service=stack.service_url,
+                mlflow=stack.mlflow_url,
                 insecure=INSECURE if stack.env.get("API_INSECURE_DEV_MODE") == "true" else "",
                 db="embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL",
                 metrics=stack.autoscaler_metrics_url,

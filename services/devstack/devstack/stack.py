@@ -19,6 +19,7 @@ from typing import IO
 
 import httpx
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
 
 from agent.supervisor import next_restart_delay
 from devstack.postgres import (
@@ -34,6 +35,9 @@ logger = logging.getLogger("devstack")
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
+# MLflow's server has an environment of its own (services/mlflow/requirements.lock): full
+# mlflow pins SQLAlchemy 2.1, which Prefect's server cannot share. `make venv` creates it.
+MLFLOW_BIN = REPO / ".venv-mlflow" / "bin"
 
 # The command each container runs; local mode runs the same, from the venv.
 SERVICE_COMMANDS: dict[str, list[str]] = {
@@ -43,8 +47,10 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     # Runs in the agent image; in local mode it starts and stops agent processes itself.
     "autoscaler": ["python", "-m", "agent.autoscaler"],
     "api": ["python", "-m", "api"],
+    "mlflow": [str(MLFLOW_BIN / "python"), "-m", "mlflow_server"],
 }
 SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api")]
+MLFLOW_DATABASE = "mlflow"
 
 
 class StackError(RuntimeError):
@@ -77,6 +83,7 @@ class LocalStack:
         *,
         port: int = 4200,
         api_port: int = 8000,
+        mlflow_port: int = 5000,
         database_url: str | None = None,
         echo: bool = True,
         extra_env: dict[str, str] | None = None,
@@ -84,6 +91,7 @@ class LocalStack:
         self.state_dir = state_dir.resolve()
         self.port = port
         self.api_port = api_port
+        self.mlflow_port = mlflow_port
         self.database_url = database_url
         self.echo = echo
         self.extra_env = extra_env or {}
@@ -104,6 +112,10 @@ class LocalStack:
         return f"http://127.0.0.1:{self.api_port}"
 
     @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
     def autoscaler_metrics_url(self) -> str:
         port = self.env.get("AUTOSCALER_METRICS_PORT", "9090")
         return f"http://127.0.0.1:{port}/metrics"
@@ -114,17 +126,21 @@ class LocalStack:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self, *, agents: int = 1, autoscale: bool = False) -> None:
+    def start(self, *, agents: int = 1, autoscale: bool = False, mlflow: bool = True) -> None:
         """Start everything in dependency order; on any failure stop what started.
 
         `agents` fixed agents, and with `autoscale` the autoscaler, which starts and stops
-        agents of its own (at least AUTOSCALER_MIN_AGENTS) as the backlog asks.
+        agents of its own (at least AUTOSCALER_MIN_AGENTS) as the backlog asks. Without
+        `mlflow`, no registry: train-model only saves its model to the model store.
         """
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            for port in (self.port, self.api_port):
+            ports = (self.port, self.api_port, *((self.mlflow_port,) if mlflow else ()))
+            for port in ports:
                 _require_free_port(port)
-            self.env = self._environment(self._databases())
+            self.env = self._environment(self._databases(), mlflow=mlflow)
+            if mlflow:
+                self.start_mlflow()
             self.start_service("server")
             self.wait_until(self._server_healthy, 90, "the Prefect server to answer /api/ready")
             self.run_once("trainer")
@@ -134,6 +150,8 @@ class LocalStack:
                 self.start_autoscaler()
             self.start_service("api")
             self.wait_until(self._api_ready, 90, "the API to answer /readyz")
+            if mlflow:
+                self.wait_for_mlflow()
         except BaseException:
             self.stop()
             raise
@@ -147,6 +165,22 @@ class LocalStack:
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
+
+    def start_mlflow(self) -> None:
+        """Start MLflow's server (in its own environment); `start` waits for it at the end."""
+        if not (MLFLOW_BIN / "python").exists():
+            raise StackError(f"{MLFLOW_BIN.parent} is missing: run `make venv`")
+        self.start_service("mlflow", env=self.mlflow_env)
+
+    @property
+    def mlflow_env(self) -> dict[str, str]:
+        """What the mlflow service needs on top of the stack's environment."""
+        return {
+            "PATH": os.pathsep.join([str(MLFLOW_BIN), os.environ.get("PATH", "")]),
+            "PYTHONPATH": str(REPO / "services" / "mlflow"),
+            "MLFLOW_SERVER_HOST": "127.0.0.1",
+            "MLFLOW_SERVER_PORT": str(self.mlflow_port),
+        }
 
     def add_agent(self) -> str:
         """Start one more agent and wait until the server sees it online."""
@@ -280,18 +314,22 @@ class LocalStack:
 
     # -- environment ---------------------------------------------------------------------
 
-    def _databases(self) -> tuple[str, str]:
-        """Libpq URLs of Prefect's database and of the app's, created if absent."""
+    def _databases(self) -> tuple[str, str, str]:
+        """Libpq URLs of Prefect's database and of the app's, created if absent, and of
+        MLflow's (which its server creates)."""
         server_url = self.database_url
         if server_url is None:
             self.postgres = EmbeddedPostgres(self.state_dir / "postgres")
             server_url = self.postgres.url()
-        return ensure_database(server_url, PREFECT_DATABASE), ensure_database(
-            server_url, app_database_name(self.database_url)
+        mlflow_db = make_url(server_url).set(database=MLFLOW_DATABASE)
+        return (
+            ensure_database(server_url, PREFECT_DATABASE),
+            ensure_database(server_url, app_database_name(self.database_url)),
+            mlflow_db.render_as_string(hide_password=False),
         )
 
-    def _environment(self, databases: tuple[str, str]) -> dict[str, str]:
-        prefect_db, app_db = databases
+    def _environment(self, databases: tuple[str, str, str], *, mlflow: bool) -> dict[str, str]:
+        prefect_db, app_db, mlflow_db = databases
         # `.env` fills what the environment leaves unset, for every service (Prefect's own
         # PREFECT_* variables included), as compose's env_file does for containers.
         env = {k: v for k, v in dotenv_values(REPO / ".env").items() if v is not None}
@@ -299,6 +337,7 @@ class LocalStack:
         # Defaults the user may override (in the environment or .env) ...
         env.setdefault("DATA_STORE_URL", str(self.state_dir / "data"))
         env.setdefault("MODEL_STORE_URL", str(self.state_dir / "models"))
+        env.setdefault("MLFLOW_ARTIFACTS_DESTINATION", str(self.state_dir / "mlflow" / "artifacts"))
         # Local mode runs the API without keys unless one is configured; it warns loudly.
         env.setdefault("API_INSECURE_DEV_MODE", "false" if env.get("API_KEY") else "true")
         # ... and the wiring of the local processes, which they may not.
@@ -318,8 +357,13 @@ class LocalStack:
                 "DATABASE_URL": app_db,
                 "API_HOST": "127.0.0.1",
                 "API_PORT": str(self.api_port),
+                "MLFLOW_BACKEND_STORE_URI": mlflow_db,
             }
         )
+        if mlflow:
+            env["MLFLOW_TRACKING_URI"] = self.mlflow_url
+        else:
+            env.pop("MLFLOW_TRACKING_URI", None)
         env.update(self.extra_env)
         return env
 
@@ -339,6 +383,13 @@ class LocalStack:
 
     def _api_ready(self) -> bool:
         return httpx.get(f"{self.service_url}/readyz", timeout=2).status_code == 200
+
+    def wait_for_mlflow(self, timeout: float = 120) -> None:
+        self.wait_until(
+            lambda: httpx.get(f"{self.mlflow_url}/health", timeout=2).status_code == 200,
+            timeout,
+            "the MLflow server to answer /health",
+        )
 
     def _server_healthy(self) -> bool:
         return httpx.get(f"{self.api_url}/ready", timeout=2).status_code == 200
@@ -368,5 +419,5 @@ def _require_free_port(port: int) -> None:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise StackError(
                 f"port {port} is in use (another stack?): stop it, or set "
-                "PREFECT_SERVER_API_PORT / API_PORT"
+                "PREFECT_SERVER_API_PORT / API_PORT / MLFLOW_SERVER_PORT"
             )

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -16,7 +17,13 @@ from trainer.features import prepare
 from trainer.loading import load_month
 from trainer.models import ModelBundle, save_model
 from trainer.months import parse_date, parse_month, training_months, utc_now
-from trainer.settings import get_settings
+from trainer.registry import (
+    Registration,
+    RegistryTarget,
+    RegistryUnavailableError,
+    register_and_promote,
+)
+from trainer.settings import PROMOTION_LOCK, TrainerSettings, get_settings
 from trainer.store import DataStore, Store
 from trainer.training import fit_and_evaluate
 
@@ -117,13 +124,66 @@ def train_model(
         ],
         description=f"{dataset} trip-duration model, trained {train_month}, validated {val_month}",
     )
+    try:
+        registration = register_model(settings, bundle, val)
+    except RegistryUnavailableError as error:
+        # The model is not lost: say where it is.
+        raise RegistryUnavailableError(f"{error}; the model is saved at {location}") from None
     return {
         **metrics.__dict__,
         "train_month": train_month,
         "val_month": val_month,
         "data_sources": sources,
         "model": location,
+        "registry": registration.__dict__ if registration else None,
     }
+
+
+@task(cache_policy=NO_CACHE)
+def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Registration | None:
+    """Log the run to MLflow, register the model and promote it if it is the best."""
+    logger = get_run_logger()
+    if not settings.mlflow_tracking_uri:
+        logger.warning("MLFLOW_TRACKING_URI is unset: the model is not registered")
+        return None
+    target = RegistryTarget(
+        tracking_uri=settings.mlflow_tracking_uri,
+        ui_url=settings.mlflow_ui_url or settings.mlflow_tracking_uri,
+        flow_run_url=flow_run.ui_url,
+    )
+    registration = register_and_promote(
+        target,
+        bundle,
+        val,
+        serialize=lambda: concurrency(
+            PROMOTION_LOCK,
+            occupy=1,
+            strict=True,
+            timeout_seconds=settings.promotion_timeout_seconds,
+        ),
+    )
+    logger.info("%s; MLflow run %s", registration.decision, registration.run_url)
+    create_table_artifact(
+        key=f"{bundle.dataset}-model-registry",
+        table=[
+            {
+                "model": registration.model,
+                "version": registration.version,
+                "alias": registration.alias,
+                "val_month": registration.val_month,
+                "val_rmse": round(registration.val_rmse, 6),
+                "champion_version": registration.champion_version,
+                "champion_rmse": None
+                if registration.champion_rmse is None
+                else round(registration.champion_rmse, 6),
+                "mlflow_run": registration.run_url,
+                "model_version": registration.version_url,
+                "decision": registration.decision,
+            }
+        ],
+        description=registration.decision,
+    )
+    return registration
 
 
 # A probe runs nothing but a wait: it checks agents end to end, and the autoscaler's tests and

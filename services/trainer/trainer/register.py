@@ -20,7 +20,13 @@ from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 
 from trainer.flows import load_data, probe, train_model
-from trainer.settings import HEARTBEAT_SECONDS, RUN_ENVIRONMENT, TrainerSettings, get_settings
+from trainer.settings import (
+    HEARTBEAT_SECONDS,
+    PROMOTION_LOCK,
+    RUN_ENVIRONMENT,
+    TrainerSettings,
+    get_settings,
+)
 
 logger = logging.getLogger("trainer.register")
 
@@ -168,6 +174,8 @@ def register(settings: TrainerSettings) -> int:
     ensure_work_pool(settings.work_pool_name)
     with get_client(sync_client=True) as client:
         outcome = ensure_automation(client, zombie_automation())
+        # One promotion at a time in the model registry (trainer.registry).
+        client.upsert_global_concurrency_limit_by_name(PROMOTION_LOCK, limit=1)
     logger.info("automation %r: %s", ZOMBIE_AUTOMATION_NAME, outcome)
     stale = stale_deployments(settings)
     if stale:

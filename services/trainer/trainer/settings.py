@@ -6,6 +6,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WORK_POOL = "training"
+# The global concurrency limit (of 1) that serialises promotions in the model registry.
+PROMOTION_LOCK = "model-promotion"
 
 # Flow-run heartbeats every 30 s, Prefect's minimum (its default is 180 s); the zombie
 # automation (trainer.register) crashes a run that misses three in a row.
@@ -42,6 +44,18 @@ class TrainerSettings(BaseSettings):
     )
     synthetic_seed: int = Field(42, description="Seed of the synthetic generator.")
     download_timeout_seconds: float = Field(60.0, gt=0)
+
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="The MLflow server where train-model logs runs and registers models. "
+        "Unset: models are only saved to the model store, and the run's log says so.",
+    )
+    mlflow_ui_url: str | None = Field(
+        None, description="The MLflow UI as a browser reaches it (links); unset: the tracking URI."
+    )
+    promotion_timeout_seconds: float = Field(
+        300, gt=0, description="How long a promotion waits for another run's to finish."
+    )
 
     work_pool_name: str = Field(DEFAULT_WORK_POOL, description="Prefect work pool the agents poll.")
     deployment_name: str = Field("monthly", description="Name of both deployments.")

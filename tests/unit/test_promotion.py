@@ -1,0 +1,46 @@
+"""The promotion rule and how it is explained: pure logic, no MLflow."""
+
+import pytest
+
+from trainer.registry import CHALLENGER, CHAMPION, Registration, decide, model_name
+
+
+@pytest.mark.parametrize(
+    ("new", "champion", "alias"),
+    [
+        (7.0, None, CHAMPION),  # the first version
+        (7.0, 7.5, CHAMPION),  # strictly better
+        (7.5, 7.5, CHALLENGER),  # a tie keeps the champion
+        (8.0, 7.5, CHALLENGER),
+    ],
+)
+def test_decide(new: float, champion: float | None, alias: str) -> None:
+    assert decide(new, champion) == alias
+
+
+def _registration(alias: str, champion_version: str | None, champion_rmse: float | None):
+    return Registration(
+        model=model_name("fhv"),
+        version="4",
+        alias=alias,
+        val_month="2021-07",
+        val_rmse=7.46,
+        champion_version=champion_version,
+        champion_rmse=champion_rmse,
+        run_id="r",
+        run_url="u",
+        version_url="v",
+    )
+
+
+def test_the_decision_gives_both_numbers_and_the_month() -> None:
+    won = _registration(CHAMPION, "3", 7.51).decision
+    assert won == (
+        "version 4 (validation RMSE 7.4600 on 2021-07) beats champion version 3 "
+        "(RMSE 7.5100 on the same month): it becomes champion"
+    )
+    lost = _registration(CHALLENGER, "3", 7.40).decision
+    assert "does not beat champion version 3 (RMSE 7.4000" in lost
+    assert lost.endswith("it becomes challenger")
+    first = _registration(CHAMPION, None, None).decision
+    assert "first version of trip-duration-fhv" in first
