@@ -5,10 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 # The services' packages, as the images put them on sys.path.
-export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack:services/mlflow
+export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack:services/mlflow:services/serving
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-registry bench-api bench-trigger bench-autoscale lock clean \
+.PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale lock clean \
 	env up down logs deploy scale run e2e
 COMPOSE ?= docker compose
 # The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
@@ -68,6 +68,9 @@ bench: venv ## Training speed against the reference pipeline
 
 bench-registry: venv ## What MLflow tracking, registration and promotion add to a training run
 	$(BIN)/python bench/registry.py
+
+bench-serve: venv ## Serving latency and throughput against MLflow's own scoring server
+	$(BIN)/python bench/serve.py
 
 bench-api: venv ## Trigger latency through the API, and read load, against Prefect's defaults
 	$(BIN)/python bench/api.py

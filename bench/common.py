@@ -20,6 +20,7 @@ def start_stack(root: Path, name: str, env: dict[str, str]) -> LocalStack:
         port=free_port(),
         api_port=free_port(),
         mlflow_port=free_port(),
+        serving_port=free_port(),
         echo=False,
         extra_env={"SYNTHETIC_ROWS": "2000", "WORK_POOL_NAME": "training", **env},
     )

@@ -20,6 +20,7 @@ PROJECT = "stack-e2e"
 API = "http://127.0.0.1:8000"
 PREFECT = "http://127.0.0.1:4200/api"
 MLFLOW = "http://127.0.0.1:5000"
+SERVING = "http://127.0.0.1:8001"
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
 STARTUP_SECONDS = 600
 AUTOSCALER_MAX_AGENTS = 3
@@ -29,6 +30,7 @@ class Compose:
     def __init__(self, env_file: Path) -> None:
         self.env_file = env_file
         self.api_key = _read_env(env_file)["API_KEY"]
+        self.auth = {"Authorization": f"Bearer {self.api_key}"}
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> str:
         command = ["docker", "compose", "-p", PROJECT, "--env-file", str(self.env_file), *args]
@@ -43,7 +45,7 @@ class Compose:
         return [json.loads(line) for line in lines]
 
     def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        """Server, MLflow, agent(s), autoscaler and api healthy; the trainer exited 0."""
+        """Server, MLflow, agent(s), autoscaler, api and serving healthy; the trainer exited 0."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = {}
@@ -54,7 +56,7 @@ class Compose:
                 raise RuntimeError("the trainer exited non-zero:\n" + self.run("logs", "trainer"))
             healthy = all(
                 states.get(s) and all(c["Health"] == "healthy" for c in states[s])
-                for s in ("server", "mlflow", "agent", "autoscaler", "api")
+                for s in ("server", "mlflow", "agent", "autoscaler", "api", "serving")
             )
             if healthy and trainer and trainer[0]["State"] == "exited":
                 return
@@ -89,6 +91,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         # The burst test sends 250 requests at once with one key.
         "API_RATE_LIMIT_PER_SECOND=1000\n"
         "API_RATE_LIMIT_BURST=1000\n"
+        "SERVING_POLL_SECONDS=1\n"
     )
     stack = Compose(env_file)
     ARTIFACTS.mkdir(exist_ok=True)

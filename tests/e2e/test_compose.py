@@ -16,7 +16,7 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from autoscaler_metrics import parse_autoscaler_metrics
-from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, Compose
+from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, SERVING, Compose
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from fault_tools import ApiWatch, burst_of_triggers, wait_final, wait_for, wait_running
 from prefect_api import PrefectApi
@@ -48,7 +48,7 @@ def test_cold_start_is_quick(compose: Compose) -> None:
 
 
 def test_containers_run_as_non_root_and_postgres_is_not_published(compose: Compose) -> None:
-    for service in ("server", "agent", "autoscaler", "api", "mlflow"):
+    for service in ("server", "agent", "autoscaler", "api", "mlflow", "serving"):
         uid = compose.run("exec", "-T", service, "id", "-u").strip()
         assert uid == "10001", f"{service} runs as {uid}"
     ports = {c["Service"]: c.get("Publishers") or [] for c in compose.containers()}
@@ -82,6 +82,40 @@ def test_train_through_the_api(api: httpx.Client) -> None:
     assert version["version"] == "1"
     tags = {tag["key"]: tag["value"] for tag in version["tags"]}
     assert tags["prefect.flow_run_id"] == done["id"]
+
+
+def _served(compose: Compose) -> str | None:
+    models = httpx.get(f"{SERVING}/models", headers=compose.auth, timeout=10)
+    return models.json()[0]["version"] if models.status_code == 200 and models.json() else None
+
+
+def test_send_requests_on_a_drifted_month_retrains_and_serves_the_new_champion(
+    compose: Compose, api: httpx.Client
+) -> None:
+    """After test_train_through_the_api, whose version 1 (2021-06, 2021-07) is served: trips
+    take longer by zone from 2021-08 on. send-requests on 2021-09 sees it, retrains on
+    2021-08 and 2021-09, and the new version takes champion and is served."""
+    wait_for(lambda: _served(compose) == "1", 60, "serving version 1")
+    predicted = httpx.post(
+        f"{SERVING}/predict",
+        json={"trips": [{"pickup_location_id": 132, "dropoff_location_id": 7}]},
+        headers=compose.auth,
+    )
+    assert predicted.status_code == 200 and predicted.json()["version"] == "1", predicted.text
+    for month in ("2021-08", "2021-09"):
+        drifted = start(api, "load-data", month=month, source="synthetic", drift=0.7, force=True)
+        loaded = follow(api, drifted)
+        assert loaded["state"]["type"] == "COMPLETED", loaded
+    sent = follow(api, start(api, "send-requests", month="2021-09", rate=100, limit=400, batch=4))
+    assert sent["state"]["type"] == "COMPLETED", sent
+    live = sent["metrics"]
+    assert live["errors"] == 0 and live["version"] == "1"
+    assert live["live_rmse"] > 1.1 * live["validation_rmse"], live
+    retrain = follow(api, live["retrain"])
+    assert retrain["state"]["type"] == "COMPLETED", retrain
+    assert retrain["parameters"]["date"] == "2021-10-01" and "drift" in retrain["tags"]
+    assert (retrain["registry"]["version"], retrain["registry"]["alias"]) == ("2", "champion")
+    wait_for(lambda: _served(compose) == "2", 60, "serving version 2")
 
 
 @contextmanager
@@ -126,13 +160,15 @@ def test_prefect_ui_shows_deployments_and_runs(compose: Compose) -> None:
 
 
 def test_mlflow_ui_shows_the_registered_model_and_its_champion(compose: Compose) -> None:
-    """After test_train_through_the_api: its version is the champion."""
+    """After the drift test: two versions, one of them the champion."""
     screenshot = ARTIFACTS / "mlflow-ui-model.png"
     with browser_page() as page:
         text = rendered(page, f"{MLFLOW}/#/models/trip-duration-fhv", "champion")
         page.screenshot(path=screenshot)
     # The alias chip reads "@ champion" (MLflow puts a non-breaking space in it).
-    assert "Version 1" in text and re.search(r"@\s*champion", text), text[-2000:]
+    # Version 2, the retrained champion; version 1 kept.
+    assert "Version 1" in text and "Version 2" in text, text[-2000:]
+    assert re.search(r"@\s*champion", text), text[-2000:]
     assert screenshot.stat().st_size > 10_000
 
 

@@ -33,6 +33,7 @@ def fault_stack(
         port=free_port(),
         api_port=free_port(),
         mlflow_port=free_port(),
+        serving_port=free_port(),
         echo=False,
         extra_env={
             "DATA_STORE_URL": str(state_dir / "data"),

@@ -41,6 +41,7 @@ def test_make_dev_restarts_a_dead_service_and_stops_cleanly_on_ctrl_c(tmp_path: 
         "PREFECT_SERVER_API_PORT": str(port),
         "API_PORT": str(api_port),
         "MLFLOW_SERVER_PORT": str(free_port()),
+        "SERVING_PORT": str(free_port()),
         "AUTOSCALER_METRICS_PORT": str(free_port()),
         "WORK_POOL_NAME": "make-dev",
         "SYNTHETIC_ROWS": "2000",

@@ -31,6 +31,7 @@ def stack(
         port=free_port(),
         api_port=free_port(),
         mlflow_port=free_port(),
+        serving_port=free_port(),
         echo=False,
         extra_env={
             "TLC_URL_TEMPLATE": tlc.url_template,
@@ -42,6 +43,7 @@ def stack(
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "API_KEY": API_KEY,
             "API_INSECURE_DEV_MODE": "false",
+            "SERVING_POLL_SECONDS": "1",
         },
     )
     local.start()

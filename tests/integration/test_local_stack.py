@@ -13,7 +13,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_restart_keeps_state_and_stop_leaves_nothing_running(tmp_path: Path) -> None:
-    ports = {"port": free_port(), "api_port": free_port(), "mlflow_port": free_port()}
+    ports = {
+        "port": free_port(),
+        "api_port": free_port(),
+        "mlflow_port": free_port(),
+        "serving_port": free_port(),
+    }
     first = LocalStack(tmp_path, **ports, echo=False, extra_env={"SYNTHETIC_ROWS": "2000"})
     first.start()
     try:

@@ -8,6 +8,7 @@ from api.settings import ApiSettings
 from devstack.settings import DevSettings
 from devstack.stack import REPO
 from mlflow_server.settings import MlflowServerSettings
+from serving.settings import ServingSettings
 from trainer.settings import TrainerSettings
 
 SETTINGS = [
@@ -17,6 +18,7 @@ SETTINGS = [
     ApiSettings,
     DevSettings,
     MlflowServerSettings,
+    ServingSettings,
 ]
 
 

@@ -13,7 +13,7 @@ def _dockerfile(service: str) -> str:
     return (REPO / "services" / service / "Dockerfile").read_text()
 
 
-SERVICES = ["server", "trainer", "agent", "api", "mlflow"]
+SERVICES = ["server", "trainer", "agent", "api", "mlflow", "serving"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -36,4 +36,9 @@ def test_image_is_non_root_and_installs_the_lock(service: str) -> None:
 def test_compose_publishes_only_the_uis_and_the_api_on_loopback() -> None:
     compose = Path(REPO / "docker-compose.yaml").read_text()
     published = re.findall(r'^\s+- "([\d.]+:\d+:\d+)"$', compose, flags=re.M)
-    assert published == ["127.0.0.1:4200:4200", "127.0.0.1:5000:5000", "127.0.0.1:8000:8000"]
+    assert published == [
+        "127.0.0.1:4200:4200",
+        "127.0.0.1:5000:5000",
+        "127.0.0.1:8000:8000",
+        "127.0.0.1:8001:8001",
+    ]

@@ -14,13 +14,15 @@ def _versions(settings: TrainerSettings) -> list[str]:
 
 
 def test_deployment_defaults_follow_the_seed() -> None:
-    train, load, probe = deployments(TrainerSettings())
+    train, load, send, probe = deployments(TrainerSettings())
     assert (train.flow_name, train.name) == ("train-model", "monthly")
     assert train.schedules[0].schedule.cron == "0 9 15 * *"
     assert train.schedules[0].schedule.timezone == "America/New_York"
     assert set(train.tags) == {"ml", "scheduled"}
     assert train.entrypoint == "trainer.flows.train_model"
     assert (load.flow_name, load.schedules[0].schedule.cron) == ("load-data", "0 9 1 * *")
+    # The seed's slot: after load-data on the 1st.
+    assert (send.flow_name, send.schedules[0].schedule.cron) == ("send-requests", "0 11 1 * *")
     # The probe runs on demand only.
     assert (probe.flow_name, probe.schedules) == ("probe", [])
 
@@ -28,7 +30,7 @@ def test_deployment_defaults_follow_the_seed() -> None:
 def test_spec_version_is_stable_and_tracks_every_setting() -> None:
     base = TrainerSettings()
     assert _versions(base) == _versions(TrainerSettings())
-    assert len(set(_versions(base))) == 3
+    assert len(set(_versions(base))) == 4
     changed_cron = TrainerSettings(train_cron="0 9 16 * *")
     assert _versions(changed_cron)[0] != _versions(base)[0]
     assert _versions(changed_cron)[1] == _versions(base)[1]

@@ -4,6 +4,7 @@ import pytest
 from trainer.datasets import DATASETS, validate_schema
 from trainer.features import prepare
 from trainer.synthetic import generate_month
+from trainer.training import fit_and_evaluate
 
 
 def test_same_arguments_give_the_same_month() -> None:
@@ -34,3 +35,18 @@ def test_every_dataset_passes_its_own_schema_check(name: str) -> None:
     table = generate_month(dataset, "2021-06", 5_000, seed=1)
     validate_schema(table.schema, dataset, where="synthetic")
     assert len(prepare(table.to_pandas(), dataset)) > 4_500
+
+
+def test_a_drifted_month_is_slower_by_drop_off_zone_and_hurts_an_old_model() -> None:
+    fhv = DATASETS["fhv"]
+    before = prepare(generate_month(fhv, "2021-05", 50_000, seed=4).to_pandas(), fhv)
+    plain = prepare(generate_month(fhv, "2021-06", 50_000, seed=4).to_pandas(), fhv)
+    drifted = prepare(generate_month(fhv, "2021-06", 50_000, seed=4, drift=0.5).to_pandas(), fhv)
+    assert generate_month(fhv, "2021-06", 1_000, seed=4, drift=0.0).equals(
+        generate_month(fhv, "2021-06", 1_000, seed=4)
+    )
+    # Trips that stay within 1-60 minutes are longer on average, by zone.
+    assert drifted.duration.mean() > 1.2 * plain.duration.mean()
+    _, on_plain = fit_and_evaluate(before, plain)
+    _, on_drifted = fit_and_evaluate(before, drifted)
+    assert on_drifted.val_rmse > 1.5 * on_plain.val_rmse

@@ -4,10 +4,9 @@ import os
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
 from api.logs import configure_logging
-from api.settings import ApiSettings
+from api.settings import ApiSettings, settings_or_report
 
 # Prefect's client retries an unreachable server 5 times with exponential back-off (about a
 # minute); callers of the API are better served by a prompt 503 with Retry-After.
@@ -17,12 +16,8 @@ DEFAULT_PREFECT_CLIENT_MAX_RETRIES = "1"
 def main() -> int:
     configure_logging()
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", DEFAULT_PREFECT_CLIENT_MAX_RETRIES)
-    try:
-        settings = ApiSettings()
-    except ValidationError as error:
-        for problem in error.errors():
-            field = ".".join(str(p) for p in problem["loc"]).upper() or "settings"
-            print(f"api: cannot start: {field}: {problem['msg']}", file=sys.stderr)
+    settings = settings_or_report(ApiSettings, "api")
+    if settings is None:
         return 2
     uvicorn.run(
         "api.main:create_app",

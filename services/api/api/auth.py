@@ -1,9 +1,20 @@
-"""API keys: stored as SHA-256 hashes, compared in constant time."""
+"""API keys: stored as SHA-256 hashes, compared in constant time; who is calling, and their
+rate limit. Shared by the API and the serving service (one implementation of both)."""
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.db import Database, hash_key
+from api.problems import Problem
+from api.ratelimit import RateLimiter
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 CACHE_SECONDS = 30.0
 # An unknown key reloads the hashes at most this often, so a new key works within a second.
@@ -47,3 +58,73 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class Authenticator:
+    """The caller of a request: the name of its key; "insecure-dev" without one in insecure
+    dev mode; its IP for a read that needs no key. Then the caller's token bucket.
+
+    An app puts one in `app.state.auth`; the `writer` and `reader` dependencies use it.
+    `blocking` runs a database call off the event loop (and maps its failures to a 503).
+    """
+
+    def __init__(
+        self,
+        keys: KeyChecker,
+        limiter: RateLimiter,
+        blocking: Callable[..., Awaitable[Any]],
+        *,
+        insecure_dev_mode: bool,
+        reads_require_key: bool = True,
+    ) -> None:
+        self.keys, self.limiter, self.blocking = keys, limiter, blocking
+        self.insecure_dev_mode = insecure_dev_mode
+        self.reads_require_key = reads_require_key
+
+    async def caller(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None, required: bool
+    ) -> str:
+        caller = None
+        if credentials is not None:
+            caller = await self.blocking(self.keys.caller, credentials.credentials)
+            if caller is None:
+                raise Problem(401, "unauthorized", "the API key is not valid", headers=CHALLENGE)
+        if caller is None:
+            if self.insecure_dev_mode:
+                caller = "insecure-dev"
+            elif required:
+                raise Problem(
+                    401,
+                    "unauthorized",
+                    "send an API key: Authorization: Bearer <key>",
+                    headers=CHALLENGE,
+                )
+            else:
+                caller = f"ip:{request.client.host if request.client else 'unknown'}"
+        wait = self.limiter.retry_after(caller)
+        if wait:
+            raise Problem(
+                429,
+                "rate-limited",
+                f"rate limit reached for {caller}; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        return caller
+
+
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _auth(request: Request) -> Authenticator:
+    return request.app.state.auth
+
+
+async def writer(request: Request, credentials: Credentials) -> str:
+    """A caller with a key (or insecure dev mode): for requests that change or compute."""
+    return await _auth(request).caller(request, credentials, required=True)
+
+
+async def reader(request: Request, credentials: Credentials) -> str:
+    """A caller for a read: a key, unless API_READS_REQUIRE_KEY=false."""
+    auth = _auth(request)
+    return await auth.caller(request, credentials, required=auth.reads_require_key)

@@ -5,7 +5,9 @@ Calls here block; the routes run them in a worker thread.
 
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,9 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (crea
 """
 # Creating tables from several API processes at once can race; one lock serialises it.
 SCHEMA_LOCK_ID = 7_391_204
+STARTUP_SECONDS = 60.0
+
+logger = logging.getLogger("api.db")
 
 
 def hash_key(key: str) -> str:
@@ -150,3 +155,23 @@ class Database:
                 (retention_hours * 3600,),
             )
             return cursor.rowcount
+
+
+def prepare_database(database: Database, api_key: str | None) -> None:
+    """Create the tables and store the first key (as `env`), waiting for PostgreSQL to
+    accept us. Run by every service that checks keys, at start."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        try:
+            database.create_schema()
+            if api_key is not None:
+                database.store_key("env", api_key)
+            return
+        except psycopg2.OperationalError as error:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the database at DATABASE_URL did not accept connections within "
+                    f"{STARTUP_SECONDS:.0f} s: {error}"
+                ) from error
+            logger.warning("waiting for the database: %s", str(error).strip())
+            time.sleep(1)

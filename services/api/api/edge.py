@@ -15,26 +15,20 @@ logger = logging.getLogger("api.access")
 
 
 class Metrics:
-    """The API's Prometheus metrics, in a registry of its own."""
+    """A service's HTTP metrics, in a registry of its own, named `<prefix>_...`."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "api") -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "api_requests_total",
+            f"{prefix}_requests_total",
             "HTTP requests",
             ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "api_request_duration_seconds",
+            f"{prefix}_request_duration_seconds",
             "HTTP request latency",
             ["method", "route"],
-            registry=self.registry,
-        )
-        self.runs_triggered = Counter(
-            "api_runs_triggered_total",
-            "Flow runs created through POST /runs",
-            ["flow"],
             registry=self.registry,
         )
 

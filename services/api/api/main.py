@@ -16,15 +16,14 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import psycopg2
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prefect.client.schemas.objects import FlowRun, StateType
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from psycopg2.pool import PoolError
 from pydantic import BeforeValidator
 
 from api import problems
-from api.auth import KeyChecker
-from api.db import Database
+from api.auth import Authenticator, KeyChecker, reader, writer
+from api.db import Database, prepare_database
 from api.edge import EdgeMiddleware, Metrics
 from api.prefect_gateway import FINAL, FLOWS, PrefectGateway, open_gateway
 from api.problems import Problem, unavailable
@@ -48,8 +47,6 @@ from api.validation import parameter_errors
 
 logger = logging.getLogger("api")
 T = TypeVar("T")
-STARTUP_SECONDS = 60.0
-bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemBody, "content": {problems.MEDIA_TYPE: {}}, "description": text}
@@ -65,14 +62,28 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+class ApiMetrics(Metrics):
+    def __init__(self) -> None:
+        super().__init__("api")
+        self.runs_triggered = Counter(
+            "api_runs_triggered_total",
+            "Flow runs created through POST /runs",
+            ["flow"],
+            registry=self.registry,
+        )
+
+
 class Services:
     """What the routes share for the app's lifetime."""
 
     def __init__(self, settings: ApiSettings, database: Database, prefect: PrefectGateway):
         self.settings, self.database, self.prefect = settings, database, prefect
-        self.keys = KeyChecker(database)
-        self.limiter = RateLimiter(
-            settings.api_rate_limit_per_second, settings.api_rate_limit_burst
+        self.auth = Authenticator(
+            KeyChecker(database),
+            RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+            self.blocking,
+            insecure_dev_mode=settings.api_insecure_dev_mode,
+            reads_require_key=settings.api_reads_require_key,
         )
         self.last_cleanup = float("-inf")
 
@@ -86,58 +97,6 @@ class Services:
 
 def services(request: Request) -> Services:
     return request.app.state.services
-
-
-# -- auth --------------------------------------------------------------------------------
-
-
-async def _caller(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, required: bool
-) -> str:
-    svc = services(request)
-    caller = None
-    if credentials is not None:
-        caller = await svc.blocking(svc.keys.caller, credentials.credentials)
-        if caller is None:
-            raise Problem(401, "unauthorized", "the API key is not valid", headers=_challenge())
-    if caller is None:
-        if svc.settings.api_insecure_dev_mode:
-            caller = "insecure-dev"
-        elif required:
-            raise Problem(
-                401,
-                "unauthorized",
-                "send an API key: Authorization: Bearer <key>",
-                headers=_challenge(),
-            )
-        else:
-            caller = f"ip:{request.client.host if request.client else 'unknown'}"
-    wait = svc.limiter.retry_after(caller)
-    if wait:
-        raise Problem(
-            429,
-            "rate-limited",
-            f"rate limit reached for {caller}; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
-    return caller
-
-
-def _challenge() -> dict[str, str]:
-    return {"WWW-Authenticate": "Bearer"}
-
-
-async def writer(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> str:
-    return await _caller(request, credentials, required=True)
-
-
-async def reader(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> str:
-    required = services(request).settings.api_reads_require_key
-    return await _caller(request, credentials, required=required)
 
 
 # -- presenting runs ---------------------------------------------------------------------
@@ -155,8 +114,10 @@ async def present(request: Request, run: FlowRun, *, details: bool = True) -> Ru
     state_type = state.type.value if state else "SCHEDULED"
     flow = await svc.prefect.flow_name(run.flow_id)
     metrics = model = registry = error = None
-    if details and state_type == "COMPLETED" and flow == "train-model":
+    if details and state_type == "COMPLETED" and flow in ("train-model", "send-requests"):
         tables = await svc.prefect.training_tables(run.id)
+        if "live-metrics" in tables:
+            metrics = {row["metric"]: row["value"] for row in tables["live-metrics"]}
         if "model-metrics" in tables:
             metrics = {row["metric"]: row["value"] for row in tables["model-metrics"]}
             model = metrics.pop("model", None)
@@ -245,12 +206,13 @@ def request_hash(body: RunRequest) -> str:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    metrics = Metrics()
+    metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings.database_url)
-        await anyio.to_thread.run_sync(_prepare_database, database, settings)
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        await anyio.to_thread.run_sync(prepare_database, database, key)
         if settings.api_insecure_dev_mode:
             logger.warning(
                 "INSECURE DEV MODE: requests without an API key are accepted. "
@@ -258,6 +220,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             )
         async with open_gateway(settings.deployment_name) as prefect:
             app.state.services = Services(settings, database, prefect)
+            app.state.auth = app.state.services.auth
             yield
         database.close()
 
@@ -346,7 +309,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         request: Request,
         _: Annotated[str, Depends(reader)],
         flow: Annotated[
-            str | None, Query(pattern="^(train-model|load-data)$", description="Only this flow.")
+            str | None,
+            Query(pattern=f"^({'|'.join(FLOWS)})$", description="Only this flow."),
         ] = None,
         state: Annotated[StateTypeName | None, Query(description="Only this state type.")] = None,
         since: Annotated[
@@ -455,22 +419,3 @@ async def _forget_expired(svc: Services) -> None:
     if time.monotonic() - svc.last_cleanup > 60:
         svc.last_cleanup = time.monotonic()
         await svc.blocking(svc.database.forget_expired, svc.settings.idempotency_retention_hours)
-
-
-def _prepare_database(database: Database, settings: ApiSettings) -> None:
-    """Create the tables and store the first key, waiting for PostgreSQL to accept us."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            database.create_schema()
-            if settings.api_key is not None:
-                database.store_key("env", settings.api_key.get_secret_value())
-            return
-        except psycopg2.OperationalError as error:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the database at DATABASE_URL did not accept connections within "
-                    f"{STARTUP_SECONDS:.0f} s: {error}"
-                ) from error
-            logger.warning("waiting for the database: %s", str(error).strip())
-            time.sleep(1)

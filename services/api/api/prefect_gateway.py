@@ -33,7 +33,7 @@ from prefect.states import Cancelling
 from api.problems import Problem, unavailable
 
 T = TypeVar("T")
-FLOWS = ("train-model", "load-data")
+FLOWS = ("train-model", "load-data", "send-requests")
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 
 
@@ -133,7 +133,8 @@ class PrefectGateway:
 
     async def training_tables(self, run_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
         """The table artifacts of a run, by the end of their key: `model-metrics` and
-        `model-registry` for a training run (their key starts with the dataset)."""
+        `model-registry` of a training run, `live-metrics` of send-requests (each key starts
+        with the dataset)."""
         artifacts = await self._call(
             self.client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
@@ -141,7 +142,7 @@ class PrefectGateway:
         )
         tables = {}
         for artifact in artifacts:
-            for kind in ("model-metrics", "model-registry"):
+            for kind in ("model-metrics", "model-registry", "live-metrics"):
                 if artifact.key and artifact.key.endswith(f"-{kind}") and artifact.data:
                     data = artifact.data
                     tables[kind] = json.loads(data) if isinstance(data, str) else data

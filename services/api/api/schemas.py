@@ -31,7 +31,9 @@ class RunRequest(BaseModel):
     )
 
     flow: str = Field(
-        "train-model", max_length=100, description="Which flow to run: train-model or load-data."
+        "train-model",
+        max_length=100,
+        description="Which flow to run: train-model, load-data or send-requests.",
     )
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="The flow's parameters (see README: Flows)."
@@ -110,7 +112,11 @@ class Run(BaseModel):
     created: dt.datetime | None
     started: dt.datetime | None
     ended: dt.datetime | None
-    metrics: dict[str, Any] | None = Field(None, description="A completed training run's metrics.")
+    metrics: dict[str, Any] | None = Field(
+        None,
+        description="A completed training run's metrics, or send-requests' live metrics "
+        "(live_rmse, validation_rmse, latencies, errors, the retrain run it started).",
+    )
     model: str | None = Field(None, description="Where a completed training run saved its model.")
     registry: RegisteredModel | None = Field(
         None, description="A completed training run's model in the MLflow registry."

@@ -1,8 +1,10 @@
 """Settings of the API container."""
 
+import sys
 from functools import lru_cache
+from typing import TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -10,7 +12,9 @@ class InsecureConfigurationError(ValueError):
     """No API key configured and insecure dev mode not asked for."""
 
 
-class ApiSettings(BaseSettings):
+class KeySettings(BaseSettings):
+    """API keys and dev mode: the same for every service that checks keys."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = Field(description="PostgreSQL database of the stack's own data.")
@@ -20,6 +24,18 @@ class ApiSettings(BaseSettings):
     api_insecure_dev_mode: bool = Field(
         False, description="Accept requests without a key. For `make dev` only."
     )
+
+    @model_validator(mode="after")
+    def _require_a_key(self) -> "KeySettings":
+        if self.api_key is None and not self.api_insecure_dev_mode:
+            raise InsecureConfigurationError(
+                "no API key configured: set API_KEY (a long random secret), "
+                "or API_INSECURE_DEV_MODE=true for local development only"
+            )
+        return self
+
+
+class ApiSettings(KeySettings):
     api_reads_require_key: bool = Field(True, description="GET endpoints need a key too.")
     api_host: str = Field("127.0.0.1", description="Address uvicorn binds.")
     api_port: int = Field(8000, description="Port uvicorn binds.")
@@ -41,16 +57,21 @@ class ApiSettings(BaseSettings):
         None, description="Prefect UI base URL, for links to runs (PREFECT_UI_URL)."
     )
 
-    @model_validator(mode="after")
-    def _require_a_key(self) -> "ApiSettings":
-        if self.api_key is None and not self.api_insecure_dev_mode:
-            raise InsecureConfigurationError(
-                "no API key configured: set API_KEY (a long random secret), "
-                "or API_INSECURE_DEV_MODE=true for local development only"
-            )
-        return self
-
 
 @lru_cache
 def get_settings() -> ApiSettings:
     return ApiSettings()
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_or_report(settings: type[S], service: str) -> S | None:
+    """The service's settings, or None after printing each bad variable by its name."""
+    try:
+        return settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(p) for p in problem["loc"]).upper() or "settings"
+            print(f"{service}: cannot start: {field}: {problem['msg']}", file=sys.stderr)
+        return None

@@ -14,6 +14,7 @@ BANNER = """
     Prefect API:  {api}
     Stack API:    {service}   (docs: {service}/docs){insecure}
     MLflow UI:    {mlflow}
+    Serving:      {serving}/predict   (docs: {serving}/docs)
     Database:     {db}
     Agents:       autoscaled; metrics at {metrics}
   Try:  curl -X POST {service}/runs -H 'content-type: application/json' \\
@@ -34,6 +35,7 @@ def main() -> int:
         port=settings.prefect_server_api_port,
         api_port=settings.api_port,
         mlflow_port=settings.mlflow_server_port,
+        serving_port=settings.serving_port,
         database_url=settings.database_url,
     )
 
@@ -51,6 +53,7 @@ def main() -> int:
                 api=stack.api_url,
                 service=stack.service_url,
                 mlflow=stack.mlflow_url,
+                serving=stack.serving_url,
                 insecure=INSECURE if stack.env.get("API_INSECURE_DEV_MODE") == "true" else "",
                 db="embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL",
                 metrics=stack.autoscaler_metrics_url,

@@ -20,3 +20,4 @@ class DevSettings(BaseSettings):
     prefect_server_api_port: int = Field(4200, description="Port of the Prefect API and UI.")
     api_port: int = Field(8000, description="Port of the stack's API.")
     mlflow_server_port: int = Field(5000, description="Port of the MLflow server and UI.")
+    serving_port: int = Field(8001, description="Port of the serving service.")

@@ -48,8 +48,9 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     "autoscaler": ["python", "-m", "agent.autoscaler"],
     "api": ["python", "-m", "api"],
     "mlflow": [str(MLFLOW_BIN / "python"), "-m", "mlflow_server"],
+    "serving": ["python", "-m", "serving"],
 }
-SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api")]
+SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api", "serving")]
 MLFLOW_DATABASE = "mlflow"
 
 
@@ -84,6 +85,7 @@ class LocalStack:
         port: int = 4200,
         api_port: int = 8000,
         mlflow_port: int = 5000,
+        serving_port: int = 8001,
         database_url: str | None = None,
         echo: bool = True,
         extra_env: dict[str, str] | None = None,
@@ -92,6 +94,7 @@ class LocalStack:
         self.port = port
         self.api_port = api_port
         self.mlflow_port = mlflow_port
+        self.serving_port = serving_port
         self.database_url = database_url
         self.echo = echo
         self.extra_env = extra_env or {}
@@ -116,6 +119,10 @@ class LocalStack:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
     @property
+    def serving_url(self) -> str:
+        return f"http://127.0.0.1:{self.serving_port}"
+
+    @property
     def autoscaler_metrics_url(self) -> str:
         port = self.env.get("AUTOSCALER_METRICS_PORT", "9090")
         return f"http://127.0.0.1:{port}/metrics"
@@ -131,11 +138,15 @@ class LocalStack:
 
         `agents` fixed agents, and with `autoscale` the autoscaler, which starts and stops
         agents of its own (at least AUTOSCALER_MIN_AGENTS) as the backlog asks. Without
-        `mlflow`, no registry: train-model only saves its model to the model store.
+        `mlflow`, no registry and no serving: train-model only saves its model file.
         """
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            ports = (self.port, self.api_port, *((self.mlflow_port,) if mlflow else ()))
+            ports = (
+                self.port,
+                self.api_port,
+                *((self.mlflow_port, self.serving_port) if mlflow else ()),
+            )
             for port in ports:
                 _require_free_port(port)
             self.env = self._environment(self._databases(), mlflow=mlflow)
@@ -152,6 +163,8 @@ class LocalStack:
             self.wait_until(self._api_ready, 90, "the API to answer /readyz")
             if mlflow:
                 self.wait_for_mlflow()
+                self.start_service("serving")
+                self.wait_until(self._serving_alive, 90, "serving to answer /healthz")
         except BaseException:
             self.stop()
             raise
@@ -358,10 +371,13 @@ class LocalStack:
                 "API_HOST": "127.0.0.1",
                 "API_PORT": str(self.api_port),
                 "MLFLOW_BACKEND_STORE_URI": mlflow_db,
+                "SERVING_HOST": "127.0.0.1",
+                "SERVING_PORT": str(self.serving_port),
             }
         )
         if mlflow:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_url
+            env["SERVING_URL"] = self.serving_url
         else:
             env.pop("MLFLOW_TRACKING_URI", None)
         env.update(self.extra_env)
@@ -391,6 +407,9 @@ class LocalStack:
             "the MLflow server to answer /health",
         )
 
+    def _serving_alive(self) -> bool:
+        return httpx.get(f"{self.serving_url}/healthz", timeout=2).status_code == 200
+
     def _server_healthy(self) -> bool:
         return httpx.get(f"{self.api_url}/ready", timeout=2).status_code == 200
 
@@ -419,5 +438,5 @@ def _require_free_port(port: int) -> None:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise StackError(
                 f"port {port} is in use (another stack?): stop it, or set "
-                "PREFECT_SERVER_API_PORT / API_PORT / MLFLOW_SERVER_PORT"
+                "PREFECT_SERVER_API_PORT / API_PORT / MLFLOW_SERVER_PORT / SERVING_PORT"
             )

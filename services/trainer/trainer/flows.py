@@ -5,10 +5,12 @@ import socket
 import time
 from typing import Annotated, Literal
 
+import httpx
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -21,10 +23,13 @@ from trainer.registry import (
     Registration,
     RegistryTarget,
     RegistryUnavailableError,
+    log_live_metrics,
     register_and_promote,
+    validation_rmse,
 )
 from trainer.settings import PROMOTION_LOCK, TrainerSettings, get_settings
 from trainer.store import DataStore, Store
+from trainer.traffic import drifted, replay, retrain_date, sample
 from trainer.training import fit_and_evaluate
 
 DatasetName = Literal["fhv", "green", "yellow"]
@@ -37,8 +42,10 @@ def load_data(
     dataset: DatasetName = "fhv",
     source: SourceName = "tlc",
     force: bool = False,
+    drift: Annotated[float, Field(ge=0, le=3)] = 0.0,
 ) -> dict[str, object]:
-    """Fetch one month (YYYY-MM, default last month) of TLC trips into the data store."""
+    """Fetch one month (YYYY-MM, default last month) of TLC trips into the data store.
+    `drift` (0 to 3, synthetic only) makes the month's trips slower by drop-off zone."""
     settings = get_settings()
     manifest = load_month(
         DataStore(settings.data_store_url),
@@ -48,6 +55,7 @@ def load_data(
         settings,
         get_run_logger(),
         force=force,
+        drift=drift,
     )
     return manifest.__dict__
 
@@ -184,6 +192,92 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
         description=registration.decision,
     )
     return registration
+
+
+@flow(name="send-requests")
+def send_requests(
+    month: str | None = None,
+    dataset: DatasetName = "fhv",
+    rate: Annotated[float, Field(gt=0, le=1000)] = 2.0,
+    limit: Annotated[int, Field(ge=1, le=1_000_000)] = 200,
+    batch: Annotated[int, Field(ge=1, le=1000)] = 1,
+) -> dict[str, object]:
+    """Replay `limit` trips of `month` (YYYY-MM, default last month) against the served
+    champion, `rate` requests per second of `batch` trips (the seed: 2 per second, one trip
+    each). Reports the live RMSE and latency; retrains when the model has drifted."""
+    logger = get_run_logger()
+    settings = get_settings()
+    month = parse_month(month)
+    spec = get_dataset(dataset)
+    trips = sample(prepare(DataStore(settings.data_store_url).read_month(spec, month), spec), limit)
+    logger.info(
+        "sending %d %s trips of %s to %s: %s requests/s of %d",
+        len(trips), dataset, month, settings.serving_url, rate, batch,
+    )  # fmt: skip
+    headers = (
+        {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        if settings.api_key
+        else {}
+    )
+    with httpx.Client(
+        base_url=settings.serving_url, headers=headers, timeout=settings.serving_timeout_seconds
+    ) as client:
+        report = replay(
+            lambda body: client.post("/predict", json=body),
+            trips, dataset, rate=rate, batch=batch, logger=logger,
+        )  # fmt: skip
+    if report.live_rmse is None:
+        raise RuntimeError(
+            f"serving at {settings.serving_url} answered none of {report.requests} requests "
+            f"(first error: {report.first_error})"
+        )
+    logger.info(
+        "live RMSE %.4f from %s version %s; latency p50 %.1f ms, p99 %.1f ms; %d errors",
+        report.live_rmse, report.model, report.version,
+        report.latency_p50_ms, report.latency_p99_ms, report.errors,
+    )  # fmt: skip
+    result: dict[str, object] = {**report.__dict__, "month": month, "retrain": None}
+    if settings.mlflow_tracking_uri and report.version:
+        validated = validation_rmse(settings.mlflow_tracking_uri, report.model, report.version)
+        result["validation_rmse"] = validated
+        target = RegistryTarget(
+            settings.mlflow_tracking_uri,
+            settings.mlflow_ui_url or settings.mlflow_tracking_uri,
+            flow_run.ui_url,
+        )
+        numbers = {k: v for k, v in report.__dict__.items() if isinstance(v, int | float)}
+        result["mlflow_run"] = log_live_metrics(
+            target, dataset, month, {**numbers, "validation_rmse": validated},
+            report.version, flow_run.id,
+        )  # fmt: skip
+        if drifted(report.live_rmse, validated, settings.drift_tolerance):
+            date = retrain_date(month)
+            logger.warning(
+                "drift: live RMSE %.4f exceeds version %s's validation RMSE %.4f by more than "
+                "%.0f%%; starting train-model for %s (validates on %s)",
+                report.live_rmse, report.version, validated,
+                settings.drift_tolerance * 100, date, month,
+            )  # fmt: skip
+            retrain = run_deployment(
+                f"train-model/{settings.deployment_name}",
+                parameters={
+                    "date": date.isoformat(),
+                    "dataset": dataset,
+                    "auto_load": True,
+                    "source": settings.default_data_source,
+                },
+                tags=["drift", f"drift-of:{report.model}@{report.version}"],
+                timeout=0,
+                as_subflow=False,
+            )
+            result["retrain"] = str(retrain.id)
+    create_table_artifact(
+        key=f"{dataset}-live-metrics",
+        table=[{"metric": k, "value": v} for k, v in result.items() if k != "first_error"],
+        description=f"{dataset} {month}: {report.trips} trips sent to {report.model} "
+        f"version {report.version}",
+    )
+    return result
 
 
 # A probe runs nothing but a wait: it checks agents end to end, and the autoscaler's tests and

@@ -64,10 +64,14 @@ def load_month(
     logger: logging.Logger | logging.LoggerAdapter,
     *,
     force: bool = False,
+    drift: float = 0.0,
 ) -> MonthManifest:
-    """Store one month once; with `force`, fetch it again over the stored copy."""
+    """Store one month once; with `force`, fetch it again over the stored copy. `drift`
+    (synthetic months only) makes its trips slower by zone (see trainer.synthetic)."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
+    if drift and source != "synthetic":
+        raise ValueError(f"drift={drift} applies to synthetic months only, not source={source!r}")
     if store.has_month(dataset, month) and not force:
         manifest = store.read_manifest(dataset, month)
         logger.info(
@@ -87,11 +91,13 @@ def load_month(
 
     else:
         rows, seed = settings.synthetic_rows, settings.synthetic_seed
-        origin = f"synthetic generator (rows={rows}, seed={seed})"
-        logger.info("generating %s %s: %d synthetic rows", dataset.name, month, rows)
+        origin = f"synthetic generator (rows={rows}, seed={seed}, drift={drift})"
+        logger.info(
+            "generating %s %s: %d synthetic rows (drift %s)", dataset.name, month, rows, drift
+        )
 
         def fill(handle: IO[bytes]) -> None:
-            pq.write_table(generate_month(dataset, month, rows, seed), handle)
+            pq.write_table(generate_month(dataset, month, rows, seed, drift), handle)
 
     def describe(rows: int, size: int) -> MonthManifest:
         return MonthManifest(

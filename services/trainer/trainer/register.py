@@ -19,7 +19,7 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 
-from trainer.flows import load_data, probe, train_model
+from trainer.flows import load_data, probe, send_requests, train_model
 from trainer.settings import (
     HEARTBEAT_SECONDS,
     PROMOTION_LOCK,
@@ -127,6 +127,16 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             job_variables=dict(JOB_VARIABLES),
             version_type=VersionType.SIMPLE,
             description="Monthly load of last month's trips, ahead of training.",
+        ),
+        send_requests.to_deployment(
+            name=settings.deployment_name,
+            schedules=[Cron(settings.send_cron, timezone=settings.schedule_timezone)],
+            tags=["traffic", "scheduled"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            job_variables=dict(JOB_VARIABLES),
+            version_type=VersionType.SIMPLE,
+            description="Monthly replay of last month's trips against the served champion "
+            "(the seed's 2 requests per second); retrains when the model has drifted.",
         ),
         probe.to_deployment(
             name=settings.deployment_name,

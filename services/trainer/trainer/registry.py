@@ -219,3 +219,45 @@ def _score_champion(
     model: Pipeline = mlflow.sklearn.load_model(f"models:/{name}/{champion}")
     rmse = float(root_mean_squared_error(val[TARGET], model.predict(val[FEATURES])))
     return str(champion), rmse
+
+
+def validation_rmse(tracking_uri: str, name: str, version: str) -> float:
+    """The validation RMSE that version `version` of `name` was registered with."""
+    client = MlflowClient(tracking_uri)
+    run_id = client.get_model_version(name, version).run_id
+    return float(client.get_run(run_id).data.metrics["val_rmse"])
+
+
+def log_live_metrics(
+    target: RegistryTarget,
+    dataset: str,
+    month: str,
+    metrics: dict[str, float],
+    version: str | None,
+    flow_run_id: str | None,
+) -> str:
+    """One MLflow run `live-<month>` in the dataset's experiment, tagged with the model
+    version that answered; its URL."""
+    client = MlflowClient(target.tracking_uri)
+    try:
+        experiment_id = _experiment_id(client, model_name(dataset))
+        run = client.create_run(
+            experiment_id,
+            run_name=f"live-{month}",
+            tags={
+                "kind": "live-traffic",
+                "month": month,
+                "model_name": model_name(dataset),
+                "model_version": version or "",
+                FLOW_RUN_TAG: flow_run_id or "",
+                "prefect.flow_run_url": target.flow_run_url or "",
+            },
+        )
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id)
+    except (MlflowException, OSError) as error:
+        raise RegistryUnavailableError(
+            f"MLflow at {target.tracking_uri} did not take the live metrics ({error})"
+        ) from error
+    return f"{_ui(target)}/#/experiments/{experiment_id}/runs/{run.info.run_id}"

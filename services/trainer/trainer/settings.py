@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WORK_POOL = "training"
@@ -57,10 +57,25 @@ class TrainerSettings(BaseSettings):
         300, gt=0, description="How long a promotion waits for another run's to finish."
     )
 
+    serving_url: str = Field(
+        "http://127.0.0.1:8001", description="The serving service send-requests calls."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="The key send-requests presents to serving (unset: dev mode)."
+    )
+    drift_tolerance: float = Field(
+        0.10,
+        ge=0,
+        description="send-requests retrains when the live RMSE exceeds the champion's "
+        "validation RMSE by more than this share.",
+    )
+    serving_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one request.")
+
     work_pool_name: str = Field(DEFAULT_WORK_POOL, description="Prefect work pool the agents poll.")
     deployment_name: str = Field("monthly", description="Name of both deployments.")
     train_cron: str = Field("0 9 15 * *", description="Schedule of train-model.")
     load_cron: str = Field("0 9 1 * *", description="Schedule of load-data.")
+    send_cron: str = Field("0 11 1 * *", description="Schedule of send-requests.")
     schedule_timezone: str = Field("America/New_York")
     default_data_source: str = Field(
         "tlc", pattern="^(tlc|synthetic)$", description="Source of scheduled load-data runs."

@@ -36,8 +36,19 @@ def _month_seed(seed: int, dataset: str, month: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def generate_month(dataset: Dataset, month: str, rows: int, seed: int) -> pa.Table:
-    """One month of trips in the dataset's own schema, the same for the same arguments."""
+def _drift_shift(seed: int) -> np.ndarray:
+    """How much slower each drop-off zone gets per unit of drift, fixed by the seed."""
+    return np.random.default_rng(seed + 1).uniform(0.5, 1.5, ZONES)
+
+
+def generate_month(
+    dataset: Dataset, month: str, rows: int, seed: int, drift: float = 0.0
+) -> pa.Table:
+    """One month of trips in the dataset's own schema, the same for the same arguments.
+
+    `drift` > 0 makes trips to each drop-off zone slower by a zone's own factor (about
+    exp(drift) on average): a month on which a model fitted before the drift does worse.
+    """
     popularity, pickup_effect, dropoff_effect = _zone_model(seed)
     rng = np.random.default_rng(_month_seed(seed, dataset.name, month))
 
@@ -48,6 +59,7 @@ def generate_month(dataset: Dataset, month: str, rows: int, seed: int) -> pa.Tab
     pu = rng.choice(ZONES, rows, p=popularity)
     do = rng.choice(ZONES, rows, p=popularity)
     log_minutes = np.log(13.0) + pickup_effect[pu] + dropoff_effect[do] + rng.normal(0, 0.4, rows)
+    log_minutes += drift * _drift_shift(seed)[do]
     minutes = np.exp(log_minutes)
     outlier = rng.random(rows)
     short = outlier < SHORT_TRIP_SHARE

@@ -1,0 +1,193 @@
+"""Serving speed: our serving service against MLflow's own scoring server, on the same model.
+
+Starts a local stack, registers one model as the champion of `fhv`, then starts
+`mlflow models serve -m models:/trip-duration-fhv@champion --env-manager local` beside our
+serving process. Measures, alternating between the two so machine noise hits both alike:
+single-row latency (p50 and p99) with 1 and with 50 concurrent clients, and batch throughput
+in rows per second. Loops are bounded in count and in time.
+
+    .venv/bin/python bench/serve.py [--rows 200000] [--seconds 8]
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import common
+import httpx
+from prefect.concurrency.sync import concurrency
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from devstack.stack import free_port
+from trainer.datasets import DATASETS
+from trainer.features import FEATURES, prepare
+from trainer.models import ModelBundle
+from trainer.registry import RegistryTarget, register_and_promote
+from trainer.settings import PROMOTION_LOCK
+from trainer.synthetic import generate_month
+from trainer.training import fit_and_evaluate
+
+FHV = DATASETS["fhv"]
+API_KEY = "bench-" + uuid.uuid4().hex
+BATCH = 1000
+MAX_REQUESTS = 200_000
+
+
+def ours_body(trips: list[tuple[int, int]]) -> dict:
+    return {
+        "dataset": "fhv",
+        "trips": [
+            {"pickup_location_id": pu if pu > 0 else None, "dropoff_location_id": do}
+            for pu, do in trips
+        ],
+    }
+
+
+def mlflow_body(trips: list[tuple[int, int]]) -> dict:
+    return {"dataframe_split": {"columns": FEATURES, "data": [list(t) for t in trips]}}
+
+
+class Target:
+    def __init__(self, name: str, url: str, body: Callable[[list], dict], headers: dict) -> None:
+        self.name, self.url, self.body, self.headers = name, url, body, headers
+
+
+async def latencies(target: Target, trips: list, clients: int, seconds: float) -> list[float]:
+    """Single-row requests from `clients` concurrent clients for `seconds`; every latency."""
+    deadline = time.perf_counter() + seconds
+    results: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(headers=target.headers, timeout=30) as http:
+
+        async def client(offset: int) -> None:
+            nonlocal failures
+            for i in range(MAX_REQUESTS):
+                if time.perf_counter() > deadline:
+                    return
+                trip = trips[(offset + i) % len(trips)]
+                start = time.perf_counter()
+                response = await http.post(target.url, json=target.body([trip]))
+                results.append((time.perf_counter() - start) * 1e3)
+                failures += response.status_code != 200
+
+        await asyncio.gather(*(client(n * 97) for n in range(clients)))
+    if failures:
+        raise RuntimeError(f"{target.name}: {failures} failed requests")
+    return results
+
+
+async def throughput(target: Target, trips: list, seconds: float) -> float:
+    """Rows per second with batches of BATCH rows from 4 concurrent clients."""
+    deadline = time.perf_counter() + seconds
+    rows = 0
+    async with httpx.AsyncClient(headers=target.headers, timeout=60) as http:
+
+        async def client(offset: int) -> None:
+            nonlocal rows
+            for i in range(MAX_REQUESTS):
+                if time.perf_counter() > deadline:
+                    return
+                start = (offset + i * BATCH) % (len(trips) - BATCH)
+                body = target.body(trips[start : start + BATCH])
+                response = await http.post(target.url, json=body)
+                response.raise_for_status()
+                rows += BATCH
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(n * 7919) for n in range(4)))
+        return rows / (time.perf_counter() - began)
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+
+    train = prepare(generate_month(FHV, "2021-06", args.rows, seed=1).to_pandas(), FHV)
+    val = prepare(generate_month(FHV, "2021-07", args.rows, seed=2).to_pandas(), FHV)
+    trips = [tuple(int(x) for x in row) for row in val[FEATURES].to_numpy()[:50_000]]
+
+    with tempfile.TemporaryDirectory() as root:
+        stack = common.start_stack(
+            Path(root), "serve", {"API_KEY": API_KEY, "SERVING_POLL_SECONDS": "1"}
+        )
+        scorer = None
+        try:
+            model, metrics = fit_and_evaluate(train, val)
+            bundle = ModelBundle(model, "fhv", "2021-06", "2021-07", metrics, {}, "now", None)
+            target = RegistryTarget(stack.mlflow_url, stack.mlflow_url)
+            with temporary_settings({PREFECT_API_URL: stack.api_url}):
+                registration = register_and_promote(
+                    target, bundle, val, lambda: concurrency(PROMOTION_LOCK, strict=True)
+                )
+            print(f"registered version {registration.version} ({registration.alias})")
+            port = free_port()
+            scorer = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "models", "serve",
+                 "-m", "models:/trip-duration-fhv@champion", "--env-manager", "local",
+                 "-h", "127.0.0.1", "-p", str(port)],
+                env={**os.environ, **stack.env, "MLFLOW_TRACKING_URI": stack.mlflow_url},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            stack.wait_until(
+                lambda: httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 200,
+                120,
+                "MLflow's scoring server",
+            )
+            stack.wait_until(
+                lambda: httpx.get(f"{stack.serving_url}/readyz").status_code == 200,
+                60,
+                "our serving",
+            )
+            targets = [
+                Target(
+                    "ours", f"{stack.serving_url}/predict", ours_body,
+                    {"Authorization": f"Bearer {API_KEY}"},
+                ),
+                Target("mlflow", f"http://127.0.0.1:{port}/invocations", mlflow_body, {}),
+            ]  # fmt: skip
+            results: dict[str, dict[str, float]] = {t.name: {} for t in targets}
+            for clients in (1, 50):
+                for t in targets:
+                    ms = asyncio.run(latencies(t, trips, clients, args.seconds))
+                    results[t.name][f"p50_{clients}"] = percentile(ms, 50)
+                    results[t.name][f"p99_{clients}"] = percentile(ms, 99)
+            for t in targets:
+                results[t.name]["rows_per_s"] = asyncio.run(throughput(t, trips, args.seconds))
+        finally:
+            if scorer is not None:
+                scorer.terminate()
+                scorer.wait(30)
+            stack.stop()
+
+    print()
+    print(f"{'server':<8} {'1 client p50':>13} {'p99':>8} {'50 clients p50':>15} {'p99':>8} "
+          f"{'batch rows/s':>13}")  # fmt: skip
+    for name, r in results.items():
+        print(
+            f"{name:<8} {r['p50_1']:>10.2f} ms {r['p99_1']:>5.2f} ms {r['p50_50']:>12.2f} ms "
+            f"{r['p99_50']:>5.1f} ms {r['rows_per_s']:>13,.0f}"
+        )
+    ours, theirs = results["ours"], results["mlflow"]
+    print()
+    latency = theirs["p50_1"] / ours["p50_1"]
+    rows = ours["rows_per_s"] / theirs["rows_per_s"]
+    print(f"single-row p50, 1 client: ratio {latency:.2f} (MLflow's / ours)")
+    print(f"batch throughput: ratio {rows:.2f} (ours / MLflow's)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Serving: the champion of each dataset's registered model, over HTTP."""

@@ -1,0 +1,30 @@
+"""`python -m serving`: serve the champions with uvicorn, configured from ServingSettings."""
+
+import sys
+
+import uvicorn
+
+from api.logs import configure_logging
+from api.settings import settings_or_report
+from serving.settings import ServingSettings
+
+
+def main() -> int:
+    configure_logging()
+    settings = settings_or_report(ServingSettings, "serving")
+    if settings is None:
+        return 2
+    uvicorn.run(
+        "serving.main:create_app",
+        factory=True,
+        host=settings.serving_host,
+        port=settings.serving_port,
+        timeout_graceful_shutdown=10,
+        access_log=False,
+        log_config=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

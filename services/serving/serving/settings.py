@@ -1,0 +1,34 @@
+"""Settings of the serving container. Keys and dev mode are the API's (api.settings)."""
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from api.settings import KeySettings
+
+
+class ServingSettings(KeySettings):
+    """Read from the environment (and `.env`); every name is documented in README.md."""
+
+    mlflow_tracking_uri: str = Field(description="The MLflow server holding the registry.")
+    serving_datasets: str = Field(
+        "fhv", description="Comma-separated datasets whose `champion` is served."
+    )
+    serving_host: str = Field("127.0.0.1", description="Address uvicorn binds.")
+    serving_port: int = Field(8001, description="Port uvicorn binds.")
+    serving_poll_seconds: float = Field(
+        5.0, gt=0, description="How often the `champion` alias is checked for a new version."
+    )
+    serving_rate_limit_per_second: float = Field(
+        1000.0, gt=0, description="Token refill rate per key (requests per second)."
+    )
+    serving_rate_limit_burst: int = Field(1000, ge=1, description="Token bucket size per key.")
+    serving_max_batch: int = Field(1000, ge=1, le=100_000, description="Most trips per request.")
+
+    def datasets(self) -> list[str]:
+        return [name.strip() for name in self.serving_datasets.split(",") if name.strip()]
+
+
+@lru_cache
+def get_settings() -> ServingSettings:
+    return ServingSettings()
