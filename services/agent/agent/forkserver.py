@@ -71,6 +71,7 @@ PRELOAD = (
     "fastapi.encoders",
     "prefect.utilities.visualization",
     "trainer.flows",
+    "trainer.preload",
     # What reading, writing and fitting load on first use.
     "pyarrow.pandas_compat",
     "pyarrow.dataset",
