@@ -85,6 +85,7 @@ lock: venv ## Re-resolve requirements*.lock from pyproject.toml
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml --extra dev -c requirements.lock -o requirements-dev.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 services/mlflow/requirements.in -o services/mlflow/requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 services/serving/requirements.in -c requirements.lock -o services/serving/requirements.lock
 
 env: .env ## Create .env with random secrets (once; never overwritten)
 

@@ -27,8 +27,8 @@ def test_container_command_is_the_local_command(service: str) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_image_is_non_root_and_installs_the_lock(service: str) -> None:
     text = _dockerfile(service)
-    if service == "mlflow":  # its own lock, and a volume it must own
-        text = text.replace("services/mlflow/requirements.lock", "requirements.lock")
+    if service in ("mlflow", "serving"):  # their own locks
+        text = text.replace(f"services/{service}/requirements.lock", "requirements.lock")
     assert re.search(r"^USER app$", text, flags=re.M)
     assert "pip install --no-deps --require-hashes -r /tmp/requirements.lock" in text
 
@@ -42,3 +42,14 @@ def test_compose_publishes_only_the_uis_and_the_api_on_loopback() -> None:
         "127.0.0.1:8000:8000",
         "127.0.0.1:8001:8001",
     ]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", path.read_text(), flags=re.M))
+
+
+def test_the_serving_lock_pins_what_the_stack_pins_and_no_prefect() -> None:
+    stack = _pins(REPO / "requirements.lock")
+    serving = _pins(REPO / "services" / "serving" / "requirements.lock")
+    assert {name: version for name, version in serving.items() if stack.get(name) != version} == {}
+    assert "prefect" not in serving and "scikit-learn" in serving and "mlflow-skinny" in serving
