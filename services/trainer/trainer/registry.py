@@ -6,7 +6,10 @@ champion on the same validation month, and otherwise becomes `challenger`.
 """
 
 import dataclasses
+import functools
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -39,9 +42,10 @@ PIP_REQUIREMENTS = [
     f"numpy=={numpy.__version__}",
     f"pandas=={pd.__version__}",
 ]
-# The pipeline's own estimators live in trainer.estimators: the model carries the package,
-# and skops (MLflow's safe format, which loads only trusted types) is told to trust them.
-CODE_PATHS = [str(Path(trainer.__file__).parent)]
+# The pipeline's own estimators live in trainer.estimators: the model carries that module (as
+# package `trainer`, and nothing else of it: each file is one more upload), and skops (MLflow's
+# safe format, which loads only trusted types) is told to trust them.
+CODE_FILES = ("__init__.py", "estimators.py")
 TRUSTED_TYPES = [
     f"{cls.__module__}.{cls.__qualname__}" for cls in (IntegerOneHotEncoder, ExactLinearRegression)
 ]
@@ -201,12 +205,22 @@ def _log_and_register(
             signature=infer_signature(example, bundle.model.predict(example)),
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
-            code_paths=CODE_PATHS,
+            code_paths=[str(_code_package())],
             skops_trusted_types=TRUSTED_TYPES,
         )
     # Creates the registered model on first use (a concurrent creation is not an error).
     version = mlflow.register_model(logged.model_uri, name, tags=tags)
     return experiment_id, run.info.run_id, str(version.version)
+
+
+@functools.cache
+def _code_package() -> Path:
+    """A directory `trainer/` with only what unpickling the model needs, made once."""
+    package = Path(tempfile.mkdtemp(prefix="model-code-")) / "trainer"
+    package.mkdir()
+    for name in CODE_FILES:
+        shutil.copyfile(Path(trainer.__file__).parent / name, package / name)
+    return package
 
 
 def _score_champion(
