@@ -3,13 +3,12 @@ rate limit. Shared by the API and the serving service (one implementation of bot
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.db import Database, hash_key
+from api.db import Database, blocking, hash_key
 from api.problems import Problem
 from api.ratelimit import RateLimiter
 
@@ -65,19 +64,17 @@ class Authenticator:
     dev mode; its IP for a read that needs no key. Then the caller's token bucket.
 
     An app puts one in `app.state.auth`; the `writer` and `reader` dependencies use it.
-    `blocking` runs a database call off the event loop (and maps its failures to a 503).
     """
 
     def __init__(
         self,
         keys: KeyChecker,
         limiter: RateLimiter,
-        blocking: Callable[..., Awaitable[Any]],
         *,
         insecure_dev_mode: bool,
         reads_require_key: bool = True,
     ) -> None:
-        self.keys, self.limiter, self.blocking = keys, limiter, blocking
+        self.keys, self.limiter = keys, limiter
         self.insecure_dev_mode = insecure_dev_mode
         self.reads_require_key = reads_require_key
 
@@ -86,7 +83,7 @@ class Authenticator:
     ) -> str:
         caller = None
         if credentials is not None:
-            caller = await self.blocking(self.keys.caller, credentials.credentials)
+            caller = await blocking(self.keys.caller, credentials.credentials)
             if caller is None:
                 raise Problem(401, "unauthorized", "the API key is not valid", headers=CHALLENGE)
         if caller is None:

@@ -8,13 +8,17 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import anyio
 import psycopg2
 from psycopg2.extensions import connection as Connection
-from psycopg2.pool import ThreadedConnectionPool
+from psycopg2.pool import PoolError, ThreadedConnectionPool
+
+from api.problems import unavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -38,6 +42,15 @@ SCHEMA_LOCK_ID = 7_391_204
 STARTUP_SECONDS = 60.0
 
 logger = logging.getLogger("api.db")
+T = TypeVar("T")
+
+
+async def blocking(call: Callable[..., T], *args: Any) -> T:
+    """Run a database call in a worker thread; the database away is a 503."""
+    try:
+        return await anyio.to_thread.run_sync(call, *args)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError, PoolError) as error:
+        raise unavailable("the database", error) from error
 
 
 def hash_key(key: str) -> str:

@@ -9,24 +9,22 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import anyio
-import psycopg2
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from prefect.client.schemas.objects import FlowRun, StateType
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from psycopg2.pool import PoolError
 from pydantic import BeforeValidator
 
 from api import problems
 from api.auth import Authenticator, KeyChecker, reader, writer
-from api.db import Database, prepare_database
+from api.db import Database, blocking, prepare_database
 from api.edge import EdgeMiddleware, Metrics
 from api.prefect_gateway import FINAL, FLOWS, PrefectGateway, open_gateway
-from api.problems import Problem, unavailable
+from api.problems import Problem
 from api.ratelimit import RateLimiter
 from api.requestid import current_request_id
 from api.schemas import (
@@ -81,18 +79,12 @@ class Services:
         self.auth = Authenticator(
             KeyChecker(database),
             RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
-            self.blocking,
             insecure_dev_mode=settings.api_insecure_dev_mode,
             reads_require_key=settings.api_reads_require_key,
         )
         self.last_cleanup = float("-inf")
 
-    async def blocking(self, call: Callable[..., T], *args: Any) -> T:
-        """Run a database call in a worker thread; the database away is a 503."""
-        try:
-            return await anyio.to_thread.run_sync(call, *args)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError, PoolError) as error:
-            raise unavailable("the database", error) from error
+    blocking = staticmethod(blocking)
 
 
 def services(request: Request) -> Services:

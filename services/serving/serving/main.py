@@ -12,18 +12,16 @@ import mlflow
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
-import psycopg2
 from fastapi import Depends, FastAPI, Response
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
-from psycopg2.pool import PoolError
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import problems
 from api.auth import Authenticator, KeyChecker, writer
 from api.db import Database, prepare_database
 from api.edge import EdgeMiddleware, Metrics
-from api.problems import Problem, unavailable
+from api.problems import Problem
 from api.ratelimit import RateLimiter
 from serving.champions import Champions
 from serving.settings import ServingSettings, get_settings
@@ -109,12 +107,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         _load,
     )
 
-    async def blocking(call: Any, *args: Any) -> Any:
-        try:
-            return await anyio.to_thread.run_sync(call, *args)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError, PoolError) as error:
-            raise unavailable("the database", error) from error
-
     async def follow_champions() -> None:
         while True:
             try:
@@ -133,7 +125,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         app.state.auth = Authenticator(
             KeyChecker(database),
             RateLimiter(settings.serving_rate_limit_per_second, settings.serving_rate_limit_burst),
-            blocking,
             insecure_dev_mode=settings.api_insecure_dev_mode,
         )
         follower = asyncio.create_task(follow_champions())

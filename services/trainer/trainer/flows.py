@@ -147,6 +147,16 @@ def train_model(
     }
 
 
+def _registry_target(settings: TrainerSettings) -> RegistryTarget:
+    """The registry of this run's settings, with links a browser can open (MLflow's UI and
+    this run in Prefect's)."""
+    return RegistryTarget(
+        tracking_uri=str(settings.mlflow_tracking_uri),
+        ui_url=settings.mlflow_ui_url or str(settings.mlflow_tracking_uri),
+        flow_run_url=flow_run.ui_url,
+    )
+
+
 @task(cache_policy=NO_CACHE)
 def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Registration | None:
     """Log the run to MLflow, register the model and promote it if it is the best."""
@@ -154,13 +164,8 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
     if not settings.mlflow_tracking_uri:
         logger.warning("MLFLOW_TRACKING_URI is unset: the model is not registered")
         return None
-    target = RegistryTarget(
-        tracking_uri=settings.mlflow_tracking_uri,
-        ui_url=settings.mlflow_ui_url or settings.mlflow_tracking_uri,
-        flow_run_url=flow_run.ui_url,
-    )
     registration = register_and_promote(
-        target,
+        _registry_target(settings),
         bundle,
         val,
         serialize=lambda: concurrency(
@@ -240,14 +245,9 @@ def send_requests(
     if settings.mlflow_tracking_uri and report.version:
         validated = validation_rmse(settings.mlflow_tracking_uri, report.model, report.version)
         result["validation_rmse"] = validated
-        target = RegistryTarget(
-            settings.mlflow_tracking_uri,
-            settings.mlflow_ui_url or settings.mlflow_tracking_uri,
-            flow_run.ui_url,
-        )
         numbers = {k: v for k, v in report.__dict__.items() if isinstance(v, int | float)}
         result["mlflow_run"] = log_live_metrics(
-            target, dataset, month, {**numbers, "validation_rmse": validated},
+            _registry_target(settings), dataset, month, {**numbers, "validation_rmse": validated},
             report.version, flow_run.id,
         )  # fmt: skip
         if drifted(report.live_rmse, validated, settings.drift_tolerance):

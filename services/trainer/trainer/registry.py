@@ -7,7 +7,6 @@ champion on the same validation month, and otherwise becomes `challenger`.
 
 import dataclasses
 import functools
-import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -50,8 +49,6 @@ TRUSTED_TYPES = [
     f"{cls.__module__}.{cls.__qualname__}" for cls in (IntegerOneHotEncoder, ExactLinearRegression)
 ]
 INPUT_EXAMPLE_ROWS = 5
-
-logger = logging.getLogger("trainer.registry")
 
 
 class RegistryUnavailableError(RuntimeError):
@@ -123,7 +120,7 @@ def register_and_promote(
     client = MlflowClient(target.tracking_uri)
     name = model_name(bundle.dataset)
     try:
-        experiment_id, run_id, version = _log_and_register(target, bundle, val, name)
+        experiment_id, run_id, version = _log_and_register(client, target, bundle, val, name)
         with serialize():
             champion_version, champion_rmse = _score_champion(client, name, val)
             alias = decide(bundle.metrics.val_rmse, champion_rmse)
@@ -169,7 +166,7 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def _log_and_register(
-    target: RegistryTarget, bundle: ModelBundle, val: pd.DataFrame, name: str
+    client: MlflowClient, target: RegistryTarget, bundle: ModelBundle, val: pd.DataFrame, name: str
 ) -> tuple[str, str, str]:
     """One MLflow run with params, metrics and the model, and a new version of `name`:
     (experiment id, run id, version)."""
@@ -180,7 +177,7 @@ def _log_and_register(
         "dataset": bundle.dataset,
     }
     mlflow.set_tracking_uri(target.tracking_uri)
-    experiment_id = _experiment_id(MlflowClient(target.tracking_uri), name)
+    experiment_id = _experiment_id(client, name)
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"{bundle.train_month}_{bundle.val_month}",
