@@ -50,7 +50,14 @@ def serving(stack: LocalStack, dataset: str) -> Iterator[str]:
     stack.start_service(
         name,
         ["python", "-m", "serving"],
-        env={"SERVING_PORT": str(port), "SERVING_DATASETS": dataset, "SERVING_POLL_SECONDS": "0.5"},
+        env={
+            "SERVING_PORT": str(port),
+            "SERVING_DATASETS": dataset,
+            "SERVING_POLL_SECONDS": "0.5",
+            # The swap under load is tested, not the limiter: 6 clients exceed the default.
+            "SERVING_RATE_LIMIT_PER_SECOND": "100000",
+            "SERVING_RATE_LIMIT_BURST": "100000",
+        },
     )
     url = f"http://127.0.0.1:{port}"
     stack.wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, name)
@@ -169,12 +176,26 @@ def test_bad_requests_are_problems(serving: str, dataset: str) -> None:
         ({"dataset": dataset, "trips": []}, 422),
         ({"dataset": dataset, "trips": [{"pickup_location_id": "x"}]}, 422),
         ({"dataset": dataset, "trips": [{"pickup": 1}]}, 422),
+        ({"dataset": dataset, "trips": [{"pickup_location_id": 0}]}, 422),
         ({"dataset": "purple", "trips": TRIPS}, 404),
+        ('{"dataset": "fhv", "trips": [', 422),  # not JSON
     ]
     for body, status in cases:
-        response = httpx.post(f"{serving}/predict", json=body, headers=AUTH)
+        content = body if isinstance(body, str) else json.dumps(body)
+        response = httpx.post(
+            f"{serving}/predict",
+            content=content,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
         assert response.status_code == status, (body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
+    # A trip's problem names where it is.
+    invalid = httpx.post(
+        f"{serving}/predict",
+        json={"dataset": dataset, "trips": [*TRIPS, {"dropoff_location_id": 10_001}]},
+        headers=AUTH,
+    ).json()
+    assert invalid["errors"][0]["field"] == f"body.trips.{len(TRIPS)}.dropoff_location_id"
 
 
 def test_send_requests_through_the_api_retrains_on_drift_and_serving_follows(

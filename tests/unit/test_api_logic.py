@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from api.auth import bearer_token
+from api import auth
+from api.auth import KeyChecker
 from api.db import hash_key
 from api.main import _decode_cursor, _encode_cursor, request_hash
 from api.problems import Problem
@@ -81,13 +82,34 @@ def test_request_ids_are_taken_when_sane() -> None:
     assert len(choose_request_id("x" * 200)) == 32
 
 
-def test_bearer_tokens() -> None:
-    assert bearer_token("Bearer abc") == "abc"
-    assert bearer_token("bearer  abc ") == "abc"
-    assert bearer_token("Basic abc") is None
-    assert bearer_token("Bearer ") is None
-    assert bearer_token(None) is None
-    assert hash_key("abc") != "abc" and len(hash_key("abc")) == 64
+class CountingKeys:
+    """Key hashes as the database gives them, counting the reads."""
+
+    def __init__(self) -> None:
+        self.hashes = {hash_key("k1"): "alice"}
+        self.reads = 0
+
+    def key_hashes(self) -> dict[str, str]:
+        self.reads += 1
+        return dict(self.hashes)
+
+
+def test_known_keys_are_answered_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = CountingKeys()
+    assert hash_key("k1") != "k1" and len(hash_key("k1")) == 64  # stored: SHA-256 hex
+    checker = KeyChecker(keys)  # type: ignore[arg-type]
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    assert checker.cached_caller("k1") is None  # nothing loaded: ask the database
+    assert checker.caller("k1") == "alice" and keys.reads == 1
+    assert checker.cached_caller("k1") == "alice"  # no read, no thread hop
+    assert checker.cached_caller("nope") is None
+    keys.hashes[hash_key("k2")] = "bob"
+    clock[0] += 2  # a new key is found by a reload on a miss, within a second
+    assert checker.caller("k2") == "bob" and keys.reads == 2
+    clock[0] += auth.CACHE_SECONDS + 1  # stale: the cache answers nothing
+    assert checker.cached_caller("k1") is None
+    assert checker.caller("k1") == "alice" and keys.reads == 3
 
 
 def test_cursors_round_trip_and_reject_garbage() -> None:

@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.champions import Champions
+from serving.champions import Champions, LookupTables, _checked, lookup_tables
+from trainer.datasets import DATASETS
+from trainer.features import FEATURES, prepare
+from trainer.synthetic import generate_month
+from trainer.training import fit_and_evaluate
 
 
 class ConstantModel:
@@ -71,3 +75,27 @@ def test_a_version_that_fails_to_load_or_predict_is_kept_out(
     alias["v"] = "3"
     champions.refresh()
     assert champions.get("fhv").version == "3"
+
+
+def test_lookup_tables_predict_what_the_trained_pipeline_predicts() -> None:
+    fhv = DATASETS["fhv"]
+    trips = prepare(generate_month(fhv, "2021-06", 20_000, seed=5).to_pandas(), fhv)
+    model, _ = fit_and_evaluate(trips, trips)
+    tables = lookup_tables(model)
+    assert tables is not None
+    # Every zone, missing (-1), and ids never seen (0, 266-999), in every combination.
+    values = np.arange(-1, 1000)
+    ids = np.array(np.meshgrid(values, values[::7])).reshape(2, -1).T
+    expected = model.predict(pd.DataFrame(ids, columns=FEATURES))
+    # The same sums in another order: equal to a few units in the last place.
+    np.testing.assert_allclose(tables.predict(ids), expected, rtol=1e-12, atol=1e-12)
+    assert lookup_tables(ConstantModel(3)) is None
+
+
+def test_serving_uses_the_tables_only_when_they_agree_with_the_model() -> None:
+    model = ConstantModel(10)
+    features = ("PUlocationID", "DOlocationID")
+    right = LookupTables(10.0, (np.array([1]), np.array([1])), (np.zeros(1), np.zeros(1)))
+    wrong = LookupTables(10.0, (np.array([1]), np.array([1])), (np.ones(1), np.zeros(1)))
+    assert _checked(right, model, features, "m", "1") is right
+    assert _checked(wrong, model, features, "m", "1") is None

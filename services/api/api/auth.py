@@ -39,6 +39,13 @@ class KeyChecker:
             found = self._match(hash_key(token))
         return found
 
+    def cached_caller(self, token: str) -> str | None:
+        """The key's name if the cache is fresh and holds it, else None (then ask `caller`).
+        Never blocks: a known key costs no thread hop."""
+        if time.monotonic() - self._loaded_at > CACHE_SECONDS:
+            return None
+        return self._match(hash_key(token))
+
     def _reload(self) -> None:
         self._hashes = self.database.key_hashes()
         self._loaded_at = time.monotonic()
@@ -50,13 +57,6 @@ class KeyChecker:
             if hmac.compare_digest(stored, presented):
                 found = name
         return found
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 class Authenticator:
@@ -83,7 +83,8 @@ class Authenticator:
     ) -> str:
         caller = None
         if credentials is not None:
-            caller = await blocking(self.keys.caller, credentials.credentials)
+            token = credentials.credentials
+            caller = self.keys.cached_caller(token) or await blocking(self.keys.caller, token)
             if caller is None:
                 raise Problem(401, "unauthorized", "the API key is not valid", headers=CHALLENGE)
         if caller is None:
