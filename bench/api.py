@@ -159,7 +159,7 @@ def main() -> None:
                     f" {percentile(latencies, 99) * 1e3:8.1f} {errors:7d}"
                 )
             ratio = table["our GET /runs/{id}"] / table["Prefect GET /api/flow_runs/{id}"]
-            print(f"our reads / Prefect's reads (req/s): {ratio:.2f}")
+            print(f"read ratio {ratio:.2f} (our GET /runs/{{id}} req/s / Prefect's)")
         finally:
             for stack in stacks.values():
                 stack.stop()

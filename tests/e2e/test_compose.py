@@ -225,7 +225,7 @@ def test_autoscaler_adds_agent_containers_for_a_burst_and_removes_them(compose: 
 def test_server_restart_keeps_runs_and_api_answers_503(compose: Compose, api: httpx.Client):
     # Runs in flight: started (RUNNING) before the restart, still running through it. (A run
     # that an agent is submitting at the moment the server goes away is reported Crashed by
-    # Prefect's worker: see README, Troubleshooting.)
+    # Prefect's worker: see docs/operations.md, Troubleshooting.)
     prefect = PrefectApi(PREFECT)
     ids = [prefect.create_run("probe", {"seconds": 20}).json()["id"] for _ in range(4)]
     deadline = time.monotonic() + 120

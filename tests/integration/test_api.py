@@ -3,6 +3,7 @@
 import concurrent.futures
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from trainer.datasets import DATASETS
 
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def follow(api: httpx.Client, run_id: str, until: set[str], timeout: float = 180) -> dict:
@@ -90,10 +92,31 @@ def test_bad_dates_and_unknown_parameters_are_422_with_fields(api: httpx.Client)
         "validation-error",
     )
     assert body["errors"]
+    # The month rule is the flow's own (its parameter schema), the one the trainer applies.
+    body = assert_problem(
+        api.post("/runs", json={"flow": "load-data", "parameters": {"month": "2021-6"}}),
+        422,
+        "validation-error",
+    )
+    assert body["errors"] == [
+        {"field": "parameters.month", "message": "'2021-6' is not a month, YYYY-MM"}
+    ]
+    body = assert_problem(
+        api.post("/runs", content=b'{"flow": "train-model"}', headers={"content-type": ""}),
+        422,
+        "validation-error",
+    )
+    assert "Content-Type: application/json" in body["detail"]
+    assert body["errors"][0]["field"] == "header.content-type"
 
 
 def test_unknown_flow_and_run_are_404(api: httpx.Client) -> None:
-    assert_problem(api.post("/runs", json={"flow": "deploy-rockets"}), 404, "not-found")
+    body = assert_problem(api.post("/runs", json={"flow": "deploy-rockets"}), 404, "not-found")
+    assert "the flows are: load-data, probe, send-requests, train-model" in body["detail"]
+    body = assert_problem(
+        api.get("/runs", params={"flow": "deploy-rockets"}), 422, "validation-error"
+    )
+    assert body["errors"][0]["field"] == "query.flow"
     assert_problem(api.get(f"/runs/{uuid.uuid4()}"), 404, "not-found")
     assert_problem(api.post(f"/runs/{uuid.uuid4()}/cancel"), 404, "not-found")
     assert_problem(api.get(f"/runs/{uuid.uuid4()}/logs"), 404, "not-found")
@@ -104,6 +127,44 @@ def test_unknown_flow_and_run_are_404(api: httpx.Client) -> None:
 def test_body_too_large_is_413(api: httpx.Client) -> None:
     huge = {"flow": "train-model", "parameters": {"date": "x" * 100_000}}
     assert_problem(api.post("/runs", json=huge), 413, "payload-too-large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield b'{"flow": "train-model", "parameters": {"date": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}}'
+
+    response = api.post("/runs", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413, "payload-too-large")
+    # A small chunked body is read as any other.
+    small = api.post(
+        "/runs",
+        content=iter([b'{"flow": "train-model", ', b'"parameters": {"date": "2021-02-30"}}']),
+        headers={"content-type": "application/json"},
+    )
+    assert_problem(small, 422, "validation-error")
+
+
+def test_flows_are_the_deployments_on_the_pool(api: httpx.Client) -> None:
+    flows = {flow["name"]: flow for flow in api.get("/flows").json()}
+    assert set(flows) == {"load-data", "probe", "send-requests", "train-model"}
+    assert flows["probe"]["deployment"] == "probe/monthly"
+    assert flows["train-model"]["parameters"]["properties"]["date"]["anyOf"][0] == {
+        "format": "date",
+        "type": "string",
+    }
+    # Any flow on the pool runs, without an edit to the API: probe is one.
+    run = api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 0}})
+    assert run.status_code == 202, run.text
+    assert run.json()["flow"] == "probe"
+    assert "scheduled" not in run.json()["tags"]  # the deployments' tags say what, not how
+    assert follow(api, run.json()["id"], FINAL)["state"]["type"] == "COMPLETED"
+    assert_problem(
+        api.post("/runs", json={"flow": "probe", "parameters": {"seconds": -1}}),
+        422,
+        "validation-error",
+    )
 
 
 # -- the happy path --------------------------------------------------------------------
@@ -228,6 +289,23 @@ def test_cancel_a_running_run(api: httpx.Client, tlc: TlcServer) -> None:
 
 
 # -- operations ------------------------------------------------------------------------
+
+
+def _prefect_run_reads(api: httpx.Client) -> float:
+    [line] = [
+        x for x in api.get("/metrics").text.splitlines() if x.startswith("api_prefect_run_reads ")
+    ]
+    return float(line.split()[1])
+
+
+def test_a_final_run_is_read_from_prefect_once(api: httpx.Client) -> None:
+    run = api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 0}}).json()
+    done = follow(api, run["id"], FINAL)
+    before = _prefect_run_reads(api)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        reads = list(pool.map(lambda _: api.get(f"/runs/{run['id']}").json(), range(40)))
+    assert all(read == done for read in reads)
+    assert _prefect_run_reads(api) == before
 
 
 def test_metrics_count_requests_and_triggered_runs(api: httpx.Client) -> None:

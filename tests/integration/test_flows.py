@@ -5,7 +5,6 @@ import re
 import time
 from pathlib import Path
 
-import joblib
 import pytest
 
 import reference
@@ -13,6 +12,8 @@ from devstack.stack import LocalStack
 from prefect_api import PrefectApi
 from tlc_server import TlcServer
 from trainer.datasets import DATASETS
+from trainer.models import load_model
+from trainer.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def _manifest(data_dir: Path, month: str) -> dict:
 def test_deployments_are_registered_with_their_schedules(prefect: PrefectApi) -> None:
     train = prefect.deployment("train-model")
     assert train["work_pool_name"] == "training"
-    assert set(train["tags"]) == {"ml", "scheduled"}
+    assert set(train["tags"]) == {"ml"}
     [schedule] = train["schedules"]
     assert schedule["schedule"] == {
         "cron": "0 9 15 * *",
@@ -104,7 +105,7 @@ def test_train_model_completes_with_reference_metrics_artifact_and_model(
     assert table["train_month"] == "2021-01 (synthetic)"
     assert table["val_month"] == "2021-02 (tlc)"
 
-    bundle = joblib.load(table["model"])
+    bundle = load_model(Store(stack.env["MODEL_STORE_URL"]), table["model"])
     assert (bundle.train_month, bundle.val_month) == ("2021-01", "2021-02")
     # The artifact rounds to 6 decimals; the saved model keeps the unrounded metrics.
     assert table["val_rmse"] == round(bundle.metrics.val_rmse, 6)
@@ -133,9 +134,17 @@ def test_auto_load_fetches_missing_months_first(prefect: PrefectApi, data_dir: P
 
 
 def test_bad_date_fails_the_run_with_a_clear_message(prefect: PrefectApi) -> None:
+    # Past the API (which refuses it), straight to Prefect: the engine checks the flow's
+    # typed parameters before the flow starts, and says which one and why.
     run = prefect.run("train-model", {"date": "2021-02-30"})
     assert run["state"]["type"] == "FAILED"
-    assert "'2021-02-30' is not a valid YYYY-MM-DD date" in run["state"]["message"]
+    message = run["state"]["message"]
+    assert "invalid parameters" in message and "date: " in message
+    assert "day value is outside expected range" in message
+    # A month's pattern is in the schema Prefect enforces: refused when the run is created.
+    response = prefect.create_run("load-data", {"month": "2021-6"})
+    assert response.status_code == 409
+    assert "2021-6" in response.text and "does not match" in response.text
 
 
 def test_corrupt_download_fails_and_stores_nothing(

@@ -1,28 +1,27 @@
 """The API's pure pieces: rate limiting, parameter validation, request ids, keys, settings."""
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
+from prefect.utilities.callables import parameter_schema
 from pydantic import ValidationError
 
 from api import auth
-from api.auth import KeyChecker
+from api.auth import Authenticator, KeyChecker
 from api.db import hash_key
-from api.main import _decode_cursor, _encode_cursor, request_hash
 from api.problems import Problem
 from api.ratelimit import RateLimiter, TokenBucket
 from api.requestid import choose_request_id
+from api.routers.runs import decode_cursor, encode_cursor, request_hash
 from api.schemas import RunRequest
 from api.settings import ApiSettings
 from api.validation import parameter_errors
+from trainer.flows import load_data, train_model
 
-TRAIN_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "date": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
-        "dataset": {"enum": ["fhv", "green", "yellow"], "type": "string"},
-        "auto_load": {"type": "boolean"},
-    },
-    "definitions": {},
-}
+# The schemas Prefect stores for the deployments, built from the flows' signatures.
+TRAIN_SCHEMA = parameter_schema(train_model).model_dump()
+LOAD_SCHEMA = parameter_schema(load_data).model_dump()
 
 
 class Clock:
@@ -52,6 +51,34 @@ def test_rate_limiter_keeps_one_bucket_per_caller() -> None:
     assert limiter.retry_after("b") == 0
 
 
+def test_idle_buckets_are_dropped_and_come_back_full() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=1.0, capacity=2, clock=clock)
+    for n in range(1000):
+        limiter.retry_after(f"ip:10.0.{n // 256}.{n % 256}")
+    assert limiter.retry_after("busy") == 0 and limiter.retry_after("busy") == 0
+    assert limiter.retry_after("busy") == 1
+    clock.now = 2.5  # every bucket has refilled: all of them are swept
+    assert limiter.retry_after("busy") == 0
+    assert set(limiter.buckets) == {"busy"}
+
+
+def test_insecure_dev_mode_limits_nobody_without_a_key() -> None:
+    limiter = RateLimiter(rate=0.001, capacity=1)
+    dev = Authenticator(KeyChecker(CountingKeys()), limiter, insecure_dev_mode=True)  # type: ignore[arg-type]
+    request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"))
+
+    async def fifty_calls() -> list[str]:
+        return [await dev.caller(request, None, required=True) for _ in range(50)]  # type: ignore[arg-type]
+
+    assert asyncio.run(fifty_calls()) == ["insecure-dev"] * 50
+    closed = Authenticator(KeyChecker(CountingKeys()), limiter, insecure_dev_mode=False)  # type: ignore[arg-type]
+    assert asyncio.run(closed.caller(request, None, required=False)) == "ip:127.0.0.1"  # type: ignore[arg-type]
+    with pytest.raises(Problem) as limited:
+        asyncio.run(closed.caller(request, None, required=False))  # type: ignore[arg-type]
+    assert limited.value.status == 429
+
+
 def test_valid_parameters_have_no_errors() -> None:
     assert parameter_errors(TRAIN_SCHEMA, {"date": "2021-08-15", "auto_load": True}) == []
     assert parameter_errors(TRAIN_SCHEMA, {}) == []
@@ -66,13 +93,17 @@ def test_every_bad_parameter_is_named() -> None:
         "parameters.date", "parameters.dataset", "parameters.auto_load", "parameters.x",
     }  # fmt: skip
     assert by_field["parameters.date"] == "'2021-8-15' is not a valid YYYY-MM-DD date"
-    assert by_field["parameters.x"] == "unknown parameter; allowed: auto_load, dataset, date"
+    assert by_field["parameters.x"] == (
+        "unknown parameter; allowed: auto_load, dataset, date, source"
+    )
 
 
-def test_month_parameters_are_checked() -> None:
-    schema = {"type": "object", "properties": {"month": {"type": "string"}}}
-    assert parameter_errors(schema, {"month": "2021-06"}) == []
-    assert parameter_errors(schema, {"month": "2021-13"})[0]["field"] == "parameters.month"
+def test_month_parameters_are_checked_by_the_flow_s_own_pattern() -> None:
+    assert parameter_errors(LOAD_SCHEMA, {"month": "2021-06"}) == []
+    assert parameter_errors(LOAD_SCHEMA, {"month": None}) == []
+    for bad in ("2021-13", "2021-6"):
+        [error] = parameter_errors(LOAD_SCHEMA, {"month": bad})
+        assert error == {"field": "parameters.month", "message": f"{bad!r} is not a month, YYYY-MM"}
 
 
 def test_request_ids_are_taken_when_sane() -> None:
@@ -113,11 +144,11 @@ def test_known_keys_are_answered_from_the_cache(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_cursors_round_trip_and_reject_garbage() -> None:
-    assert _decode_cursor(_encode_cursor(40)) == 40
-    assert _decode_cursor(None) == 0 and _decode_cursor("") == 0
-    for bad in ("garbage", _encode_cursor(-1), "e30="):
+    assert decode_cursor(encode_cursor(40)) == 40
+    assert decode_cursor(None) == 0 and decode_cursor("") == 0
+    for bad in ("garbage", encode_cursor(-1), "e30="):
         with pytest.raises(Problem) as problem:
-            _decode_cursor(bad)
+            decode_cursor(bad)
         assert problem.value.status == 422
 
 

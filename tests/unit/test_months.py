@@ -1,8 +1,17 @@
 import datetime as dt
+import re
 
 import pytest
+from prefect.utilities.callables import parameter_schema
 
-from trainer.months import BadDateError, parse_date, parse_month, training_months
+from trainer.flows import load_data, send_requests, train_model
+from trainer.months import (
+    MONTH_PATTERN,
+    BadDateError,
+    parse_date,
+    parse_month,
+    training_months,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,7 +41,19 @@ def test_bad_dates_are_named_in_the_error(bad: str) -> None:
 
 
 def test_parse_month() -> None:
-    assert parse_month("2021-6") == "2021-06"
+    assert parse_month("2021-06") == "2021-06"
     assert parse_month(None, today=dt.date(2021, 1, 10)) == "2020-12"
-    with pytest.raises(BadDateError, match="not a valid YYYY-MM month"):
-        parse_month("2021-00")
+    # One rule, the pattern in the flows' parameter schemas: the API rejects what this does.
+    for bad in ("2021-00", "2021-13", "2021-6", " 2021-06", "2021-06-01", "21-06"):
+        with pytest.raises(BadDateError, match="not a valid YYYY-MM month"):
+            parse_month(bad)
+        assert not re.fullmatch(MONTH_PATTERN, bad)
+
+
+def test_flow_parameter_schemas_carry_the_formats() -> None:
+    """What Prefect stores for each deployment, and the API validates against."""
+    train = parameter_schema(train_model).model_dump()["properties"]["date"]
+    assert {"type": "string", "format": "date"} in train["anyOf"]
+    for flow in (load_data, send_requests):
+        month = parameter_schema(flow).model_dump()["properties"]["month"]
+        assert any(option.get("pattern") == MONTH_PATTERN for option in month["anyOf"]), month

@@ -18,7 +18,7 @@ def test_deployment_defaults_follow_the_seed() -> None:
     assert (train.flow_name, train.name) == ("train-model", "monthly")
     assert train.schedules[0].schedule.cron == "0 9 15 * *"
     assert train.schedules[0].schedule.timezone == "America/New_York"
-    assert set(train.tags) == {"ml", "scheduled"}
+    assert set(train.tags) == {"ml"}
     assert train.entrypoint == "trainer.flows.train_model"
     assert (load.flow_name, load.schedules[0].schedule.cron) == ("load-data", "0 9 1 * *")
     # The seed's slot: after load-data on the 1st.

@@ -31,11 +31,12 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     key          text NOT NULL,
     request_hash text NOT NULL,
     nonce        text NOT NULL,
-    flow_run_id  uuid,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (caller, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
+-- Written by earlier versions and never read: Prefect's idempotency key finds the run.
+ALTER TABLE idempotency_keys DROP COLUMN IF EXISTS flow_run_id;
 """
 # Creating tables from several API processes at once can race; one lock serialises it.
 SCHEMA_LOCK_ID = 7_391_204
@@ -68,7 +69,6 @@ class Claim:
     nonce: str
     replayed: bool
     same_request: bool
-    flow_run_id: str | None
 
 
 class Database:
@@ -133,32 +133,22 @@ class Database:
                 "INSERT INTO idempotency_keys AS k (caller, key, request_hash, nonce) "
                 "VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (caller, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
-                "  nonce = EXCLUDED.nonce, flow_run_id = NULL, created_at = now() "
+                "  nonce = EXCLUDED.nonce, created_at = now() "
                 "  WHERE k.created_at < now() - make_interval(secs => %s) "
                 "RETURNING nonce",
                 (caller, key, request_hash, nonce, retention_hours * 3600),
             )
             if cursor.fetchone() is not None:
-                return Claim(nonce, replayed=False, same_request=True, flow_run_id=None)
+                return Claim(nonce, replayed=False, same_request=True)
             cursor.execute(
-                "SELECT request_hash, nonce, flow_run_id FROM idempotency_keys "
-                "WHERE caller = %s AND key = %s",
+                "SELECT request_hash, nonce FROM idempotency_keys WHERE caller = %s AND key = %s",
                 (caller, key),
             )
-            stored_hash, stored_nonce, flow_run_id = cursor.fetchone()
+            stored_hash, stored_nonce = cursor.fetchone()
             return Claim(
                 stored_nonce,
                 replayed=True,
                 same_request=hmac.compare_digest(stored_hash, request_hash),
-                flow_run_id=str(flow_run_id) if flow_run_id else None,
-            )
-
-    def record_run(self, caller: str, key: str, flow_run_id: str) -> None:
-        with self.connection() as conn, conn.cursor() as cursor:
-            cursor.execute(
-                "UPDATE idempotency_keys SET flow_run_id = %s "
-                "WHERE caller = %s AND key = %s AND flow_run_id IS NULL",
-                (flow_run_id, caller, key),
             )
 
     def forget_expired(self, retention_hours: float) -> int:

@@ -38,6 +38,8 @@ class BodyTooLargeError(Exception):
 
 
 class EdgeMiddleware:
+    """Request ids, the body size limit (413, declared or chunked), metrics, access logs."""
+
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
         self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
 
@@ -50,34 +52,26 @@ class EdgeMiddleware:
         set_request_id(request_id)
         started = time.perf_counter()
         status = 500
-        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                status, response_started = message["status"], True
+                status = message["status"]
                 MutableHeaders(scope=message)[HEADER] = request_id
             await send(message)
 
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLargeError
-            return message
-
         try:
             declared = headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-                raise BodyTooLargeError
-            await self.app(scope, limited_receive, send_with_id)
-        except BodyTooLargeError:
-            if response_started:
-                raise
+            if declared is not None:
+                # The server holds a body to its declared length.
+                if not declared.isdigit() or int(declared) > self.max_body_bytes:
+                    raise BodyTooLargeError
+                await self.app(scope, receive, send_with_id)
+            else:
+                # Chunked: read it here, within the limit, so that an oversize body is a 413
+                # and not a parse error inside FastAPI.
+                await self.app(scope, await self._buffered(receive), send_with_id)
+        except BodyTooLargeError:  # raised before the app saw the request
             response = problem_response(
                 Request(scope),
                 413,
@@ -98,3 +92,31 @@ class EdgeMiddleware:
                 status,
                 extra={"status": status, "route": route, "duration_ms": round(elapsed * 1e3, 1)},
             )
+
+    async def _buffered(self, receive: Receive) -> Receive:
+        """The whole body, read now (BodyTooLargeError past the limit), replayed to the app."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay(message, receive)  # the client went away: say so to the app
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                raise BodyTooLargeError
+            if not message.get("more_body", False):
+                break
+        return _replay({"type": "http.request", "body": b"".join(chunks)}, receive)
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return first
+
+    return replay

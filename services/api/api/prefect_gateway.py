@@ -1,8 +1,10 @@
 """The API's only contact with Prefect: a thin async wrapper over one PrefectClient.
 
-Prefect being away becomes a 503 problem; a missing object becomes a 404.
+Prefect being away becomes a 503 problem; a missing object becomes a 404. The flows the API
+runs are the deployments on the work pool; reads of runs are cached (see `api.cache`).
 """
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -17,12 +19,15 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     DeploymentFilter,
     DeploymentFilterId,
+    DeploymentFilterName,
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
     LogFilter,
     LogFilterFlowRunId,
+    WorkPoolFilter,
+    WorkPoolFilterName,
 )
 from prefect.client.schemas.objects import FlowRun, Log, StateType
 from prefect.client.schemas.responses import DeploymentResponse
@@ -30,18 +35,52 @@ from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelling
 
+from api.cache import ReadCache
 from api.problems import Problem, unavailable
 
 T = TypeVar("T")
-FLOWS = ("train-model", "load-data", "send-requests")
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
+# A deployment registered (or removed) on the pool is seen within this long.
+FLOWS_CACHE_SECONDS = 5.0
+# Table artifacts that GET /runs/{id} reports, by the end of their key (each key starts with
+# the dataset): train-model's `model-metrics` and `model-registry`, send-requests'
+# `live-metrics`.
+TABLES = ("model-metrics", "model-registry", "live-metrics")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What GET /runs/{id} reports: the run, its flow's name, its result tables."""
+
+    run: FlowRun
+    flow: str
+    tables: dict[str, list[dict[str, Any]]]
+
+    @property
+    def final(self) -> bool:
+        return self.run.state is not None and self.run.state.type in FINAL
 
 
 class PrefectGateway:
-    def __init__(self, client: PrefectClient, deployment_name: str) -> None:
+    def __init__(
+        self,
+        client: PrefectClient,
+        deployment_name: str,
+        work_pool_name: str,
+        *,
+        allowed_flows: frozenset[str] | None = None,
+        read_cache_seconds: float = 1.0,
+    ) -> None:
         self.client = client
-        self.deployment_name = deployment_name
+        self.deployment_name, self.work_pool_name = deployment_name, work_pool_name
+        self.allowed_flows = allowed_flows
         self._flow_names: dict[uuid.UUID, str] = {}
+        self._catalogue: ReadCache[str, dict[str, DeploymentResponse]] = ReadCache(
+            lambda _: False, ttl=FLOWS_CACHE_SECONDS
+        )
+        self.records: ReadCache[uuid.UUID, RunRecord] = ReadCache(
+            lambda record: record.final, ttl=read_cache_seconds
+        )
 
     async def _call(self, call: Awaitable[T], missing: str | None = None) -> T:
         try:
@@ -65,12 +104,36 @@ class PrefectGateway:
             error = caught
         return None if error is None else f"{type(error).__name__}: {error}"
 
-    async def deployment(self, flow: str) -> DeploymentResponse:
-        name = f"{flow}/{self.deployment_name}"
-        return await self._call(
-            self.client.read_deployment_by_name(name),
-            missing=f"deployment {name} is not registered (is the trainer's registration done?)",
+    async def flows(self) -> dict[str, DeploymentResponse]:
+        """Each flow the API runs, with its deployment: the deployments named
+        `deployment_name` on the work pool (narrowed by `allowed_flows`), by flow name."""
+        return await self._catalogue.get("flows", self._read_flows)
+
+    async def _read_flows(self) -> dict[str, DeploymentResponse]:
+        deployments = await self._call(
+            self.client.read_deployments(
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=[self.deployment_name])
+                ),
+                work_pool_filter=WorkPoolFilter(
+                    name=WorkPoolFilterName(any_=[self.work_pool_name])
+                ),
+            )
         )
+        flows = {}
+        for deployment in deployments:
+            name = await self.flow_name(deployment.flow_id)
+            if self.allowed_flows is None or name in self.allowed_flows:
+                flows[name] = deployment
+        return dict(sorted(flows.items()))
+
+    async def deployment(self, flow: str) -> DeploymentResponse:
+        """The deployment of `flow`; 404 naming the flows there are."""
+        flows = await self.flows()
+        if flow not in flows:
+            known = ", ".join(flows) or "none yet (is the trainer's registration done?)"
+            raise Problem(404, "not-found", f"unknown flow {flow!r}; the flows are: {known}")
+        return flows[flow]
 
     async def create_run(
         self,
@@ -89,6 +152,17 @@ class PrefectGateway:
         return await self._call(
             self.client.read_flow_run(run_id), missing=f"run {run_id} not found"
         )
+
+    async def record(self, run_id: uuid.UUID) -> RunRecord:
+        """The run, its flow and its tables; cached (final runs for good, others for
+        `read_cache_seconds`), and concurrent reads of one run share one."""
+        return await self.records.get(run_id, lambda: self._read_record(run_id))
+
+    async def _read_record(self, run_id: uuid.UUID) -> RunRecord:
+        run = await self.run(run_id)
+        completed = run.state is not None and run.state.type == StateType.COMPLETED
+        tables = await self.tables(run_id) if completed else {}
+        return RunRecord(run, await self.flow_name(run.flow_id), tables)
 
     async def flow_name(self, flow_id: uuid.UUID) -> str:
         if flow_id not in self._flow_names:
@@ -119,7 +193,9 @@ class PrefectGateway:
         )
 
     async def cancel(self, run_id: uuid.UUID) -> None:
+        self.records.forget(run_id)
         await self._call(self.client.set_flow_run_state(run_id, Cancelling()))
+        self.records.forget(run_id)
 
     async def logs(self, run_id: uuid.UUID, limit: int, offset: int) -> list[Log]:
         return await self._call(
@@ -131,10 +207,8 @@ class PrefectGateway:
             )
         )
 
-    async def training_tables(self, run_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
-        """The table artifacts of a run, by the end of their key: `model-metrics` and
-        `model-registry` of a training run, `live-metrics` of send-requests (each key starts
-        with the dataset)."""
+    async def tables(self, run_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
+        """The run's table artifacts among TABLES, by the end of their key."""
         artifacts = await self._call(
             self.client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
@@ -142,7 +216,7 @@ class PrefectGateway:
         )
         tables = {}
         for artifact in artifacts:
-            for kind in ("model-metrics", "model-registry", "live-metrics"):
+            for kind in TABLES:
                 if artifact.key and artifact.key.endswith(f"-{kind}") and artifact.data:
                     data = artifact.data
                     tables[kind] = json.loads(data) if isinstance(data, str) else data
@@ -150,6 +224,7 @@ class PrefectGateway:
 
 
 @asynccontextmanager
-async def open_gateway(deployment_name: str) -> AsyncIterator[PrefectGateway]:
+async def open_gateway(**options: Any) -> AsyncIterator[PrefectGateway]:
+    """A gateway over one client for the app's lifetime (its connections are reused)."""
     async with get_client() as client:
-        yield PrefectGateway(client, deployment_name)
+        yield PrefectGateway(client, **options)

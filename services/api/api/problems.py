@@ -13,13 +13,12 @@ from api.requestid import current_request_id
 MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
 
-# slug -> title; the `type` of a problem is "/problems/<slug>" (documented in README.md).
+# slug -> title; the `type` of a problem is "/problems/<slug>" (documented in docs/api.md).
 TITLES = {
     "validation-error": "The request is not valid",
     "unauthorized": "A valid API key is required",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
-    "conflict": "Conflict",
     "idempotency-key-reused": "Idempotency-Key reused with a different request",
     "run-is-final": "The run has already finished",
     "payload-too-large": "The request body is too large",
@@ -107,6 +106,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        body_errors = any(e["loc"][:1] == ("body",) for e in error.errors())
+        if body_errors and "json" not in content_type:
+            # FastAPI reads a body without a JSON content type as bytes: say why it failed.
+            detail = (
+                "the body must be JSON sent with Content-Type: application/json "
+                f"(got {content_type or 'no Content-Type'})"
+            )
+            errors = [{"field": "header.content-type", "message": detail}]
+            return problem_response(request, 422, "validation-error", detail, errors=errors)
         errors = field_errors(error)
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(request, 422, "validation-error", detail, errors=errors)

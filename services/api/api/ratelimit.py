@@ -30,16 +30,29 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One bucket per caller."""
+    """One bucket per caller. A bucket idle long enough to be full again is the same as a
+    new one, so such buckets are dropped (swept at most once per refill time): the per-IP
+    buckets of anonymous reads do not grow without bound."""
 
     def __init__(self, rate: float, capacity: int, clock: Callable[[], float] = time.monotonic):
         self.rate, self.capacity, self.clock = rate, capacity, clock
         self.buckets: dict[str, TokenBucket] = {}
+        self.refill_seconds = capacity / rate
+        self._swept = clock()
 
     def retry_after(self, caller: str) -> int:
         """0 when the caller may proceed, else whole seconds to wait (at least 1)."""
+        now = self.clock()
+        if now - self._swept >= self.refill_seconds:
+            self._sweep(now)
         bucket = self.buckets.get(caller)
         if bucket is None:
             bucket = self.buckets[caller] = TokenBucket(self.rate, self.capacity, self.clock)
         wait = bucket.take()
         return 0 if wait == 0 else max(1, math.ceil(wait))
+
+    def _sweep(self, now: float) -> None:
+        self._swept = now
+        idle = [c for c, b in self.buckets.items() if now - b.updated >= self.refill_seconds]
+        for caller in idle:
+            del self.buckets[caller]

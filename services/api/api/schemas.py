@@ -33,10 +33,12 @@ class RunRequest(BaseModel):
     flow: str = Field(
         "train-model",
         max_length=100,
-        description="Which flow to run: train-model, load-data or send-requests.",
+        description="Which flow to run: one of `GET /flows` (the deployments on the work pool).",
     )
     parameters: dict[str, Any] = Field(
-        default_factory=dict, description="The flow's parameters (see README: Flows)."
+        default_factory=dict,
+        description="The flow's parameters, checked against its schema in `GET /flows` "
+        "(see docs/flows.md).",
     )
 
 
@@ -139,6 +141,17 @@ class LogLine(BaseModel):
 class LogPage(BaseModel):
     lines: list[LogLine]
     next: str | None = None
+
+
+class Flow(BaseModel):
+    """A flow the API runs: a deployment on the work pool."""
+
+    name: str
+    deployment: str = Field(description="The deployment POST /runs starts: <flow>/<name>.")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(
+        description="JSON Schema of the parameters (Prefect's, from the flow's signature)."
+    )
 
 
 class Health(BaseModel):

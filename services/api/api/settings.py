@@ -53,9 +53,28 @@ class ApiSettings(KeySettings):
         24.0, gt=0, description="How long an Idempotency-Key is remembered."
     )
     deployment_name: str = Field("monthly", description="Deployment of each flow to trigger.")
+    work_pool_name: str = Field(
+        "training", description="Work pool whose deployments are the flows the API runs."
+    )
+    api_flows: str | None = Field(
+        None,
+        description="Comma-separated flows the API may start (default: every deployment on "
+        "the pool).",
+    )
+    api_read_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How stale GET /runs/{id} of a run that is not final may be (final runs "
+        "are cached for good).",
+    )
     prefect_ui_url: str | None = Field(
         None, description="Prefect UI base URL, for links to runs (PREFECT_UI_URL)."
     )
+
+    def allowed_flows(self) -> frozenset[str] | None:
+        if not self.api_flows:
+            return None
+        return frozenset(f.strip() for f in self.api_flows.split(",") if f.strip())
 
 
 @lru_cache

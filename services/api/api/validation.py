@@ -1,13 +1,12 @@
-"""Validating a run request against the deployment's parameter schema: plain functions."""
+"""Validating a run request against the deployment's parameter schema: plain functions.
 
-import datetime as dt
+The schema is Prefect's, built from the flow's signature, so the trainer's types are the one
+source of the rules: dates are `format: date`, months carry their pattern and description.
+"""
+
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-
-# Parameters whose string values must be dates or months, by their name in our flows.
-DATE_PARAMETERS = {"date": ("%Y-%m-%d", "YYYY-MM-DD date")}
-MONTH_PARAMETERS = {"month": ("%Y-%m", "YYYY-MM month")}
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 
 
 def parameter_errors(schema: dict[str, Any], parameters: dict[str, Any]) -> list[dict[str, str]]:
@@ -26,24 +25,27 @@ def parameter_errors(schema: dict[str, Any], parameters: dict[str, Any]) -> list
         if error.validator == "additionalProperties":
             continue
         field = ".".join(str(p) for p in error.path) or "parameters"
-        errors.append(_error(field, error.message))
-    for name, (pattern, label) in (DATE_PARAMETERS | MONTH_PARAMETERS).items():
-        value = parameters.get(name)
-        if isinstance(value, str) and not _parses(value, pattern):
-            errors.append(_error(name, f"{value!r} is not a valid {label}"))
+        errors.append(_error(field, _message(error)))
     return errors
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, said plainly for a value that is one of several types (a month
+    or null): the reason of the option that fits the value's type."""
+    for option in error.context or ():
+        if option.validator in ("pattern", "format"):
+            return _message(option)
+    if error.validator == "pattern":
+        described = error.schema.get("description", "").rstrip(".")
+        described = described[:1].lower() + described[1:]  # "A month, YYYY-MM" mid-sentence
+        return f"{error.instance!r} is not {described or 'of the form ' + error.validator_value}"
+    if error.validator == "format" and error.validator_value == "date":
+        return f"{error.instance!r} is not a valid YYYY-MM-DD date"
+    return error.message
 
 
 def _error(field: str, message: str) -> dict[str, str]:
     return {"field": f"parameters.{field}", "message": message}
-
-
-def _parses(value: str, pattern: str) -> bool:
-    try:
-        dt.datetime.strptime(value, pattern)
-    except ValueError:
-        return False
-    return len(value) == len(dt.datetime.strptime(value, pattern).strftime(pattern))
 
 
 def _resolvable(schema: dict[str, Any]) -> dict[str, Any]:

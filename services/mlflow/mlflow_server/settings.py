@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class MlflowServerSettings(BaseSettings):
-    """Read from the environment (and `.env`); every name is documented in README.md."""
+    """Read from the environment (and `.env`); every name is documented in docs/settings.md."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 

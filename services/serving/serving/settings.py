@@ -8,7 +8,7 @@ from api.settings import KeySettings
 
 
 class ServingSettings(KeySettings):
-    """Read from the environment (and `.env`); every name is documented in README.md."""
+    """Read from the environment (and `.env`); every name is documented in docs/settings.md."""
 
     mlflow_tracking_uri: str = Field(description="The MLflow server holding the registry.")
     serving_datasets: str = Field(

@@ -1,5 +1,6 @@
 """The Prefect flows. Thin: each step is a plain function from the modules beside this one."""
 
+import datetime as dt
 import os
 import socket
 import time
@@ -18,7 +19,7 @@ from trainer.datasets import get_dataset
 from trainer.features import prepare
 from trainer.loading import load_month
 from trainer.models import ModelBundle, save_model
-from trainer.months import parse_date, parse_month, training_months, utc_now
+from trainer.months import Month, parse_date, parse_month, training_months, utc_now
 from trainer.registry import (
     Registration,
     RegistryTarget,
@@ -38,7 +39,7 @@ SourceName = Literal["tlc", "synthetic"]
 
 @flow(name="load-data", log_prints=True)
 def load_data(
-    month: str | None = None,
+    month: Month | None = None,
     dataset: DatasetName = "fhv",
     source: SourceName = "tlc",
     force: bool = False,
@@ -73,7 +74,7 @@ def fit(train, val):  # -> tuple[Pipeline, Metrics]
 
 @flow(name="train-model")
 def train_model(
-    date: str | None = None,
+    date: dt.date | None = None,
     dataset: DatasetName = "fhv",
     auto_load: bool = False,
     source: SourceName = "tlc",
@@ -201,7 +202,7 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
 
 @flow(name="send-requests")
 def send_requests(
-    month: str | None = None,
+    month: Month | None = None,
     dataset: DatasetName = "fhv",
     rate: Annotated[float, Field(gt=0, le=1000)] = 2.0,
     limit: Annotated[int, Field(ge=1, le=1_000_000)] = 200,

@@ -1,8 +1,18 @@
 """Date arithmetic: which months a run trains and validates on."""
 
 import datetime as dt
+import re
+from typing import Annotated
 
 from dateutil.relativedelta import relativedelta
+from pydantic import Field
+
+# The one rule for a month parameter. Flows type their months with `Month`, so the pattern
+# is in each deployment's parameter schema, where the API checks requests against it.
+MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+Month = Annotated[
+    str, Field(pattern=MONTH_PATTERN, description="A month, YYYY-MM.", examples=["2021-06"])
+]
 
 
 class BadDateError(ValueError):
@@ -24,14 +34,12 @@ def parse_date(value: str | dt.date | None, *, default: dt.date | None = None) -
 
 
 def parse_month(value: str | None, *, today: dt.date | None = None) -> str:
-    """Normalise a YYYY-MM month; `None` means last month."""
+    """Check a YYYY-MM month (MONTH_PATTERN); `None` means last month."""
     if value is None:
         return month_of((today or dt.date.today()) - relativedelta(months=1))
-    try:
-        parsed = dt.datetime.strptime(value.strip(), "%Y-%m").date()
-    except ValueError:
-        raise BadDateError(f"month {value!r} is not a valid YYYY-MM month") from None
-    return month_of(parsed)
+    if not re.fullmatch(MONTH_PATTERN, value):
+        raise BadDateError(f"month {value!r} is not a valid YYYY-MM month")
+    return value
 
 
 def month_of(day: dt.date) -> str:

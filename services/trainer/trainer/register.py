@@ -109,7 +109,7 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
         train_model.to_deployment(
             name=settings.deployment_name,
             schedules=[Cron(settings.train_cron, timezone=settings.schedule_timezone)],
-            tags=["ml", "scheduled"],
+            tags=["ml"],
             entrypoint_type=EntrypointType.MODULE_PATH,
             job_variables=dict(JOB_VARIABLES),
             # Keep our digest as the version: otherwise Prefect swaps in the git commit
@@ -121,7 +121,7 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
         load_data.to_deployment(
             name=settings.deployment_name,
             schedules=[Cron(settings.load_cron, timezone=settings.schedule_timezone)],
-            tags=["data", "scheduled"],
+            tags=["data"],
             parameters={"source": settings.default_data_source},
             entrypoint_type=EntrypointType.MODULE_PATH,
             job_variables=dict(JOB_VARIABLES),
@@ -131,7 +131,7 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
         send_requests.to_deployment(
             name=settings.deployment_name,
             schedules=[Cron(settings.send_cron, timezone=settings.schedule_timezone)],
-            tags=["traffic", "scheduled"],
+            tags=["traffic"],
             entrypoint_type=EntrypointType.MODULE_PATH,
             job_variables=dict(JOB_VARIABLES),
             version_type=VersionType.SIMPLE,

@@ -26,7 +26,7 @@ TLC_URL_TEMPLATE = (
 
 
 class TrainerSettings(BaseSettings):
-    """Read from the environment (and `.env`); every name is documented in README.md."""
+    """Read from the environment (and `.env`); every name is documented in docs/settings.md."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 

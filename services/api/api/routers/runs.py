@@ -1,0 +1,289 @@
+"""/runs: start flow runs, follow them, cancel them, read their logs."""
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from prefect.client.schemas.objects import FlowRun, StateType
+from pydantic import BeforeValidator
+
+from api.db import blocking
+from api.deps import Reader, ServicesDep, Writer
+from api.prefect_gateway import FINAL, RunRecord
+from api.problems import Problem
+from api.requestid import current_request_id
+from api.routers import PROBLEM_RESPONSES
+from api.schemas import (
+    LogLine,
+    LogPage,
+    RegisteredModel,
+    Run,
+    RunLinks,
+    RunPage,
+    RunRequest,
+    RunState,
+    StateTypeName,
+)
+from api.validation import parameter_errors
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+# -- presenting runs ---------------------------------------------------------------------
+
+
+def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
+    run, tables = record.run, record.tables
+    base = f"{(svc.settings.api_public_url or str(request.base_url)).rstrip('/')}/runs/{run.id}"
+    state = run.state
+    state_type = state.type.value if state else "SCHEDULED"
+    metrics = model = registry = error = None
+    if "live-metrics" in tables:
+        metrics = {row["metric"]: row["value"] for row in tables["live-metrics"]}
+    if "model-metrics" in tables:
+        metrics = {row["metric"]: row["value"] for row in tables["model-metrics"]}
+        model = metrics.pop("model", None)
+    if tables.get("model-registry"):
+        [row] = tables["model-registry"]
+        registry = RegisteredModel(
+            name=row["model"],
+            version=row["version"],
+            alias=row["alias"],
+            decision=row.get("decision"),
+            mlflow_run=row["mlflow_run"],
+            url=row["model_version"],
+        )
+    if state_type in ("FAILED", "CRASHED"):
+        error = state.message if state else None
+    ui = svc.settings.prefect_ui_url
+    return Run(
+        id=run.id,
+        flow=record.flow,
+        name=run.name,
+        state=RunState(
+            type=state_type,
+            name=state.name if state else "Scheduled",
+            message=state.message if state else None,
+        ),
+        parameters=run.parameters,
+        tags=sorted(run.tags),
+        created=run.created,
+        started=run.start_time,
+        ended=run.end_time,
+        metrics=metrics,
+        model=model,
+        registry=registry,
+        error=error,
+        links=RunLinks(
+            self=base,
+            logs=f"{base}/logs",
+            cancel=f"{base}/cancel",
+            ui=f"{ui.rstrip('/')}/runs/flow-run/{run.id}" if ui else None,
+        ),
+    )
+
+
+async def summary(svc: ServicesDep, request: Request, run: FlowRun) -> Run:
+    """A run as lists show it: without its result tables."""
+    return present(svc, request, RunRecord(run, await svc.prefect.flow_name(run.flow_id), {}))
+
+
+def _iso_only(value: object) -> object:
+    """Pydantic reads numbers as Unix times; the documented format is ISO 8601 only."""
+    if isinstance(value, str) and re.fullmatch(r"[\d.eE+-]+", value.strip()):
+        raise ValueError("expected an ISO 8601 date-time, like 2021-08-15T00:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso_only)]
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["offset"]
+        if isinstance(offset, int) and offset >= 0:
+            return offset
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        pass
+    raise Problem(
+        422,
+        "validation-error",
+        "cursor is not one this API gave out",
+        errors=[{"field": "query.cursor", "message": "invalid cursor"}],
+    )
+
+
+def _next_url(request: Request, offset: int) -> str:
+    return str(request.url.include_query_params(cursor=encode_cursor(offset)))
+
+
+def request_hash(body: RunRequest) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- routes ------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    operation_id="create_run",
+    status_code=202,
+    response_model=Run,
+    summary="Start a flow run",
+    responses={409: PROBLEM_RESPONSES[422] | {"description": "Idempotency-Key reused"}},
+)
+async def create_run(
+    body: RunRequest,
+    request: Request,
+    response: Response,
+    svc: ServicesDep,
+    caller: Writer,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="Replays of this key return the original run.",
+        ),
+    ] = None,
+) -> Run:
+    deployment = await svc.prefect.deployment(body.flow)
+    errors = parameter_errors(deployment.parameter_openapi_schema or {}, body.parameters)
+    if errors:
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise Problem(422, "validation-error", detail, errors=errors)
+
+    replayed, prefect_key = False, None
+    if idempotency_key is not None:
+        await svc.forget_expired_keys()
+        claim = await blocking(
+            svc.database.claim,
+            caller,
+            idempotency_key,
+            request_hash(body),
+            svc.settings.idempotency_retention_hours,
+        )
+        if not claim.same_request:
+            raise Problem(
+                409,
+                "idempotency-key-reused",
+                f"Idempotency-Key {idempotency_key!r} was used for a different request",
+            )
+        replayed = claim.replayed
+        # Unique per claim, so that Prefect itself returns one run to racing requests.
+        prefect_key = f"api:{caller}:{idempotency_key}:{claim.nonce}"
+
+    tags = ["api", f"caller:{caller}", f"request:{current_request_id()}"]
+    run = await svc.prefect.create_run(deployment, body.parameters, tags, prefect_key)
+    if idempotency_key is not None:
+        response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
+    if not replayed:
+        svc.metrics.runs_triggered.labels(body.flow).inc()
+    presented = await summary(svc, request, run)
+    response.headers["Location"] = presented.links.self
+    return presented
+
+
+@router.get(
+    "/{run_id}", operation_id="read_run", response_model=Run, summary="A run's state and results"
+)
+async def read_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: Reader) -> Run:
+    """A final run is read once and then served from memory; a run that is still going can
+    be up to `API_READ_CACHE_SECONDS` (1 s) stale."""
+    return present(svc, request, await svc.prefect.record(run_id))
+
+
+@router.get("", operation_id="list_runs", response_model=RunPage, summary="List runs, newest first")
+async def list_runs(
+    request: Request,
+    svc: ServicesDep,
+    _: Reader,
+    flow: Annotated[
+        str | None, Query(max_length=100, description="Only this flow (see GET /flows).")
+    ] = None,
+    state: Annotated[StateTypeName | None, Query(description="Only this state type.")] = None,
+    since: Annotated[
+        IsoDatetime | None,
+        Query(description="Only runs expected to start after this ISO 8601 time."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
+) -> RunPage:
+    offset = decode_cursor(cursor)
+    flows = await svc.prefect.flows()
+    if flow is not None and flow not in flows:
+        message = f"unknown flow {flow!r}; the flows are: {', '.join(flows) or 'none yet'}"
+        raise Problem(
+            422, "validation-error", message, errors=[{"field": "query.flow", "message": message}]
+        )
+    deployment_ids = [d.id for name, d in flows.items() if flow in (None, name)]
+    if not deployment_ids:
+        return RunPage(runs=[])
+    runs = await svc.prefect.runs(
+        deployment_ids, StateType(state) if state else None, since, limit, offset
+    )
+    return RunPage(
+        runs=[await summary(svc, request, run) for run in runs],
+        next=_next_url(request, offset + limit) if len(runs) == limit else None,
+    )
+
+
+@router.post(
+    "/{run_id}/cancel",
+    operation_id="cancel_run",
+    status_code=202,
+    response_model=Run,
+    summary="Cancel a run (idempotent)",
+    responses={409: PROBLEM_RESPONSES[422] | {"description": "The run already finished"}},
+)
+async def cancel_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: Writer) -> Run:
+    prefect = svc.prefect
+    run = await prefect.run(run_id)
+    if run.state and run.state.type in FINAL:
+        raise Problem(
+            409,
+            "run-is-final",
+            f"run {run_id} is already {run.state.type.value}; only runs that have not "
+            "finished can be cancelled",
+        )
+    if not (run.state and run.state.type == StateType.CANCELLING):
+        await prefect.cancel(run_id)
+        run = await prefect.run(run_id)
+    return await summary(svc, request, run)
+
+
+@router.get(
+    "/{run_id}/logs",
+    operation_id="read_run_logs",
+    response_model=LogPage,
+    summary="A run's log lines",
+)
+async def read_run_logs(
+    run_id: uuid.UUID,
+    request: Request,
+    svc: ServicesDep,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
+) -> LogPage:
+    offset = decode_cursor(cursor)
+    await svc.prefect.record(run_id)  # 404 for an unknown run, rather than an empty page
+    logs = await svc.prefect.logs(run_id, limit, offset)
+    return LogPage(
+        lines=[LogLine(timestamp=x.timestamp, level=x.level, message=x.message) for x in logs],
+        next=_next_url(request, offset + limit) if len(logs) == limit else None,
+    )

@@ -1,3 +1,0 @@
-from trainer.register import main
-
-main()
