@@ -8,7 +8,9 @@ and returns) are triggered with POST /runs; the time to RUNNING and to COMPLETED
 the run's own start and end times. Then 50 concurrent clients read GET /runs/{id} on our API
 and, as the baseline, GET /api/flow_runs/{id} on the Prefect server behind it.
 
-    .venv/bin/python bench/api.py [--runs 10] [--read-seconds 10]
+    make bench-api  # from the repository root, with the defaults; or, with options:
+    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+        .venv/bin/python bench/api.py [--runs 10] [--read-seconds 10]
 
 All traffic goes to 127.0.0.1; loops are bounded in count and time.
 """
@@ -23,9 +25,9 @@ import time
 from pathlib import Path
 
 import httpx
-from common import percentile, start_stack
 
 from devstack.stack import LocalStack
+from testkit.bench import percentile, start_stack
 
 KEY = "bench-key-" + "k" * 32
 TRIVIAL = {"flow": "load-data", "parameters": {"month": "2021-06", "source": "synthetic"}}

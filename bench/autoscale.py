@@ -9,7 +9,9 @@ goes on until it is back at its minimum: that tail is reported too. The configur
 one after the other, each alone on the machine. It plots agents and backlog over time during
 the autoscaled burst (--plot, a PNG).
 
-    .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--plot bench/autoscale.png]
+    make bench-autoscale  # from the repository root, with the defaults; or, with options:
+    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+        .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--plot bench/autoscale.png]
 """
 
 import argparse
@@ -20,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from common import REPO, start_stack
 
-from autoscaler_metrics import parse_autoscaler_metrics
 from devstack.stack import SERVICE_COMMANDS, LocalStack, free_port
-from prefect_api import FINAL_STATES, PrefectApi
+from testkit.bench import start_stack
+from testkit.metrics import parse_autoscaler_metrics
+from testkit.prefect_api import FINAL_STATES, PrefectApi
 
 RUNS_PER_AGENT = 2
 MAX_AGENTS = 4
@@ -172,7 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=24, help="runs in the burst (1-200)")
     parser.add_argument("--seconds", type=float, default=5, help="each run's wait (0-120)")
-    parser.add_argument("--plot", type=Path, default=REPO / "bench" / "autoscale.png")
+    parser.add_argument(
+        "--plot", type=Path, default=Path(__file__).resolve().with_name("autoscale.png")
+    )
     args = parser.parse_args()
     if not 1 <= args.runs <= 200 or not 0 <= args.seconds <= 120:
         parser.error("--runs must be 1-200 and --seconds 0-120")

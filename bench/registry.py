@@ -5,7 +5,9 @@ Starts a local stack (for MLflow's server and Prefect's promotion lock) and regi
 model of its own. Each round fits a model, then registers it; from the second round on, the
 champion is loaded and re-scored on the validation month before the alias moves.
 
-    .venv/bin/python bench/registry.py [--rows 1150000] [--rounds 4]
+    make bench-registry  # from the repository root, with the defaults; or, with options:
+    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+        .venv/bin/python bench/registry.py [--rows 1150000] [--rounds 4]
 """
 
 import argparse
@@ -15,10 +17,10 @@ import time
 import uuid
 from pathlib import Path
 
-import common
 from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from testkit.bench import start_stack
 from trainer.datasets import DATASETS
 from trainer.features import prepare
 from trainer.models import ModelBundle
@@ -42,7 +44,7 @@ def main() -> None:
     dataset = f"bench{uuid.uuid4().hex[:6]}"
 
     with tempfile.TemporaryDirectory() as root:
-        stack = common.start_stack(Path(root), "registry", {})
+        stack = start_stack(Path(root), "registry", {})
         try:
             target = RegistryTarget(tracking_uri=stack.mlflow_url, ui_url=stack.mlflow_url)
             fits, registrations = [], []

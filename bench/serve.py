@@ -6,7 +6,9 @@ serving process. Measures, alternating between the two so machine noise hits bot
 single-row latency (p50 and p99) with 1 and with 50 concurrent clients, and batch throughput
 in rows per second. Loops are bounded in count and in time.
 
-    .venv/bin/python bench/serve.py [--rows 200000] [--seconds 8]
+    make bench-serve  # from the repository root, with the defaults; or, with options:
+    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+        .venv/bin/python bench/serve.py [--rows 200000] [--seconds 8]
 """
 
 import argparse
@@ -23,13 +25,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import common
 import httpx
 import pandas as pd
 from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devstack.stack import free_port
+from testkit.bench import start_stack
 from trainer.datasets import DATASETS
 from trainer.features import FEATURES, prepare
 from trainer.models import ModelBundle
@@ -130,7 +132,7 @@ def main() -> None:
     trips = [tuple(int(x) for x in row) for row in val[FEATURES].to_numpy()[:50_000]]
 
     with tempfile.TemporaryDirectory() as root:
-        stack = common.start_stack(
+        stack = start_stack(
             Path(root),
             "serve",
             {

@@ -4,7 +4,9 @@ Both read the same two synthetic FHV months from disk, train on the first and va
 the second, alternating in one run so that machine noise hits both alike. Each run is a
 fresh process, so that its peak RSS is its own.
 
-    .venv/bin/python bench/train.py [--rows 1150000] [--repeats 3]
+    make bench  # from the repository root, with the defaults; or, with options:
+    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+        .venv/bin/python bench/train.py [--rows 1150000] [--repeats 3]
 """
 
 import argparse
@@ -16,11 +18,10 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-import common  # noqa: F401  (puts the services and tests on sys.path)
 import psutil
 
-import reference
-from tlc_server import write_month
+from testkit import reference
+from testkit.tlc import write_month
 from trainer.datasets import DATASETS
 from trainer.features import prepare
 from trainer.store import DataStore

@@ -16,7 +16,9 @@ all alike. Times come from the server's state timestamps, against the client's c
 trigger (one machine, one clock). Before the runs, both stacks idle side by side while the
 CPU time of their Prefect servers is measured: the cost of polling.
 
-    .venv/bin/python bench/trigger.py [--runs 10] [--configs baseline,cold,ours]
+    make bench-trigger  # from the repository root, with the defaults; or, with options:
+    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+        .venv/bin/python bench/trigger.py [--runs 10] [--configs baseline,cold,ours]
 """
 
 import argparse
@@ -29,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from common import p50, p95, start_stack
 
 from agent.__main__ import DEFAULT_POLL_SECONDS
 from devstack.stack import LocalStack
-from prefect_api import PrefectApi
+from testkit.bench import p50, p95, start_stack
+from testkit.prefect_api import PrefectApi
 
 MONTH = {"month": "2021-01", "source": "synthetic"}
 MAX_RUNS = 50

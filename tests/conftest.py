@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tlc_server import TlcServer
+from testkit.tlc import TlcServer
 from trainer.datasets import DATASETS, Dataset
 
 

@@ -15,11 +15,12 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from autoscaler_metrics import parse_autoscaler_metrics
+from devstack.stack import wait_until
 from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, SERVING, Compose
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
-from fault_tools import ApiWatch, burst_of_triggers, wait_final, wait_for, wait_running
-from prefect_api import PrefectApi
+from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
+from testkit.metrics import parse_autoscaler_metrics
+from testkit.prefect_api import PrefectApi
 
 pytestmark = pytest.mark.e2e
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -95,7 +96,7 @@ def test_send_requests_on_a_drifted_month_retrains_and_serves_the_new_champion(
     """After test_train_through_the_api, whose version 1 (2021-06, 2021-07) is served: trips
     take longer by zone from 2021-08 on. send-requests on 2021-09 sees it, retrains on
     2021-08 and 2021-09, and the new version takes champion and is served."""
-    wait_for(lambda: _served(compose) == "1", 60, "serving version 1")
+    wait_until(lambda: _served(compose) == "1", 60, "serving version 1")
     predicted = httpx.post(
         f"{SERVING}/predict",
         json={"trips": [{"pickup_location_id": 132, "dropoff_location_id": 7}]},
@@ -115,7 +116,7 @@ def test_send_requests_on_a_drifted_month_retrains_and_serves_the_new_champion(
     assert retrain["state"]["type"] == "COMPLETED", retrain
     assert retrain["parameters"]["date"] == "2021-10-01" and "drift" in retrain["tags"]
     assert (retrain["registry"]["version"], retrain["registry"]["alias"]) == ("2", "champion")
-    wait_for(lambda: _served(compose) == "2", 60, "serving version 2")
+    wait_until(lambda: _served(compose) == "2", 60, "serving version 2")
 
 
 @contextmanager
@@ -244,9 +245,9 @@ def test_server_restart_keeps_runs_and_api_answers_503(compose: Compose, api: ht
         return status == until
 
     compose.run("stop", "server")
-    wait_for(lambda: poll(until=503), 60, "the API to report the server away")
+    wait_until(lambda: poll(until=503), 60, "the API to report the server away")
     compose.run("start", "server")
-    wait_for(lambda: poll(until=200), 120, "the API to report the server back", interval=0.2)
+    wait_until(lambda: poll(until=200), 120, "the API to report the server back", interval=0.2)
     assert 500 not in seen and ("POST", 500) not in seen, seen
     assert 503 in seen, f"the API never saw the server away: {seen}"
     finals = [follow(api, run_id) for run_id in ids]
@@ -273,7 +274,7 @@ def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
     ]
     subprocess.run(["docker", "kill", "--signal", "KILL", container], check=True)
     killed = time.monotonic()
-    wait_for(lambda: "CRASHED" in prefect.states(run_id), 90, "the run to be marked Crashed")
+    wait_until(lambda: "CRASHED" in prefect.states(run_id), 90, "the run to be marked Crashed")
     detected = time.monotonic() - killed
     [final] = wait_final(prefect, [run_id], 300)
     states = prefect.states(run_id)

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from devstack.stack import LocalStack, free_port
-from prefect_api import PrefectApi
+from testkit.prefect_api import PrefectApi
 
 API_KEY = "fault-key-" + "x" * 32
 POOL = "faults"

@@ -13,15 +13,15 @@ import psutil
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 
-from devstack.stack import LocalStack
-from fault_tools import ApiWatch, burst_of_triggers, wait_final, wait_for, wait_running
+from devstack.stack import LocalStack, wait_until
 from faults.conftest import (
     ORPHAN_GRACE_SECONDS,
     RECORDS,
     agent_pid,
     kill_group,
 )
-from prefect_api import PrefectApi
+from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
+from testkit.prefect_api import PrefectApi
 from trainer.register import zombie_automation
 
 # Each fault starts on a healthy, idle stack (the `settled` fixture).
@@ -37,7 +37,7 @@ def _probe(prefect: PrefectApi, seconds: float) -> str:
 
 
 def _first_seen(prefect: PrefectApi, run_id: str, state: str, timeout: float) -> float:
-    wait_for(lambda: state in prefect.states(run_id), timeout, f"run {run_id} to be {state}")
+    wait_until(lambda: state in prefect.states(run_id), timeout, f"run {run_id} to be {state}")
     return time.monotonic()
 
 
@@ -68,7 +68,7 @@ def test_cancelling_a_run_whose_agent_then_dies_ends_cancelled(
     agent = agent_pid(fault_stack, wait_running(prefect, run_id)["labels"][WORKER_LABEL])
     kill_group(agent, signal.SIGSTOP)  # frozen: nothing of the agent can act on the cancel
     assert api.post(f"/runs/{run_id}/cancel").status_code == 202
-    wait_for(lambda: prefect.flow_run(run_id)["state"]["type"] == "CANCELLING", 30, "CANCELLING")
+    wait_until(lambda: prefect.flow_run(run_id)["state"]["type"] == "CANCELLING", 30, "CANCELLING")
     kill_group(agent)
     killed = time.monotonic()
     [final] = wait_final(prefect, [run_id], 60)
@@ -169,7 +169,7 @@ def test_a_killed_prefect_server_is_restarted_and_runs_complete(
     with ApiWatch(api, ids) as watch:
         kill_group(server.pid)
         killed = time.monotonic()
-        wait_for(
+        wait_until(
             lambda: (
                 fault_stack.processes["server"].pid != server.pid
                 and httpx.get(f"{fault_stack.api_url}/ready", timeout=5).status_code == 200

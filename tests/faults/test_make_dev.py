@@ -12,8 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from devstack.stack import REPO, free_port
-from fault_tools import wait_for
+from devstack.stack import REPO, free_port, wait_until
 
 pytestmark = pytest.mark.faults
 # make dev gives each service 20 s after SIGTERM; the agents go with the autoscaler.
@@ -53,17 +52,19 @@ def test_make_dev_restarts_a_dead_service_and_stops_cleanly_on_ctrl_c(tmp_path: 
     devstack = psutil.Process(process.pid)
     try:
         output = tmp_path / "make-dev.log"
-        wait_for(lambda: "Local stack is up" in output.read_text(errors="replace"), 180, "make dev")
+        wait_until(
+            lambda: "Local stack is up" in output.read_text(errors="replace"), 180, "make dev"
+        )
         api = _service(devstack, "api")
         assert api is not None
         api.kill()
-        wait_for(
+        wait_until(
             lambda: (new := _service(devstack, "api")) is not None and new.pid != api.pid,
             30,
             "the API to be restarted",
         )
         ready = f"http://127.0.0.1:{api_port}/readyz"
-        wait_for(lambda: httpx.get(ready, timeout=5).status_code == 200, 90, "the API back")
+        wait_until(lambda: httpx.get(ready, timeout=5).status_code == 200, 90, "the API back")
         descendants = devstack.children(recursive=True)
         # server, MLflow and its workers, autoscaler, an agent and its worker, the API
         assert len(descendants) >= 7

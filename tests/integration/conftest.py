@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from devstack.stack import LocalStack, free_port
-from prefect_api import PrefectApi
-from tlc_server import TlcServer
+from testkit.prefect_api import PrefectApi
+from testkit.tlc import TlcServer
 
 SYNTHETIC_ROWS = 20_000
 API_KEY = "test-key-" + "x" * 32

@@ -12,8 +12,8 @@ import pytest
 
 from devstack.stack import LocalStack
 from integration.conftest import API_KEY
-from prefect_api import PrefectApi
-from tlc_server import TlcServer
+from testkit.prefect_api import PrefectApi
+from testkit.tlc import TlcServer
 from trainer.datasets import DATASETS
 
 pytestmark = pytest.mark.integration

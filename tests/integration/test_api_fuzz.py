@@ -7,7 +7,7 @@ import pytest
 
 from devstack.stack import BIN, LocalStack
 from integration.conftest import API_KEY, free_port
-from prefect_api import PrefectApi
+from testkit.prefect_api import PrefectApi
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 MAX_EXAMPLES = 10

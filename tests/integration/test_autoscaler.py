@@ -10,9 +10,9 @@ import httpx
 import psutil
 import pytest
 
-from autoscaler_metrics import parse_autoscaler_metrics
 from devstack.stack import LocalStack, free_port
-from prefect_api import FINAL_STATES, PrefectApi
+from testkit.metrics import parse_autoscaler_metrics
+from testkit.prefect_api import FINAL_STATES, PrefectApi
 
 pytestmark = pytest.mark.integration
 

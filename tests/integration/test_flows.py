@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import reference
 from devstack.stack import LocalStack
-from prefect_api import PrefectApi
-from tlc_server import TlcServer
+from testkit import reference
+from testkit.prefect_api import PrefectApi
+from testkit.tlc import TlcServer
 from trainer.datasets import DATASETS
 from trainer.models import load_model
 from trainer.store import Store

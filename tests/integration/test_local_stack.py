@@ -7,7 +7,7 @@ import pytest
 
 from devstack.stack import LocalStack, StackError
 from integration.conftest import free_port
-from prefect_api import PrefectApi
+from testkit.prefect_api import PrefectApi
 
 pytestmark = pytest.mark.integration
 

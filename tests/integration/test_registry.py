@@ -16,7 +16,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sklearn.metrics import root_mean_squared_error
 
 from devstack.stack import LocalStack, free_port
-from prefect_api import PrefectApi
+from testkit.prefect_api import PrefectApi
 from trainer.datasets import DATASETS
 from trainer.features import FEATURES, TARGET, prepare
 from trainer.models import ModelBundle

@@ -15,10 +15,9 @@ from mlflow.tracking import MlflowClient
 from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devstack.stack import LocalStack, free_port
-from fault_tools import wait_for
+from devstack.stack import LocalStack, free_port, wait_until
 from integration.conftest import API_KEY
-from prefect_api import PrefectApi
+from testkit.prefect_api import PrefectApi
 from trainer.datasets import DATASETS
 from trainer.features import FEATURES, prepare
 from trainer.models import ModelBundle
@@ -104,7 +103,7 @@ def test_serving_follows_the_champion_without_a_failed_request(
     train, val = _month("2021-01"), _month("2021-02")
     first, registered = _register(stack, dataset, train, val)
     assert registered.alias == CHAMPION
-    wait_for(lambda: _served_version(serving) == registered.version, 60, "the first champion")
+    wait_until(lambda: _served_version(serving) == registered.version, 60, "the first champion")
     answer = _predict(serving, dataset)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -138,7 +137,7 @@ def test_serving_follows_the_champion_without_a_failed_request(
         time.sleep(1)
         _, better = _register(stack, dataset, val, val)  # fitted on the validation month
         assert better.alias == CHAMPION
-        wait_for(lambda: versions[better.version] > 50, 60, "requests answered by the new one")
+        wait_until(lambda: versions[better.version] > 50, 60, "requests answered by the new one")
     finally:
         stop.set()
         for thread in clients:
@@ -157,7 +156,7 @@ def test_serving_follows_the_champion_without_a_failed_request(
     )
     mlflow.set_registered_model_alias(name, CHAMPION, broken.version)
     log = stack.log_dir / "serving-test.log"
-    wait_for(
+    wait_until(
         lambda: f"version {broken.version} failed to load" in log.read_text(errors="replace"),
         60,
         "serving to refuse the broken version",
@@ -211,7 +210,9 @@ def test_send_requests_through_the_api_retrains_on_drift_and_serving_follows(
         assert loaded["state"]["type"] == "COMPLETED", loaded["state"]
     before = prefect.run("train-model", {"date": "2017-11-01"})  # 2017-09 and 2017-10
     assert before["state"]["type"] == "COMPLETED", before["state"]
-    wait_for(lambda: httpx.get(f"{stack.serving_url}/readyz").status_code == 200, 60, "a champion")
+    wait_until(
+        lambda: httpx.get(f"{stack.serving_url}/readyz").status_code == 200, 60, "a champion"
+    )
 
     response = api.post(
         "/runs",
@@ -237,6 +238,6 @@ def test_send_requests_through_the_api_retrains_on_drift_and_serving_follows(
     [row] = json.loads(registry["data"])
     assert row["alias"] == CHAMPION and row["val_month"] == "2017-12", row
     assert row["val_rmse"] < row["champion_rmse"]
-    wait_for(
+    wait_until(
         lambda: _served_version(stack.serving_url) == row["version"], 60, "serving the retrained"
     )

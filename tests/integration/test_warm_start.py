@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from devstack.stack import LocalStack
-from prefect_api import PrefectApi
-from tlc_server import TlcServer
+from testkit.prefect_api import PrefectApi
+from testkit.tlc import TlcServer
 from trainer.datasets import DATASETS
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import reference
-from tlc_server import TlcServer
+from testkit import reference
+from testkit.tlc import TlcServer
 from trainer.datasets import DATASETS, Dataset
 from trainer.features import MISSING_LOCATION, prepare
 from trainer.loading import load_month

@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tlc_server import TlcServer
+from testkit.tlc import TlcServer
 from trainer.datasets import Dataset, SchemaError
 from trainer.loading import DownloadError, load_month
 from trainer.settings import TrainerSettings

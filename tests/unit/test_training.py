@@ -10,8 +10,8 @@ import pytest
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import reference
-from tlc_server import write_month
+from testkit import reference
+from testkit.tlc import write_month
 from trainer.datasets import DATASETS
 from trainer.estimators import ExactLinearRegression, IntegerOneHotEncoder
 from trainer.features import FEATURES, TARGET, prepare

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import httpx
 from dotenv import dotenv_values
@@ -53,9 +53,31 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
 SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api", "serving")]
 MLFLOW_DATABASE = "mlflow"
 
+T = TypeVar("T")
+
 
 class StackError(RuntimeError):
     """A service that did not start, or stopped when it should not have."""
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    """`predicate()`'s first truthy value, polled every `interval` s; TimeoutError naming
+    `what` after `timeout` s. While a server is away (refused, cut, or 5xx), not yet; any
+    other error (a 4xx among them) is raised at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except httpx.TransportError:
+            value = None
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code < 500:
+                raise
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass
@@ -385,17 +407,13 @@ class LocalStack:
 
     # -- readiness -----------------------------------------------------------------------
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if ready():
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise StackError(f"timed out after {timeout:.0f} s waiting for {what}")
+    def wait_until(self, ready: Callable[[], object], timeout: float, what: str) -> None:
+        """`wait_until`, failing as soon as a service of the stack has exited; a timeout is a
+        StackError (a service that did not start)."""
+        try:
+            wait_until(lambda: self.check_alive() or ready(), timeout, what, interval=0.3)
+        except TimeoutError as error:
+            raise StackError(str(error)) from None
 
     def _api_ready(self) -> bool:
         return httpx.get(f"{self.service_url}/readyz", timeout=2).status_code == 200

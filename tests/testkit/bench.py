@@ -1,15 +1,9 @@
 """What the stack benchmarks share: a local stack on free ports, and percentiles."""
 
 import statistics
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [
-    str(REPO / "services" / name) for name in ("trainer", "agent", "api", "devstack")
-] + [str(REPO / "tests")]
-
-from devstack.stack import LocalStack, free_port  # noqa: E402
+from devstack.stack import LocalStack, free_port
 
 
 def start_stack(root: Path, name: str, env: dict[str, str]) -> LocalStack:

@@ -1,40 +1,19 @@
-"""What fault tests share, in local mode and in Compose: waiting through an outage, watching
-our API through it, and a burst of triggers."""
+"""What fault tests share, in local mode and in Compose: waiting for runs through an outage,
+watching our API through it, and a burst of triggers."""
 
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 import httpx
 
-from prefect_api import FINAL_STATES, PrefectApi
-
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    """`predicate()` once truthy. While a server is away (refused, cut, or 5xx), not yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except httpx.TransportError:
-            value = None
-        except httpx.HTTPStatusError as error:
-            if error.response.status_code < 500:
-                raise
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+from devstack.stack import wait_until
+from testkit.prefect_api import FINAL_STATES, PrefectApi
 
 
 def wait_running(prefect: PrefectApi, run_id: str, timeout: float = 90) -> dict:
-    return wait_for(
+    return wait_until(
         lambda: (run := prefect.flow_run(run_id))["state"]["type"] == "RUNNING" and run,
         timeout,
         f"run {run_id} to be RUNNING",
@@ -53,15 +32,15 @@ def wait_final(prefect: PrefectApi, run_ids: list[str], timeout: float) -> list[
         return found
 
     try:
-        return wait_for(
+        return wait_until(
             lambda: (found := runs()) and all(r["state"]["type"] in final for r in found) and found,
             timeout,
             f"{len(run_ids)} runs to be final",
             interval=1,
         )
-    except AssertionError as error:
+    except TimeoutError as error:
         states = Counter(r["state"]["type"] for r in runs())
-        raise AssertionError(f"{error}: {dict(states)}") from None
+        raise TimeoutError(f"{error}: {dict(states)}") from None
 
 
 class ApiWatch:

@@ -1,0 +1,16 @@
+"""Helpers shared by the tests (tests/) and the benchmarks (bench/).
+
+- `tlc`: generated months on disk (`write_month`), and `TlcServer`, a local HTTP server
+  standing in for the TLC's bucket.
+- `prefect_api`: `PrefectApi`, a small REST client of the Prefect API that drives real runs,
+  and `FINAL_STATES`.
+- `metrics`: `parse_autoscaler_metrics`, the autoscaler's Prometheus /metrics as a dict.
+- `faults`: what the fault tests share, local and in Compose: `wait_running`, `wait_final`,
+  `ApiWatch` and `burst_of_triggers`.
+- `reference`: the seed's reference pipeline, the oracle of tests and benchmarks.
+- `bench`: `start_stack` (a whole local stack on free ports) and the percentiles `p50`,
+  `p95` and `percentile`.
+
+The one wait loop is `devstack.stack.wait_until`. Importable through configuration only:
+pytest's `pythonpath` (pyproject.toml) and the Makefile's `PYTHONPATH` both list `tests`.
+"""
