@@ -11,6 +11,8 @@ POLICY = ScalingPolicy(min_agents=1, max_agents=4, runs_per_agent=1, scale_down_
 
 
 class RecordingActuator:
+    acts = True
+
     def __init__(self, agents: list[str]) -> None:
         self.live = list(agents)
         self.started = 0
@@ -109,3 +111,14 @@ def test_a_failed_read_changes_nothing() -> None:
     autoscaler = scaler(actuator, [ConnectionError("server away")], [0.0])
     assert autoscaler.tick() is None
     assert actuator.live == ["a1", "a2"] and actuator.stopped == []
+
+
+def test_the_metrics_only_backend_exports_the_backlog_and_acts_on_nothing() -> None:
+    from agent import autoscaler as module
+    from agent.actuators import MetricsOnly
+
+    snapshots = [PoolSnapshot(Backlog(waiting=6, running=1), [], online_workers=["k8s-agent-1"])]
+    decision = scaler(MetricsOnly(), snapshots, [0.0]).tick()  # type: ignore[arg-type]
+    assert decision.target == 4  # what KEDA is told through the gauges
+    assert module.DESIRED._value.get() == 4
+    assert module.WAITING._value.get() == 6 and module.RUNNING._value.get() == 1

@@ -23,6 +23,8 @@ logger = logging.getLogger("agent.autoscaler")
 
 
 class Actuator(Protocol):
+    acts: bool  # False: decisions are exported, not carried out
+
     def agents(self) -> list[str]:
         """The agents that count: started or running, not being stopped; oldest first."""
 
@@ -42,9 +44,37 @@ class Actuator(Protocol):
         """The autoscaler is stopping."""
 
 
+class MetricsOnly:
+    """Starts and stops nothing: the backlog and the desired count are only exported on
+    /metrics, and something else acts on them (in Kubernetes, a KEDA ScaledObject scales the
+    agent Deployment; see deploy/kubernetes/)."""
+
+    acts = False
+
+    def agents(self) -> list[str]:
+        return []
+
+    def owner(self, worker_name: str) -> str | None:
+        return None
+
+    def claims(self, worker_name: str) -> bool:
+        return False  # not ours to recover: Prefect's zombie automation covers them
+
+    def start(self, count: int) -> None:
+        raise RuntimeError("the metrics-only backend starts no agents")
+
+    def stop(self, agent: str) -> None:
+        raise RuntimeError("the metrics-only backend stops no agents")
+
+    def close(self) -> None:
+        pass
+
+
 class ProcessActuator:
     """Agents as child processes (`python -m agent`), for `make dev` and the tests. Each
     agent's name is its Prefect worker name."""
+
+    acts = True
 
     def __init__(self, env: dict[str, str], grace: float) -> None:
         self.env = env
@@ -131,6 +161,8 @@ class DockerActuator:
     """Agents as containers of the Compose `agent` service, made like Compose makes them:
     a copy of an existing one with the next container number. They carry the project's
     labels, so `docker compose ps` lists them and `docker compose down` removes them."""
+
+    acts = True
 
     def __init__(self, client: Any, project: str, service: str, grace: float) -> None:
         self.client = client  # docker.DockerClient

@@ -31,7 +31,13 @@ from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelled, Crashed, Scheduled
 from prometheus_client import Counter, Gauge, start_http_server
 
-from agent.actuators import COMPOSE_PROJECT, Actuator, DockerActuator, ProcessActuator
+from agent.actuators import (
+    COMPOSE_PROJECT,
+    Actuator,
+    DockerActuator,
+    MetricsOnly,
+    ProcessActuator,
+)
 from agent.backlog import WORKER_LABEL, PoolSnapshot, read_crashed_runs, read_pool
 from agent.recovery import (
     LOOKBACK,
@@ -94,7 +100,9 @@ class Autoscaler:
         self.memory = decision.memory
         change = decision.change(len(agents))
         action = "none"
-        if change > 0:
+        if not self.actuator.acts:
+            action = "none (metrics only)"
+        elif change > 0:
             action = f"start {change}"
             try:
                 self.actuator.start(change)
@@ -284,6 +292,8 @@ class Reconciler:
 
 def build_actuator(settings: AutoscalerSettings) -> Actuator:
     grace = settings.autoscaler_stop_grace_seconds
+    if settings.autoscaler_backend == "metrics-only":
+        return MetricsOnly()
     if settings.autoscaler_backend == "process":
         env = dict(os.environ, AGENT_LIMIT=str(settings.agent_limit))
         return ProcessActuator(env, grace)
@@ -339,7 +349,9 @@ def main() -> None:
                 lambda: read_pool(client, settings.work_pool_name, datetime.now(UTC)),
                 reconciler=Reconciler(
                     settings.recovery_policy(), actuator, client, settings.work_pool_name
-                ),
+                )
+                if actuator.acts
+                else None,
             )
             while not stop.is_set():
                 scaler.tick()

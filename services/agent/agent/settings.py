@@ -67,10 +67,11 @@ class AutoscalerSettings(BaseSettings):
         description="Runs per agent: what each agent runs at once (its AGENT_LIMIT) and the "
         "divisor of the backlog. The autoscaler starts its local agents with it.",
     )
-    autoscaler_backend: Literal["docker", "process"] = Field(
+    autoscaler_backend: Literal["docker", "process", "metrics-only"] = Field(
         "docker",
         description="docker: containers of the Compose agent service; process: local agent "
-        "processes (make dev, tests).",
+        "processes (make dev, tests); metrics-only: export the backlog on /metrics and act on "
+        "nothing (Kubernetes, where KEDA scales the agents).",
     )
     autoscaler_min_agents: int = Field(1, ge=0, description="Fewest agents.")
     autoscaler_max_agents: int = Field(4, ge=1, description="Most agents.")
