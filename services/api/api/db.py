@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ ALTER TABLE idempotency_keys DROP COLUMN IF EXISTS flow_run_id;
 # Creating tables from several API processes at once can race; one lock serialises it.
 SCHEMA_LOCK_ID = 7_391_204
 STARTUP_SECONDS = 60.0
+POOL_WAIT_SECONDS = 10.0
 
 logger = logging.getLogger("api.db")
 T = TypeVar("T")
@@ -74,22 +76,30 @@ class Claim:
 class Database:
     def __init__(self, url: str, *, max_connections: int = 10) -> None:
         self.pool = ThreadedConnectionPool(1, max_connections, url, connect_timeout=5)
+        # psycopg2's pool fails at once when every connection is out; a burst of requests
+        # (50 at once) waits its turn here instead.
+        self._slots = threading.BoundedSemaphore(max_connections)
 
     def close(self) -> None:
         self.pool.closeall()
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        conn = self.pool.getconn()
-        broken = False
+        if not self._slots.acquire(timeout=POOL_WAIT_SECONDS):
+            raise PoolError(f"no database connection free within {POOL_WAIT_SECONDS:.0f} s")
         try:
-            conn.autocommit = True
-            yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            broken = True
-            raise
+            conn = self.pool.getconn()
+            broken = False
+            try:
+                conn.autocommit = True
+                yield conn
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                broken = True
+                raise
+            finally:
+                self.pool.putconn(conn, close=broken or conn.closed != 0)
         finally:
-            self.pool.putconn(conn, close=broken or conn.closed != 0)
+            self._slots.release()
 
     def ping(self) -> None:
         with self.connection() as conn, conn.cursor() as cursor:
