@@ -82,11 +82,14 @@ bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, our war
 bench-autoscale: venv ## Drain a burst: autoscaler vs 1 fixed agent vs max fixed; plots bench/autoscale.png
 	$(BIN)/python bench/autoscale.py
 
-lock: venv ## Re-resolve requirements*.lock from pyproject.toml
+lock: venv ## Re-resolve requirements*.lock: the stack's, then each image's against it
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml --extra dev -c requirements.lock -o requirements-dev.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 services/mlflow/requirements.in -o services/mlflow/requirements.lock
-	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 services/serving/requirements.in -c requirements.lock -o services/serving/requirements.lock
+	for service in server api trainer agent serving; do \
+		(cd services/$$service && ../../$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+			requirements.in -c ../../requirements.lock -o requirements.lock) || exit 1; \
+	done
 
 env: .env ## Create .env with random secrets (once; never overwritten)
 

@@ -39,6 +39,19 @@ class Compose:
             raise RuntimeError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result.stdout
 
+    def image_sizes(self) -> dict[str, int]:
+        """Bytes of each image the stack builds, by service."""
+        config = json.loads(self.run("config", "--format", "json"))
+        sizes = {}
+        for name, service in sorted(config["services"].items()):
+            if "build" in service:
+                out = subprocess.run(
+                    ["docker", "image", "inspect", "--format", "{{.Size}}", service["image"]],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                sizes[name] = int(out.stdout.strip())
+        return sizes
+
     def containers(self) -> list[dict]:
         out = self.run("ps", "--all", "--format", "json")
         lines = [line for line in out.splitlines() if line.strip()]
@@ -99,6 +112,10 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     try:
         stack.run("build", timeout=1800)
         built = time.monotonic()
+        stack.sizes = stack.image_sizes()
+        print(
+            "\nimage sizes: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in stack.sizes.items())
+        )
         # Cold start from built images: fresh volumes, migrations, registration, agents.
         stack.run("up", "-d")
         stack.wait_healthy()

@@ -48,6 +48,16 @@ def test_cold_start_is_quick(compose: Compose) -> None:
     assert compose.timings["cold_start_to_healthy"] <= 90, compose.timings
 
 
+# The targets, in MB: each image holds only what its service runs.
+IMAGE_TARGETS_MB = {"server": 400, "api": 300, "agent": 800, "trainer": 800}
+
+
+def test_images_are_slim(compose: Compose) -> None:
+    sizes = {name: size / 1e6 for name, size in compose.sizes.items()}
+    over = {n: round(sizes[n]) for n, target in IMAGE_TARGETS_MB.items() if sizes[n] > target}
+    assert over == {}, f"over target: {over} (targets {IMAGE_TARGETS_MB})"
+
+
 def test_containers_run_as_non_root_and_postgres_is_not_published(compose: Compose) -> None:
     for service in ("server", "agent", "autoscaler", "api", "mlflow", "serving"):
         uid = compose.run("exec", "-T", service, "id", "-u").strip()

@@ -1,10 +1,12 @@
-"""The images run the same commands as local mode, as non-root, from the one lock."""
+"""The images run the same commands as local mode, as non-root, each from its own lock whose
+versions are the stack's."""
 
 import json
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from devstack.stack import REPO, SERVICE_COMMANDS
 
@@ -25,12 +27,14 @@ def test_container_command_is_the_local_command(service: str) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_image_is_non_root_and_installs_the_lock(service: str) -> None:
+def test_image_is_non_root_and_installs_its_lock(service: str) -> None:
     text = _dockerfile(service)
-    if service in ("mlflow", "serving"):  # their own locks
-        text = text.replace(f"services/{service}/requirements.lock", "requirements.lock")
     assert re.search(r"^USER app$", text, flags=re.M)
-    assert "pip install --no-deps --require-hashes -r /tmp/requirements.lock" in text
+    assert f"COPY services/{service}/requirements.lock /tmp/requirements.lock" in text
+    assert "install --no-deps --require-hashes \\\n        -r /tmp/requirements.lock" in text
+    # Built in a first stage; the final one takes the venv without test folders.
+    assert "find /opt/venv/lib -depth -type d -name tests -exec rm -rf {} +" in text
+    assert "COPY --from=build /opt/venv /opt/venv" in text
 
 
 def test_compose_publishes_only_the_uis_and_the_api_on_loopback() -> None:
@@ -44,12 +48,34 @@ def test_compose_publishes_only_the_uis_and_the_api_on_loopback() -> None:
     ]
 
 
+def test_agents_run_under_an_init_that_reaps_orphans() -> None:
+    services = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"]
+    assert services["agent"]["init"] is True
+
+
 def _pins(path: Path) -> dict[str, str]:
     return dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", path.read_text(), flags=re.M))
 
 
-def test_the_serving_lock_pins_what_the_stack_pins_and_no_prefect() -> None:
+# What each image must have, and must not: only what it runs.
+NEEDS = {
+    "server": ({"prefect", "asyncpg", "sqlalchemy"}, {"pandas", "scikit-learn", "mlflow-skinny"}),
+    "api": ({"prefect-client", "fastapi", "psycopg2-binary"}, {"prefect", "sqlalchemy", "pandas"}),
+    "trainer": (
+        {"prefect", "pandas", "pyarrow", "scikit-learn", "mlflow-skinny"},
+        {"psycopg2-binary"},
+    ),
+    "agent": ({"prefect", "pandas", "scikit-learn", "docker", "prometheus-client"}, set()),
+    "serving": ({"scikit-learn", "mlflow-skinny", "orjson"}, {"prefect", "pyarrow"}),
+}
+
+
+@pytest.mark.parametrize("service", sorted(NEEDS))
+def test_each_image_lock_pins_what_the_stack_pins_and_only_what_it_needs(service: str) -> None:
     stack = _pins(REPO / "requirements.lock")
-    serving = _pins(REPO / "services" / "serving" / "requirements.lock")
-    assert {name: version for name, version in serving.items() if stack.get(name) != version} == {}
-    assert "prefect" not in serving and "scikit-learn" in serving and "mlflow-skinny" in serving
+    own = _pins(REPO / "services" / service / "requirements.lock")
+    # prefect-client is Prefect's client-only distribution, at Prefect's version.
+    stack["prefect-client"] = stack["prefect"]
+    assert {name: version for name, version in own.items() if stack.get(name) != version} == {}
+    needs, excluded = NEEDS[service]
+    assert needs <= set(own) and not excluded & set(own)
