@@ -48,8 +48,22 @@ def test_compose_publishes_only_the_uis_and_the_api_on_loopback() -> None:
     ]
 
 
-def test_agents_run_under_an_init_that_reaps_orphans() -> None:
-    services = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"]
+class StrictLoader(yaml.SafeLoader):
+    """Refuses a key given twice in one mapping, as Compose does (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        keys = [key.value for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
+        duplicated = {k for k in keys if keys.count(k) > 1}
+        if duplicated:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{duplicated} twice", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
+def test_compose_file_has_no_key_twice_and_agents_run_under_an_init() -> None:
+    services = yaml.load((REPO / "docker-compose.yaml").read_text(), StrictLoader)["services"]
+    # It reaps a forked engine whose parent died; the autoscaler's copies inherit it.
     assert services["agent"]["init"] is True
 
 
