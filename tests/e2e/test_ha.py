@@ -1,0 +1,110 @@
+"""The highly available Prefect server (docker-compose.ha.yaml) on a real Docker engine: two
+API replicas behind nginx, the background services apart, messaging and leases on Redis,
+migrations by an init service. One replica is killed during a burst of 50 triggers.
+
+Its own Compose project, after the main stack is down (`make e2e` runs it second): both
+publish the same ports on 127.0.0.1."""
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from e2e.conftest import PREFECT, Compose, write_env
+from testkit.faults import wait_final
+from testkit.prefect_api import PrefectApi
+
+pytestmark = pytest.mark.e2e
+FILES = ("docker-compose.yaml", "docker-compose.ha.yaml")
+TRIGGERS = 50
+
+
+@pytest.fixture(scope="module")
+def ha(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Compose]:
+    stack = Compose(write_env(tmp_path_factory.mktemp("ha") / ".env"), "stack-ha", FILES)
+    try:
+        stack.run("build", timeout=1800)
+        # What triggering needs; MLflow comes as the agent's dependency.
+        stack.run("up", "-d", "lb", "server-services", "api", "agent")
+        stack.wait_healthy(services=("lb", "server", "agent", "api"))
+        yield stack
+    finally:
+        if request.session.testsfailed:
+            print(stack.run("logs", "--no-color", "--tail", "150", check=False))
+        stack.run("down", "-v", "--remove-orphans", check=False, timeout=300)
+
+
+def _by_service(stack: Compose) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for container in stack.containers():
+        found.setdefault(container["Service"], []).append(container)
+    return found
+
+
+def test_two_api_replicas_services_once_migrations_once(ha: Compose) -> None:
+    services = _by_service(ha)
+    assert len(services["server"]) == 2
+    assert all(c["Health"] == "healthy" for c in services["server"])
+    assert [c["State"] for c in services["server-services"]] == ["running"]
+    [migrate] = services["server-migrate"]
+    assert (migrate["State"], migrate["ExitCode"]) == ("exited", 0)
+    # Only the services container runs the scheduler; the replicas serve the API alone.
+    for replica in services["server"]:
+        ps = subprocess.run(
+            ["docker", "exec", replica["Name"], "cat", "/proc/1/cmdline"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "--no-services" in ps.replace("\0", " ")
+    assert httpx.get(f"{PREFECT}/health", timeout=10).status_code == 200
+
+
+def test_a_replica_killed_during_a_burst_loses_no_run_and_runs_none_twice(ha: Compose) -> None:
+    api, prefect = ha.api(), PrefectApi(PREFECT)
+    victim = _by_service(ha)["server"][0]["Name"]
+    body = {"flow": "probe", "parameters": {"seconds": 1}}
+    answered: list[int] = []
+    kill_after = threading.Event()
+    retried: Counter[int] = Counter()
+
+    def trigger(key: str) -> httpx.Response:
+        # As a well-behaved client: a 503 is retried after its Retry-After with the same key.
+        for _ in range(5):
+            response = api.post("/runs", json=body, headers={"Idempotency-Key": key})
+            if response.status_code != 503:
+                break
+            retried[503] += 1
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+        answered.append(response.status_code)
+        if len(answered) == 10:
+            kill_after.set()
+        return response
+
+    def kill() -> None:
+        kill_after.wait(120)
+        subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(trigger, [f"ha-burst-{i}" for i in range(TRIGGERS)]))
+    killer.join()
+    assert Counter(r.status_code for r in responses) == {202: TRIGGERS}, retried
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == TRIGGERS
+
+    finals = wait_final(prefect, sorted(ids), 600)
+    assert Counter(run["state"]["type"] for run in finals) == {"COMPLETED": TRIGGERS}
+    for run in finals:
+        assert run["run_count"] == 1, run  # none ran twice
+        assert prefect.states(run["id"]).count("RUNNING") == 1
+    # The UI and its API keep answering through the balancer.
+    ui = httpx.get("http://127.0.0.1:4200/", timeout=10)
+    assert ui.status_code == 200 and "<html" in ui.text.lower()
+    assert httpx.get(f"{PREFECT}/deployments/name/probe/monthly", timeout=10).status_code == 200
