@@ -56,7 +56,7 @@ class ReadCache(Generic[K, V]):
             del self._fetching[key]
 
     def put(self, key: K, value: V) -> None:
-        """Remember what was just read or written (a created or cancelled run)."""
+        """Remember a value just read: final ones for good, others for `ttl`."""
         self._recent.pop(key, None)
         if self.is_final(value):
             self._final[key] = value

@@ -66,11 +66,11 @@ class EdgeMiddleware:
                 # The server holds a body to its declared length.
                 if not declared.isdigit() or int(declared) > self.max_body_bytes:
                     raise BodyTooLargeError
-                await self.app(scope, receive, send_with_id)
-            else:
+            elif "transfer-encoding" in headers:
                 # Chunked: read it here, within the limit, so that an oversize body is a 413
                 # and not a parse error inside FastAPI.
-                await self.app(scope, await self._buffered(receive), send_with_id)
+                receive = await self._buffered(receive)
+            await self.app(scope, receive, send_with_id)
         except BodyTooLargeError:  # raised before the app saw the request
             response = problem_response(
                 Request(scope),

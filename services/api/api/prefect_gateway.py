@@ -48,6 +48,11 @@ FLOWS_CACHE_SECONDS = 5.0
 TABLES = ("model-metrics", "model-registry", "live-metrics")
 
 
+def unknown_flow(flow: str, flows: dict[str, Any]) -> str:
+    known = ", ".join(flows) or "none yet (is the trainer's registration done?)"
+    return f"unknown flow {flow!r}; the flows are: {known}"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
     """What GET /runs/{id} reports: the run, its flow's name, its result tables."""
@@ -131,8 +136,7 @@ class PrefectGateway:
         """The deployment of `flow`; 404 naming the flows there are."""
         flows = await self.flows()
         if flow not in flows:
-            known = ", ".join(flows) or "none yet (is the trainer's registration done?)"
-            raise Problem(404, "not-found", f"unknown flow {flow!r}; the flows are: {known}")
+            raise Problem(404, "not-found", unknown_flow(flow, flows))
         return flows[flow]
 
     async def create_run(
@@ -193,9 +197,8 @@ class PrefectGateway:
         )
 
     async def cancel(self, run_id: uuid.UUID) -> None:
-        self.records.forget(run_id)
         await self._call(self.client.set_flow_run_state(run_id, Cancelling()))
-        self.records.forget(run_id)
+        self.records.forget(run_id)  # the next read shows Cancelling
 
     async def logs(self, run_id: uuid.UUID, limit: int, offset: int) -> list[Log]:
         return await self._call(

@@ -15,7 +15,7 @@ from pydantic import BeforeValidator
 
 from api.db import blocking
 from api.deps import Reader, ServicesDep, Writer
-from api.prefect_gateway import FINAL, RunRecord
+from api.prefect_gateway import FINAL, RunRecord, unknown_flow
 from api.problems import Problem
 from api.requestid import current_request_id
 from api.routers import PROBLEM_RESPONSES
@@ -226,7 +226,7 @@ async def list_runs(
     offset = decode_cursor(cursor)
     flows = await svc.prefect.flows()
     if flow is not None and flow not in flows:
-        message = f"unknown flow {flow!r}; the flows are: {', '.join(flows) or 'none yet'}"
+        message = unknown_flow(flow, flows)
         raise Problem(
             422, "validation-error", message, errors=[{"field": "query.flow", "message": message}]
         )
