@@ -1,6 +1,9 @@
 """Draining a burst of sleeping runs: the autoscaler against a fixed single agent and a fixed
 maximum of agents, in one local stack (embedded PostgreSQL, Prefect server).
 
+The autoscaler keeps --standby warm standby agents (default: enough to reach the maximum):
+they do not poll and cost no CPU while they wait, and it reports the memory they hold.
+
 Each configuration gets a work pool of its own and the same burst: N probe runs that each
 hold an agent for S seconds, every agent taking AGENT_LIMIT runs at once. For each it
 measures the drain time (submission to the last run's end, server clock) and the
@@ -11,7 +14,8 @@ the autoscaled burst (--plot, a PNG).
 
     make bench-autoscale  # from the repository root, with the defaults; or, with options:
     PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
-        .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--plot bench/autoscale.png]
+        .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--standby 3] \
+        [--plot bench/autoscale.png]
 """
 
 import argparse
@@ -22,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import psutil
 
 from devstack.stack import SERVICE_COMMANDS, LocalStack, free_port
 from testkit.bench import start_stack
@@ -42,7 +47,7 @@ class Result:
     drain_seconds: float = 0.0
     agent_seconds: float = 0.0
     scale_back_seconds: float | None = None
-    # (seconds since submission, agents, online, desired, waiting, running)
+    # (seconds since submission, agents, online, desired, waiting, running, standby)
     samples: list[tuple[float, ...]] = field(default_factory=list)
 
 
@@ -69,7 +74,7 @@ class Pool:
             lambda: len(self.stack.online_workers(self.name)) == count, 120, "fixed agents"
         )
 
-    def start_autoscaler(self) -> None:
+    def start_autoscaler(self, standby: int) -> None:
         port = free_port()
         self.stack.start_autoscaler(
             {
@@ -77,6 +82,7 @@ class Pool:
                 "AGENT_LIMIT": str(RUNS_PER_AGENT),
                 "AUTOSCALER_MIN_AGENTS": "1",
                 "AUTOSCALER_MAX_AGENTS": str(MAX_AGENTS),
+                "AUTOSCALER_STANDBY_AGENTS": str(standby),
                 "AUTOSCALER_POLL_SECONDS": "1",
                 "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS": str(COOLDOWN_SECONDS),
                 "AUTOSCALER_METRICS_PORT": str(port),
@@ -84,22 +90,30 @@ class Pool:
             name=f"{self.name}-autoscaler",
         )
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        # As the fixed pools start with their agents online, this one starts warm.
+        self.stack.wait_until(lambda: self.metrics()["autoscaler_standby_ready_agents"] == standby,
+                              180, "warm standby agents")  # fmt: skip
 
-    def sample(self, prefect: PrefectApi) -> tuple[int, int, int, int, int]:
-        """(agents, online, desired, waiting, running)."""
+    def metrics(self) -> dict[str, float]:
+        assert self.metrics_url is not None
+        return parse_autoscaler_metrics(httpx.get(self.metrics_url, timeout=5).text)
+
+    def sample(self, prefect: PrefectApi) -> tuple[int, int, int, int, int, int]:
+        """(agents, online, desired, waiting, running, standby)."""
         if self.metrics_url is not None:
-            m = parse_autoscaler_metrics(httpx.get(self.metrics_url, timeout=5).text)
+            m = self.metrics()
             return (
                 int(m["autoscaler_current_agents"]),
                 int(m["autoscaler_online_agents"]),
                 int(m["autoscaler_desired_agents"]),
                 int(m["autoscaler_waiting_runs"]),
                 int(m["autoscaler_running_runs"]),
+                int(m["autoscaler_standby_agents"]),
             )
         online = len(self.stack.online_workers(self.name))
         waiting = prefect.count_runs(["SCHEDULED", "PENDING"], pool=self.name)
         running = prefect.count_runs(["RUNNING"], pool=self.name)
-        return len(self.fixed), online, len(self.fixed), waiting, running
+        return len(self.fixed), online, len(self.fixed), waiting, running, 0
 
     def stop(self) -> None:
         for service in [*self.fixed, f"{self.name}-autoscaler"]:
@@ -119,8 +133,8 @@ def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Re
     drained_at = None
     while time.monotonic() < deadline:
         now = time.monotonic() - submitted
-        agents, online, desired, waiting, running = pool.sample(prefect)
-        result.samples.append((now, agents, online, desired, waiting, running))
+        agents, online, desired, waiting, running, standby = pool.sample(prefect)
+        result.samples.append((now, agents, online, desired, waiting, running, standby))
         if drained_at is None:
             states = [run["state"]["type"] for run in prefect.flow_runs(ids)]
             if all(state in FINAL_STATES for state in states):
@@ -141,6 +155,25 @@ def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Re
         result.scale_back_seconds = result.samples[-1][0] - result.drain_seconds
 
 
+def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float]:
+    """(standby agents, their resident memory in MiB, CPU seconds they used over `seconds`):
+    each standby is a `python -m agent` with its waiting worker and its fork server."""
+    roots = {
+        p.parent()
+        for p in psutil.process_iter(["cmdline"])
+        if "--standby" in (p.info["cmdline"] or []) and "agent.worker" in p.info["cmdline"]
+    }
+    members = [m for root in roots if root for m in (root, *root.children(recursive=True))]
+
+    def cpu() -> float:
+        return sum(sum(m.cpu_times()[:2]) for m in members)
+
+    before = cpu()
+    time.sleep(seconds)
+    rss = sum(m.memory_info().rss for m in members) / 2**20
+    return len(roots), rss, cpu() - before
+
+
 def plot(result: Result, path: Path, runs: int, seconds: float) -> None:
     import matplotlib
 
@@ -152,6 +185,7 @@ def plot(result: Result, path: Path, runs: int, seconds: float) -> None:
     top.step(t, [s[3] for s in result.samples], where="post", label="desired", ls="--")
     top.step(t, [s[1] for s in result.samples], where="post", label="current (started)")
     top.step(t, [s[2] for s in result.samples], where="post", label="online in Prefect")
+    top.step(t, [s[6] for s in result.samples], where="post", label="standby (warm, idle)", ls=":")
     top.set_ylabel("agents")
     top.set_ylim(0, MAX_AGENTS + 1)
     top.legend(loc="upper right")
@@ -175,11 +209,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=24, help="runs in the burst (1-200)")
     parser.add_argument("--seconds", type=float, default=5, help="each run's wait (0-120)")
     parser.add_argument(
+        "--standby",
+        type=int,
+        default=MAX_AGENTS - 1,
+        help=f"standby agents of the autoscaler (0-{MAX_AGENTS - 1})",
+    )
+    parser.add_argument(
         "--plot", type=Path, default=Path(__file__).resolve().with_name("autoscale.png")
     )
     args = parser.parse_args()
     if not 1 <= args.runs <= 200 or not 0 <= args.seconds <= 120:
         parser.error("--runs must be 1-200 and --seconds 0-120")
+    if not 0 <= args.standby < MAX_AGENTS:
+        parser.error(f"--standby must be 0-{MAX_AGENTS - 1}")
+    footprint = (0, 0.0, 0.0)
 
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory() as root:
@@ -189,10 +232,12 @@ def main() -> None:
             for name, setup in [
                 ("fixed-1", lambda pool: pool.start_fixed(1)),
                 ("fixed-max", lambda pool: pool.start_fixed(MAX_AGENTS)),
-                ("autoscaled", lambda pool: pool.start_autoscaler()),
+                ("autoscaled", lambda pool: pool.start_autoscaler(args.standby)),
             ]:
                 pool = Pool(stack, f"bench-{name}")
                 setup(pool)
+                if name == "autoscaled":
+                    footprint = standby_footprint()
                 print(f"{name}: draining {args.runs} runs of {args.seconds:g} s ...", flush=True)
                 results[name] = Result(name)
                 try:
@@ -221,6 +266,9 @@ def main() -> None:
         f"back to 1 agent {auto.scale_back_seconds:.1f} s after the drain "
         f"(cooldown {COOLDOWN_SECONDS} s)"
     )
+    standbys, rss, cpu = footprint
+    print(f"standby agents: {standbys} (warm, not polling), holding {rss:.0f} MiB resident "
+          f"and using {cpu:.2f} CPU-s over 5 s while they waited")  # fmt: skip
     window = WINDOW_SECONDS
     print(f"over a {window / 60:.0f}-minute window holding this burst (the measured drain, then "
           "idle at each configuration's idle count):")  # fmt: skip

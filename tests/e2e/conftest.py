@@ -24,6 +24,7 @@ SERVING = "http://127.0.0.1:8001"
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
 STARTUP_SECONDS = 600
 AUTOSCALER_MAX_AGENTS = 3
+AUTOSCALER_STANDBY_AGENTS = 1
 
 
 class Compose:
@@ -107,6 +108,7 @@ def write_env(env_file: Path) -> Path:
         "DEFAULT_DATA_SOURCE=synthetic\n"
         # Quick decisions, so that a burst scales up and back down within the test.
         f"AUTOSCALER_MAX_AGENTS={AUTOSCALER_MAX_AGENTS}\n"
+        f"AUTOSCALER_STANDBY_AGENTS={AUTOSCALER_STANDBY_AGENTS}\n"
         "AGENT_LIMIT=2\n"
         "AUTOSCALER_POLL_SECONDS=1\n"
         "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS=10\n"

@@ -18,6 +18,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from devstack.stack import wait_until
 from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, SERVING, Compose
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
+from e2e.conftest import AUTOSCALER_STANDBY_AGENTS as STANDBY_AGENTS
 from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
 from testkit.metrics import parse_autoscaler_metrics
 from testkit.prefect_api import PrefectApi
@@ -184,7 +185,15 @@ def test_mlflow_ui_shows_the_registered_model_and_its_champion(compose: Compose)
 
 
 def _agent_containers(compose: Compose) -> list[str]:
-    return [c["Name"] for c in compose.containers() if c["Service"] == "agent"]
+    """Containers of the agent service that are agents (standby agents apart)."""
+    return [c["Name"] for c in compose.containers()
+            if c["Service"] == "agent" and "-standby-" not in c["Name"]]  # fmt: skip
+
+
+def _healthy_standbys(compose: Compose) -> list[str]:
+    return [c["Name"] for c in compose.containers()
+            if c["Service"] == "agent" and "-standby-" in c["Name"]
+            and c["Health"] == "healthy"]  # fmt: skip
 
 
 def _autoscaler_metrics(compose: Compose) -> dict[str, float]:
@@ -196,10 +205,16 @@ def _autoscaler_metrics(compose: Compose) -> dict[str, float]:
 
 
 def test_autoscaler_adds_agent_containers_for_a_burst_and_removes_them(compose: Compose):
+    # Calm: one agent, and a warm standby agent (healthy, by agent.health) for the next burst.
     deadline = time.monotonic() + 120  # earlier tests' runs may still hold a second agent
-    while _agent_containers(compose) != [f"{PROJECT}-agent-1"]:
-        assert time.monotonic() < deadline, _agent_containers(compose)
+    while (
+        _agent_containers(compose) != [f"{PROJECT}-agent-1"]
+        or len(_healthy_standbys(compose)) != STANDBY_AGENTS
+    ):
+        assert time.monotonic() < deadline, compose.containers()
         time.sleep(1)
+    [standby] = _healthy_standbys(compose)
+    standby_host = _hostname(standby)  # kept when it is promoted and renamed
     prefect = PrefectApi(PREFECT)
     ids = []
     for _ in range(BURST_RUNS):
@@ -214,22 +229,26 @@ def test_autoscaler_adds_agent_containers_for_a_burst_and_removes_them(compose: 
         if all(run["state"]["type"] in FINAL for run in runs):
             break
         time.sleep(1)
-    # Added as containers of the compose service, visible to `docker compose ps`.
+    # Added as containers of the compose service, visible to `docker compose ps`: the
+    # standby one promoted (renamed as an agent), the rest started cold.
     assert most == MAX_AGENTS, f"at most {most} agent containers"
     assert [run["state"]["type"] for run in runs] == ["COMPLETED"] * BURST_RUNS
     for run in runs:
         assert prefect.states(run["id"]).count("RUNNING") == 1, prefect.states(run["id"])
     workers = {run["labels"]["prefect.worker.name"] for run in runs}
     assert len(workers) > 1, f"one agent ran everything: {workers}"
+    assert any(w.startswith(f"agent-{standby_host}-") for w in workers), (standby, workers)
 
-    # Idle: after the cooldown, back to one container; the others stopped and removed.
-    deadline = time.monotonic() + 120
-    while len(_agent_containers(compose)) > 1:
+    # Idle: after the cooldown, back to one agent container, the others stopped and removed,
+    # and a new standby agent warm again.
+    deadline = time.monotonic() + 180
+    while len(_agent_containers(compose)) > 1 or len(_healthy_standbys(compose)) != STANDBY_AGENTS:
         assert time.monotonic() < deadline, compose.run("logs", "--tail", "60", "autoscaler")
         time.sleep(1)
     metrics = _autoscaler_metrics(compose)
     assert metrics["autoscaler_current_agents"] == 1
-    assert metrics["autoscaler_agents_started_total"] == MAX_AGENTS - 1
+    assert metrics["autoscaler_agents_promoted_total"] == STANDBY_AGENTS
+    assert metrics["autoscaler_agents_started_total"] == MAX_AGENTS - 1 - STANDBY_AGENTS
     assert metrics["autoscaler_agents_stopped_total"] == MAX_AGENTS - 1
 
 

@@ -1,5 +1,6 @@
 """The autoscaler on local agent processes, against the real server: a burst scales agents
-up toward the maximum, every run completes once, and scale-down stops only idle agents."""
+up toward the maximum, every run completes once, and scale-down stops only idle agents;
+standby agents stay out of Prefect until a scale-up promotes them."""
 
 import re
 import time
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from devstack.stack import LocalStack, free_port
+from testkit.faults import wait_final
 from testkit.metrics import parse_autoscaler_metrics
 from testkit.prefect_api import FINAL_STATES, PrefectApi
 
@@ -30,12 +32,13 @@ LONG_RUNS, LONG_SECONDS = 3, 60
 class Autoscaler:
     metrics_url: str
     stack: LocalStack
+    name: str = NAME
 
     def metrics(self) -> dict[str, float]:
         return parse_autoscaler_metrics(httpx.get(self.metrics_url, timeout=5).text)
 
     def log(self) -> str:
-        return (self.stack.log_dir / f"{NAME}.log").read_text(errors="replace")
+        return (self.stack.log_dir / f"{self.name}.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,8 @@ def autoscaler(stack: LocalStack) -> Iterator[Autoscaler]:
             "AUTOSCALER_POLL_SECONDS": "1",
             "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS": str(COOLDOWN),
             "AUTOSCALER_METRICS_PORT": str(port),
+            # Every agent of this burst starts cold: standby agents have a test of their own.
+            "AUTOSCALER_STANDBY_AGENTS": "0",
         },
         name=NAME,
     )
@@ -127,3 +132,62 @@ def test_burst_scales_up_runs_each_once_and_stops_only_idle_agents(
     alive = [name for name, pid in started.items() if psutil.pid_exists(pid)]
     assert len(alive) == 1, autoscaler.log()[-3000:]
     assert autoscaler.metrics()["autoscaler_agents_stopped_total"] == MAX_AGENTS - 1
+
+
+STANDBY_POOL, STANDBY_NAME = "standby-test", "autoscaler-standby-test"
+
+
+def test_standby_agents_wait_outside_prefect_and_a_burst_promotes_them(
+    stack: LocalStack, prefect: PrefectApi
+) -> None:
+    stack.run_once("trainer", env={"WORK_POOL_NAME": STANDBY_POOL, "DEPLOYMENT_NAME": STANDBY_POOL})
+    port = free_port()
+    stack.start_autoscaler(
+        {
+            "WORK_POOL_NAME": STANDBY_POOL,
+            "AGENT_LIMIT": "2",
+            "AUTOSCALER_MIN_AGENTS": "1",
+            "AUTOSCALER_MAX_AGENTS": "3",
+            "AUTOSCALER_STANDBY_AGENTS": "1",
+            "AUTOSCALER_POLL_SECONDS": "1",
+            "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS": "5",
+            "AUTOSCALER_METRICS_PORT": str(port),
+        },
+        name=STANDBY_NAME,
+    )
+    scaler = Autoscaler(f"http://127.0.0.1:{port}/metrics", stack, STANDBY_NAME)
+    try:
+        stack.wait_until(
+            lambda: scaler.metrics()["autoscaler_standby_ready_agents"] == 1, 120, "a warm standby"
+        )
+        [standby] = re.findall(r"started standby (\S+) \(pid", scaler.log())
+        # Warm, but not a worker: Prefect does not see it, so no run can reach it.
+        time.sleep(2)
+        assert standby not in stack.online_workers(STANDBY_POOL)
+
+        # 6 runs, 2 per agent: 3 agents wanted; the standby is promoted, one more starts cold.
+        ids = [
+            prefect.create_run("probe", {"seconds": 4}, deployment=STANDBY_POOL).json()["id"]
+            for _ in range(6)
+        ]
+        runs = wait_final(prefect, ids, 180)
+        assert [run["state"]["type"] for run in runs] == ["COMPLETED"] * 6
+        assert all(run["run_count"] == 1 for run in runs)
+        metrics = scaler.metrics()
+        assert metrics["autoscaler_agents_promoted_total"] == 1, scaler.log()[-3000:]
+        assert metrics["autoscaler_agents_started_total"] == 2  # the first agent, one cold
+        workers = {run["labels"]["prefect.worker.name"] for run in runs}
+        assert standby in workers, f"the promoted standby ran none of {workers}"
+
+        # Calm again: back to one agent, and a new standby, warm, waits for the next burst.
+        stack.wait_until(
+            lambda: (
+                (m := scaler.metrics())["autoscaler_current_agents"] == 1
+                and m["autoscaler_standby_ready_agents"] == 1
+            ),
+            120,
+            "one agent and a warm standby again",
+        )
+        assert len(re.findall(r"started standby (\S+) \(pid", scaler.log())) == 2
+    finally:
+        stack.stop_service(STANDBY_NAME)

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import sys
 
 import pytest
@@ -151,3 +152,19 @@ def test_socket_path_is_per_agent_and_configurable(monkeypatch: pytest.MonkeyPat
         "--socket",
         "/run/agent/fs.sock",
     ]
+
+
+def test_a_connection_that_sends_nothing_is_a_probe_not_a_bad_request() -> None:
+    from agent.forkserver import ListenProbe, _read_request
+
+    server, client = socket.socketpair()
+    with server, client:
+        client.close()  # the worker checking that the fork server listens
+        with pytest.raises(ListenProbe):
+            _read_request(server)
+    server, client = socket.socketpair()
+    with server, client:
+        client.sendall(encode_frame(_request())[:10])
+        client.close()
+        with pytest.raises(ProtocolError, match="closed before a whole request"):
+            _read_request(server)

@@ -1,5 +1,14 @@
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from agent.__main__ import worker_command
 from agent.settings import AgentSettings
+from agent.worker import ACTIVE, STANDBY, read_state, wait_for_forkserver, write_state
 from trainer.register import (
     _automation_spec,
     deployments,
@@ -40,11 +49,57 @@ def test_spec_version_is_stable_and_tracks_every_setting() -> None:
 
 def test_worker_command() -> None:
     settings = AgentSettings(work_pool_name="p", agent_name="a1", agent_limit=2)
+    # Prefect's CLI, run by agent.worker once the fork server is warm.
     assert worker_command(settings) == [
-        "prefect", "worker", "start", "--pool", "p", "--type", "process", "--name", "a1",
-        "--limit", "2",
+        sys.executable, "-m", "agent.worker", "--",
+        "worker", "start", "--pool", "p", "--type", "process", "--name", "a1", "--limit", "2",
+    ]  # fmt: skip
+    assert worker_command(settings, standby=True)[:4] == [
+        sys.executable, "-m", "agent.worker", "--standby"
     ]  # fmt: skip
     assert worker_command(AgentSettings(agent_healthcheck=True))[-1] == "--with-healthcheck"
+
+
+def test_the_state_file_is_replaced_whole(tmp_path: Path) -> None:
+    path = str(tmp_path / "agent.state")
+    assert read_state(path) is None and read_state(None) is None
+    write_state(path, STANDBY)
+    assert read_state(path) == STANDBY
+    write_state(path, ACTIVE)
+    assert read_state(path) == ACTIVE
+    assert [p.name for p in tmp_path.iterdir()] == ["agent.state"]  # no partial file left
+
+
+def test_health_is_a_warm_standby_or_a_worker_that_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent import health
+
+    path = tmp_path / "agent.state"
+    monkeypatch.setenv("AGENT_STATE_FILE", str(path))
+    with socket.socket() as closed:  # a port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(
+            health, "WORKER_HEALTH_URL", f"http://127.0.0.1:{closed.getsockname()[1]}/health"
+        )
+        assert health.main() == 1  # still warming: no state yet, no worker
+        write_state(str(path), STANDBY)
+        assert health.main() == 0
+        write_state(str(path), ACTIVE)
+        assert health.main() == 1  # promoted, and its worker does not answer
+
+
+def test_the_worker_waits_for_the_fork_server_until_it_listens_or_dies(tmp_path: Path) -> None:
+    path = str(tmp_path / "fs.sock")
+    assert wait_for_forkserver(None, None) == "no fork server"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert "gone" in wait_for_forkserver(path, gone.pid, timeout=5)
+    assert "not listening after 0 s" in wait_for_forkserver(path, None, timeout=0.3)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen()
+        assert wait_for_forkserver(path, os.getpid()).startswith("fork server warm")
 
 
 def test_runs_get_heartbeats_and_retries_that_outlast_an_outage() -> None:

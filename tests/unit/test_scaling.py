@@ -9,6 +9,9 @@ from agent.scaling import (
     agents_to_stop,
     decide,
     desired_agents,
+    scale_up_plan,
+    standby_change,
+    standby_target,
 )
 
 POLICY = ScalingPolicy(min_agents=1, max_agents=5, runs_per_agent=2, scale_down_cooldown=60)
@@ -110,3 +113,33 @@ def test_only_idle_agents_stop_newest_first() -> None:
 
 def test_no_agent_stops_while_a_busy_run_has_no_known_agent() -> None:
     assert agents_to_stop(["a1", "a2"], busy=set(), count=1, ownerless_runs=1) == []
+
+
+def test_standby_agents_never_exceed_what_the_maximum_leaves_room_for() -> None:
+    policy = ScalingPolicy(1, 4, 2, 60, standby_agents=3)
+    assert [standby_target(policy, current) for current in (0, 1, 2, 3, 4, 5)] == [3, 3, 2, 1, 0, 0]
+    assert standby_target(ScalingPolicy(1, 4, 2, 60), 1) == 0  # none by choice
+
+
+def test_standby_agents_start_one_at_a_time_and_only_while_the_pool_is_calm() -> None:
+    policy = ScalingPolicy(1, 4, 2, 60, standby_agents=3)
+    assert standby_change(policy, Backlog(0, 0), current=1, standbys=0) == 1
+    assert standby_change(policy, Backlog(0, 2), current=1, standbys=2) == 1  # busy, not short
+    # A run waits, or agents are missing: their imports would compete with the runs.
+    assert standby_change(policy, Backlog(1, 0), current=1, standbys=0) == 0
+    assert standby_change(policy, Backlog(0, 4), current=1, standbys=0) == 0
+    assert standby_change(policy, Backlog(0, 0), current=1, standbys=3) == 0
+    # Beyond the target (agents were added): the extra standby agents stop, calm or not.
+    assert standby_change(policy, Backlog(5, 0), current=3, standbys=3) == -2
+
+
+def test_a_scale_up_promotes_standby_agents_before_starting_cold_ones() -> None:
+    assert scale_up_plan(3, ["s1", "s2"]) == (["s1", "s2"], 1)
+    assert scale_up_plan(1, ["s1", "s2"]) == (["s1"], 0)
+    assert scale_up_plan(2, []) == ([], 2)
+    assert scale_up_plan(0, ["s1"]) == ([], 0)
+
+
+def test_a_negative_standby_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="standby_agents"):
+        ScalingPolicy(1, 4, 2, 60, standby_agents=-1)

@@ -37,6 +37,7 @@ from agent.actuators import (
     DockerActuator,
     MetricsOnly,
     ProcessActuator,
+    Standby,
 )
 from agent.backlog import WORKER_LABEL, PoolSnapshot, read_crashed_runs, read_pool
 from agent.recovery import (
@@ -48,7 +49,15 @@ from agent.recovery import (
     retry_crashed_runs,
     without_stale_labels,
 )
-from agent.scaling import Decision, ScalerMemory, ScalingPolicy, agents_to_stop, decide
+from agent.scaling import (
+    Decision,
+    ScalerMemory,
+    ScalingPolicy,
+    agents_to_stop,
+    decide,
+    scale_up_plan,
+    standby_change,
+)
 from agent.settings import AutoscalerSettings
 
 logger = logging.getLogger("agent.autoscaler")
@@ -58,7 +67,10 @@ RUNNING = Gauge("autoscaler_running_runs", "Runs Running or Cancelling on the po
 CURRENT = Gauge("autoscaler_current_agents", "Agents started and not being stopped")
 DESIRED = Gauge("autoscaler_desired_agents", "Agents the backlog asks for, within the bounds")
 ONLINE = Gauge("autoscaler_online_agents", "Agents the Prefect server sees online on the pool")
-STARTED = Counter("autoscaler_agents_started", "Agents started")
+STANDBY = Gauge("autoscaler_standby_agents", "Standby agents: started, not polling yet")
+STANDBY_READY = Gauge("autoscaler_standby_ready_agents", "Standby agents warm and waiting")
+STARTED = Counter("autoscaler_agents_started", "Agents started cold (standby ones apart)")
+PROMOTED = Counter("autoscaler_agents_promoted", "Standby agents promoted to agents")
 STOPPED = Counter("autoscaler_agents_stopped", "Agents stopped (idle ones only)")
 ERRORS = Counter("autoscaler_errors", "Polls that failed (Prefect or Docker unreachable)")
 REPAIRS = Counter(
@@ -89,6 +101,7 @@ class Autoscaler:
         """One poll: read, decide, act. A failed read changes nothing."""
         try:
             agents = self.actuator.agents()
+            standbys = self.actuator.standbys()
             snapshot = self.read_snapshot()
         except Exception as exc:
             ERRORS.inc()
@@ -103,16 +116,13 @@ class Autoscaler:
         if not self.actuator.acts:
             action = "none (metrics only)"
         elif change > 0:
-            action = f"start {change}"
-            try:
-                self.actuator.start(change)
-                STARTED.inc(change)
-            except Exception as exc:
-                ERRORS.inc()
-                action = f"start {change} failed: {exc}"
+            action, standbys = self._scale_up(change, standbys)
         elif change < 0:
-            action = self._scale_down(agents, snapshot, -change)
-        self._report(snapshot, agents, decision, action)
+            action, stopped = self._scale_down(agents, snapshot, -change)
+            change = -stopped
+        if self.actuator.acts:
+            action += self._keep_standbys(snapshot, len(agents) + change, standbys)
+        self._report(snapshot, agents, standbys, decision, action)
         if self.reconciler is not None:
             try:
                 self.reconciler.reconcile(snapshot)
@@ -122,7 +132,51 @@ class Autoscaler:
                 self.reconciler.interrupted()
         return decision
 
-    def _scale_down(self, agents: list[str], snapshot: PoolSnapshot, count: int) -> str:
+    def _scale_up(self, change: int, standbys: list[Standby]) -> tuple[str, list[Standby]]:
+        """Promote standby agents, the ready ones first; start the rest cold. Returns what
+        was done and the standby agents left."""
+        ready_first = [s.name for s in sorted(standbys, key=lambda s: not s.ready)]
+        chosen, cold = scale_up_plan(change, ready_first)
+        promoted = []
+        for name in chosen:
+            try:
+                self.actuator.promote(name)
+                promoted.append(name)
+            except Exception as exc:  # gone meanwhile: a cold agent instead
+                ERRORS.inc()
+                logger.warning("could not promote %s: %s: %s", name, type(exc).__name__, exc)
+                cold += 1
+        PROMOTED.inc(len(promoted))
+        action = f"promote {len(promoted)}" if promoted else ""
+        if cold:
+            action += (", " if action else "") + f"start {cold}"
+            try:
+                self.actuator.start(cold)
+                STARTED.inc(cold)
+            except Exception as exc:
+                ERRORS.inc()
+                action += f" failed: {exc}"
+        return action, [s for s in standbys if s.name not in promoted]
+
+    def _keep_standbys(self, snapshot: PoolSnapshot, agents: int, standbys: list[Standby]) -> str:
+        """Start a standby agent while the pool is calm, or stop those beyond the target
+        (those still warming up first). Returns what was done, to add to the action."""
+        change = standby_change(self.policy, snapshot.backlog, agents, len(standbys))
+        try:
+            if change > 0:
+                self.actuator.start(change, standby=True)
+                return f"; start {change} standby"
+            if change < 0:
+                for standby in sorted(standbys, key=lambda s: s.ready)[:-change]:
+                    self.actuator.stop(standby.name)
+                return f"; stop {-change} standby"
+        except Exception as exc:
+            ERRORS.inc()
+            return f"; standby agents: {type(exc).__name__}: {exc}"
+        return ""
+
+    def _scale_down(self, agents: list[str], snapshot: PoolSnapshot, count: int) -> tuple[str, int]:
+        """Stop up to `count` idle agents; returns what was done and how many stopped."""
         busy = set()
         ownerless = 0
         for run in snapshot.busy_runs:
@@ -135,29 +189,40 @@ class Autoscaler:
             self.actuator.stop(agent)
             STOPPED.inc()
         if ownerless:
-            return f"stop none: {ownerless} busy runs have no agent recorded yet"
+            return f"stop none: {ownerless} busy runs have no agent recorded yet", 0
         held = count - len(chosen)
-        return f"stop {len(chosen)}" + (f" ({held} busy agents kept)" if held else "")
+        return f"stop {len(chosen)}" + (f" ({held} busy agents kept)" if held else ""), len(chosen)
 
     def _report(
-        self, snapshot: PoolSnapshot, agents: list[str], decision: Decision, action: str
+        self,
+        snapshot: PoolSnapshot,
+        agents: list[str],
+        standbys: list[Standby],
+        decision: Decision,
+        action: str,
     ) -> None:
         backlog = snapshot.backlog
         WAITING.set(backlog.waiting)
         RUNNING.set(backlog.running)
         CURRENT.set(len(agents))
+        STANDBY.set(len(standbys))
+        STANDBY_READY.set(sum(s.ready for s in standbys))
         DESIRED.set(decision.desired)
         ONLINE.set(snapshot.online_agents)
-        inputs = (backlog, len(agents), snapshot.online_agents, decision.desired, action)
+        ready = sum(s.ready for s in standbys)
+        inputs = (backlog, len(agents), ready, snapshot.online_agents, decision.desired, action)
         # Every decision at DEBUG; at INFO, those that differ from the one before.
         level = logging.DEBUG if inputs == self._last_logged and action == "none" else logging.INFO
         self._last_logged = inputs
         logger.log(
             level,
-            "waiting=%d running=%d current=%d online=%d desired=%d target=%d action=%s (%s)",
+            "waiting=%d running=%d current=%d standby=%d (%d ready) online=%d desired=%d "
+            "target=%d action=%s (%s)",
             backlog.waiting,
             backlog.running,
             len(agents),
+            len(standbys),
+            ready,
             snapshot.online_agents,
             decision.desired,
             decision.target,

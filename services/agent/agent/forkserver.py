@@ -266,6 +266,9 @@ class ForkServer:
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
+        except ListenProbe:
+            conn.close()
+            return None
         except (OSError, ProtocolError) as exc:
             log(f"bad request: {exc!r}")
             conn.close()
@@ -356,6 +359,10 @@ class ForkServer:
         os.close(self._wake_w)
 
 
+class ListenProbe(Exception):
+    """A connection closed without a byte: the agent's worker checking that we listen."""
+
+
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """The launcher's request, and the descriptors that came with it."""
     decoder = FrameDecoder()
@@ -363,6 +370,8 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     if flags & socket.MSG_CTRUNC:
         _close_all(fds)
         raise ProtocolError("descriptors were truncated")
+    if not data and not fds:
+        raise ListenProbe
     try:
         while True:
             if not data:

@@ -6,6 +6,10 @@ change the count, and which agents may be stopped.
 Scale-up is immediate. Scale-down waits until the demand has stayed below the current count
 for the whole cooldown (a burst in between restarts the wait), never happens while runs wait
 to be picked up, and only ever stops agents that run nothing.
+
+Standby agents are started ahead of need and wait, warm, without polling: a scale-up
+promotes them first, and starts cold agents only for the rest. They are replaced only while
+the pool is calm, so that their imports never compete with runs for the CPU during a burst.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class ScalingPolicy:
     """Seconds the demand must stay below the current count before agents are stopped."""
     scale_up_cooldown: float = 0.0
     """Seconds between two scale-ups (0: as fast as the poll)."""
+    standby_agents: int = 0
+    """Warm agents kept waiting for a scale-up, within what the maximum leaves room for."""
 
     def __post_init__(self) -> None:
         if self.min_agents < 0:
@@ -36,6 +42,8 @@ class ScalingPolicy:
             raise ValueError(f"runs_per_agent must be >= 1, not {self.runs_per_agent}")
         if self.scale_down_cooldown < 0 or self.scale_up_cooldown < 0:
             raise ValueError("cooldowns must be >= 0 seconds")
+        if self.standby_agents < 0:
+            raise ValueError(f"standby_agents must be >= 0, not {self.standby_agents}")
 
 
 @dataclass(frozen=True)
@@ -124,3 +132,26 @@ def agents_to_stop(
     busy_set = set(busy)
     idle = [agent for agent in reversed(agents) if agent not in busy_set]
     return idle[:count]
+
+
+def standby_target(policy: ScalingPolicy, current: int) -> int:
+    """How many standby agents to keep beside `current` agents: never more than a scale-up
+    to the maximum could promote."""
+    return min(policy.standby_agents, max(policy.max_agents - current, 0))
+
+
+def standby_change(policy: ScalingPolicy, backlog: Backlog, current: int, standbys: int) -> int:
+    """Standby agents to start (1 at most, and only while the pool is calm: no run waits and
+    no agent is missing) or, beyond the target, to stop (negative)."""
+    target = standby_target(policy, current)
+    if standbys > target:
+        return target - standbys
+    calm = backlog.waiting == 0 and desired_agents(policy, backlog) <= current
+    return 1 if standbys < target and calm else 0
+
+
+def scale_up_plan(change: int, standbys: Sequence[str]) -> tuple[list[str], int]:
+    """For `change` more agents: the standby agents to promote (from `standbys`, best first)
+    and how many agents to start cold."""
+    promoted = list(standbys[: max(change, 0)])
+    return promoted, max(change - len(promoted), 0)

@@ -52,6 +52,16 @@ class AgentSettings(BaseSettings):
         default_factory=default_forkserver_socket,
         description="Unix socket of the fork server; must be unique per agent.",
     )
+    agent_standby: bool = Field(
+        False,
+        description="Start as a standby: warm (imports done, fork server up) but not polling "
+        "until SIGUSR1. The autoscaler starts its standby agents so.",
+    )
+    agent_state_file: str | None = Field(
+        None,
+        description="Where the agent writes `standby` (warm, waiting) or `active` (its worker "
+        "started), for healthchecks and the autoscaler; unset: nowhere.",
+    )
 
 
 class AutoscalerSettings(BaseSettings):
@@ -81,6 +91,12 @@ class AutoscalerSettings(BaseSettings):
     )
     autoscaler_scale_down_cooldown_seconds: float = Field(
         60, ge=0, description="Seconds the backlog must stay low before idle agents stop."
+    )
+    autoscaler_standby_agents: int = Field(
+        3,
+        ge=0,
+        description="Warm standby agents kept for scale-ups (never more than the maximum "
+        "leaves room for); started while the pool is calm, promoted before any cold start.",
     )
     autoscaler_stop_grace_seconds: float = Field(
         30, ge=1, description="Seconds from SIGTERM to SIGKILL when an agent is stopped."
@@ -132,4 +148,5 @@ class AutoscalerSettings(BaseSettings):
             runs_per_agent=self.agent_limit,
             scale_down_cooldown=self.autoscaler_scale_down_cooldown_seconds,
             scale_up_cooldown=self.autoscaler_scale_up_cooldown_seconds,
+            standby_agents=self.autoscaler_standby_agents,
         )
