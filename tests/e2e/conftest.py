@@ -23,6 +23,23 @@ MLFLOW = "http://127.0.0.1:5000"
 SERVING = "http://127.0.0.1:8001"
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
 STARTUP_SECONDS = 600
+# Figures the tests measure (image sizes, timings, fault recoveries): shown at the end of the
+# run, since pytest keeps a passing test's output to itself.
+FIGURES: list[str] = []
+
+
+def figure(line: str) -> None:
+    FIGURES.append(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.section("e2e figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 AUTOSCALER_MAX_AGENTS = 3
 AUTOSCALER_STANDBY_AGENTS = 1
 
@@ -130,15 +147,13 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         stack.run("build", timeout=1800)
         built = time.monotonic()
         stack.sizes = stack.image_sizes()
-        print(
-            "\nimage sizes: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in stack.sizes.items())
-        )
+        figure("image sizes: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in stack.sizes.items()))
         # Cold start from built images: fresh volumes, migrations, registration, agents.
         stack.run("up", "-d")
         stack.wait_healthy()
         healthy = time.monotonic()
         stack.timings = {"build": built - started, "cold_start_to_healthy": healthy - built}
-        print(f"\ntimings: {stack.timings}", flush=True)
+        figure(f"timings: {stack.timings}")
         yield stack
     finally:
         if request.session.testsfailed or os.environ.get("E2E_PRINT_LOGS"):

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from devstack.stack import wait_until
-from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, SERVING, Compose
+from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, SERVING, Compose, figure
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from e2e.conftest import AUTOSCALER_STANDBY_AGENTS as STANDBY_AGENTS
 from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
@@ -309,8 +309,8 @@ def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
     states = prefect.states(run_id)
     assert final["state"]["type"] == "COMPLETED", states
     assert states.count("CRASHED") == 1 and states.count("RUNNING") == 2, states
-    print(f"\nagent container killed: crashed after {detected:.1f} s, "
-          f"completed {time.monotonic() - killed:.1f} s after the kill")  # fmt: skip
+    figure(f"agent container killed: crashed after {detected:.1f} s, "
+           f"completed {time.monotonic() - killed:.1f} s after the kill")  # fmt: skip
 
 
 def _hostname(container: str) -> str:
@@ -338,7 +338,7 @@ def test_a_postgres_outage_mid_run_ends_completed(
     assert final["state"]["type"] == "COMPLETED", states
     assert states.count("RUNNING") == 1, states
     assert watch.statuses[500] == 0, watch.statuses
-    print(f"\nPostgres down {outage_seconds} s: final {time.monotonic() - back:.1f} s after")
+    figure(f"Postgres down {outage_seconds} s: final {time.monotonic() - back:.1f} s after")
 
 
 def test_a_crashed_server_container_is_restarted_and_runs_complete(
@@ -364,4 +364,4 @@ def test_a_crashed_server_container_is_restarted_and_runs_complete(
 
 def test_a_burst_of_triggers_with_and_without_a_shared_key(api: httpx.Client) -> None:
     drained = burst_of_triggers(api, PrefectApi(PREFECT), load_timeout=300, drain_timeout=900)
-    print(f"\n250 triggers: 201 runs drained in {drained:.1f} s")
+    figure(f"250 triggers: 201 runs drained in {drained:.1f} s")
