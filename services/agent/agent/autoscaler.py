@@ -205,11 +205,11 @@ class Autoscaler:
         WAITING.set(backlog.waiting)
         RUNNING.set(backlog.running)
         CURRENT.set(len(agents))
+        ready = sum(s.ready for s in standbys)
         STANDBY.set(len(standbys))
-        STANDBY_READY.set(sum(s.ready for s in standbys))
+        STANDBY_READY.set(ready)
         DESIRED.set(decision.desired)
         ONLINE.set(snapshot.online_agents)
-        ready = sum(s.ready for s in standbys)
         inputs = (backlog, len(agents), ready, snapshot.online_agents, decision.desired, action)
         # Every decision at DEBUG; at INFO, those that differ from the one before.
         level = logging.DEBUG if inputs == self._last_logged and action == "none" else logging.INFO

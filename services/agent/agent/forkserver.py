@@ -40,6 +40,7 @@ from agent.launch import (
     FrameDecoder,
     ProtocolError,
     encode_frame,
+    listening,
     refusal,
 )
 
@@ -174,15 +175,9 @@ class ForkServer:
 
     def _listen(self) -> None:
         if os.path.exists(self.path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.path)
-            except OSError:
-                os.unlink(self.path)  # left by a server that died
-            else:
+            if listening(self.path):
                 raise RuntimeError(f"another fork server listens on {self.path}")
-            finally:
-                probe.close()
+            os.unlink(self.path)  # left by a server that died
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         umask = os.umask(0o177)  # only this user may start runs in our name
         try:
@@ -360,7 +355,7 @@ class ForkServer:
 
 
 class ListenProbe(Exception):
-    """A connection closed without a byte: the agent's worker checking that we listen."""
+    """A connection closed without a byte: a check that we listen (agent.launch.listening)."""
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:

@@ -265,6 +265,17 @@ def run_on_forkserver(path: str | None) -> int:
     return 1
 
 
+def listening(path: str) -> bool:
+    """Whether a server accepts connections on the Unix socket `path` (the probe sends
+    nothing, which the fork server takes as a probe)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def process_alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie, with nobody to reap it, does not count)."""
     try:

@@ -21,12 +21,11 @@ import argparse
 import importlib
 import logging
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
-from agent.launch import SOCKET_ENV, process_alive
+from agent.launch import SOCKET_ENV, listening, process_alive
 
 logger = logging.getLogger("agent")
 
@@ -67,15 +66,6 @@ def read_state(path: str | None) -> str | None:
         return None
 
 
-def forkserver_listening(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
-
-
 def wait_for_forkserver(
     path: str | None, pid: int | None, timeout: float = FORKSERVER_WAIT_SECONDS
 ) -> str:
@@ -84,7 +74,7 @@ def wait_for_forkserver(
         return "no fork server"
     began = time.monotonic()
     while time.monotonic() - began < timeout:
-        if forkserver_listening(path):
+        if listening(path):
             return f"fork server warm after {time.monotonic() - began:.1f} s"
         if pid is not None and not process_alive(pid):
             return "fork server gone: runs start cold"
