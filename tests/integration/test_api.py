@@ -1,5 +1,6 @@
 """The API service against a real Prefect server, worker and PostgreSQL."""
 
+import asyncio
 import concurrent.futures
 import time
 import uuid
@@ -9,9 +10,14 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
+from prefect.client.orchestration import PrefectClient
 
-from devstack.stack import LocalStack
+from api.prefect_gateway import PrefectGateway
+from api.problems import Problem
+from devstack.stack import LocalStack, free_port
 from integration.conftest import API_KEY
+from testkit.faults import FaultyProxy
+from testkit.metrics import parse_metrics
 from testkit.prefect_api import PrefectApi
 from testkit.tlc import TlcServer
 from trainer.datasets import DATASETS
@@ -263,11 +269,121 @@ def test_fifty_concurrent_identical_requests_create_one_run(
     assert {r.status_code for r in responses} == {202}, [r.text for r in responses][:3]
     assert len({r.json()["id"] for r in responses}) == 1
     replayed = [r.headers["Idempotency-Replayed"] for r in responses]
-    assert replayed.count("false") >= 1
+    assert replayed.count("false") == 1  # the one that created the run
     after = prefect.http.post(
         "/flow_runs/count", json={"deployments": {"id": {"any_": [deployment_id]}}}
     ).json()
     assert after - before == 1
+
+
+# -- bad input and failed creations -----------------------------------------------------
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # What Python's json.dumps sends for float("nan") and float("inf").
+        b'{"flow": "load-data", "parameters": {"month": "2021-06", "drift": NaN}}',
+        b'{"flow": "probe", "parameters": {"seconds": Infinity}}',
+        b'{"flow": "send-requests", "parameters": {"rate": -Infinity}}',
+        b'{"flow": "send-requests", "parameters": {"rate": 1e400}}',
+    ],
+)
+def test_nan_and_infinities_are_a_422_not_a_500(api: httpx.Client, body: bytes) -> None:
+    problem = assert_problem(api.post("/runs", content=body, headers=JSON), 422, "validation-error")
+    assert problem["errors"][0]["field"] == "body"
+    assert "NaN and infinite numbers are not JSON numbers" in problem["detail"]
+
+
+@pytest.mark.parametrize("month", ["2021-06\n", "\uff12\uff10\uff12\uff11-06", " 2021-06"])
+def test_months_the_flow_would_refuse_are_refused_first(api: httpx.Client, month: str) -> None:
+    body = {"flow": "load-data", "parameters": {"month": month, "source": "synthetic"}}
+    problem = assert_problem(api.post("/runs", json=body), 422, "validation-error")
+    assert problem["errors"] == [
+        {"field": "parameters.month", "message": f"{month!r} is not a month, YYYY-MM"}
+    ]
+
+
+def test_prefect_refusing_parameters_stays_a_4xx(stack: LocalStack) -> None:
+    """Past our own check (called on the gateway directly), Prefect's 409 is a 422."""
+
+    async def create() -> Problem:
+        async with PrefectClient(api=stack.api_url) as client:
+            gateway = PrefectGateway(client, "monthly", "training")
+            deployment = await gateway.deployment("probe")
+            with pytest.raises(Problem) as caught:
+                await gateway.create_run(deployment, {"seconds": "soon"}, ["test"], None)
+            return caught.value
+
+    problem = asyncio.run(create())
+    assert (problem.status, problem.slug) == (422, "validation-error")
+    assert problem.detail.startswith("Prefect refused the request:") and "seconds" in problem.detail
+
+
+@pytest.fixture(scope="module")
+def faulty(stack: LocalStack) -> Iterator[tuple[FaultyProxy, httpx.Client]]:
+    """An API process that reaches the real Prefect through a proxy that can fail a step."""
+    proxy = FaultyProxy(stack.api_url.removesuffix("/api"))
+    port, name = free_port(), "api-faulty-prefect"
+    stack.start_service(
+        name,
+        ["python", "-m", "api"],
+        env={"API_PORT": str(port), "PREFECT_API_URL": f"{proxy.url}/api"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, name)
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        with httpx.Client(base_url=url, headers=auth, timeout=30) as client:
+            yield proxy, client
+    finally:
+        stack.stop_service(name)
+        proxy.close()
+
+
+def triggered(api: httpx.Client, flow: str) -> float:
+    return parse_metrics(api.get("/metrics").text, "api_").get(
+        f'api_runs_triggered_total{{flow="{flow}"}}', 0.0
+    )
+
+
+def test_a_request_that_created_no_run_does_not_use_up_its_key(
+    faulty: tuple[FaultyProxy, httpx.Client],
+) -> None:
+    proxy, api = faulty
+    key = {"Idempotency-Key": f"failed-{uuid.uuid4()}"}
+    body = {"flow": "probe", "parameters": {"seconds": 0}}
+    before = triggered(api, "probe")
+    proxy.fail("/create_flow_run", 500)  # Prefect failing: a 503 for us, and no run
+    assert_problem(api.post("/runs", json=body, headers=key), 503, "service-unavailable")
+    retry = api.post("/runs", json=body, headers=key)
+    assert retry.status_code == 202 and retry.headers["Idempotency-Replayed"] == "false"
+    assert triggered(api, "probe") == before + 1
+    again = api.post("/runs", json=body, headers=key)
+    assert again.headers["Idempotency-Replayed"] == "true"
+    assert again.json()["id"] == retry.json()["id"]
+    assert triggered(api, "probe") == before + 1
+
+
+def test_a_refused_request_leaves_its_key_to_the_corrected_one(
+    faulty: tuple[FaultyProxy, httpx.Client],
+) -> None:
+    proxy, api = faulty
+    key = {"Idempotency-Key": f"refused-{uuid.uuid4()}"}
+    proxy.fail("/create_flow_run", 409, detail="Validation failed for field 'seconds'")
+    refused = api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 0}}, headers=key)
+    problem = assert_problem(refused, 422, "validation-error")
+    assert "Validation failed for field 'seconds'" in problem["detail"]
+    corrected = {"flow": "probe", "parameters": {"seconds": 0.5}}
+    created = api.post("/runs", json=corrected, headers=key)
+    assert created.status_code == 202, created.text
+    assert created.headers["Idempotency-Replayed"] == "false"
+    assert created.json()["parameters"] == {"seconds": 0.5}
+    # Now bound to a run: the key holds it against a different request.
+    other = {"flow": "probe", "parameters": {"seconds": 0}}
+    assert_problem(api.post("/runs", json=other, headers=key), 409, "idempotency-key-reused")
 
 
 # -- cancelling ------------------------------------------------------------------------

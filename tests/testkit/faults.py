@@ -1,10 +1,13 @@
 """What fault tests share, in local mode and in Compose: waiting for runs through an outage,
 watching our API through it, and a burst of triggers."""
 
+import http.server
+import json
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
@@ -107,3 +110,65 @@ def burst_of_triggers(
     for run in finals:
         assert run["run_count"] == 1, run
     return time.monotonic() - started
+
+
+class FaultyProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a real server, that answers the next `times`
+    requests whose path ends with `suffix` with `status` itself, and forwards the rest.
+
+    For a fault at one exact step (Prefect refusing or failing to create a run) where
+    stopping the real server would break every other step too.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.faults: list[tuple[str, int, bytes]] = []
+        self.forwarded: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                status, content = proxy._fault(self.path)
+                if status is None:
+                    status, content = proxy._forward(self.command, self.path, body, self.headers)
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._client = httpx.Client(timeout=30)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, suffix: str, status: int, times: int = 1, detail: str = "injected") -> None:
+        body = json.dumps({"detail": detail}).encode()
+        with self._lock:
+            self.faults += [(suffix, status, body)] * times
+
+    def _fault(self, path: str) -> tuple[int | None, bytes]:
+        with self._lock:
+            for i, (suffix, status, body) in enumerate(self.faults):
+                if path.split("?")[0].endswith(suffix):
+                    del self.faults[i]
+                    return status, body
+        return None, b""
+
+    def _forward(self, method: str, path: str, body: bytes, headers: Any) -> tuple[int, bytes]:
+        self.forwarded[path.split("?")[0]] += 1
+        kept = {k: v for k, v in headers.items() if k.lower() in ("content-type", "accept")}
+        response = self._client.request(method, self.target + path, content=body, headers=kept)
+        return response.status_code, response.content
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._client.close()

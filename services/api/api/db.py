@@ -36,8 +36,15 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (caller, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);
--- Written by earlier versions and never read: Prefect's idempotency key finds the run.
-ALTER TABLE idempotency_keys DROP COLUMN IF EXISTS flow_run_id;
+-- The run a key is bound to; NULL while its request has not created one (or failed to).
+-- Keys claimed before the column existed had their runs: mark them bound (the nil UUID).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_name = 'idempotency_keys' AND column_name = 'flow_run_id') THEN
+        ALTER TABLE idempotency_keys ADD COLUMN flow_run_id uuid;
+        UPDATE idempotency_keys SET flow_run_id = '00000000-0000-0000-0000-000000000000';
+    END IF;
+END $$;
 """
 # Creating tables from several API processes at once can race; one lock serialises it.
 SCHEMA_LOCK_ID = 7_391_204
@@ -66,11 +73,11 @@ def new_key() -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """The idempotency record a request got: new, or the one an earlier request made."""
+    """The idempotency record a request got: its own, or the one an earlier request made."""
 
     nonce: str
-    replayed: bool
     same_request: bool
+    bound: bool  # an earlier request created the run: this one is a replay
 
 
 class Database:
@@ -134,8 +141,11 @@ class Database:
     def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
         """Record (caller, key) for this request, or find the record an earlier one made.
 
-        A record older than the retention is replaced as if it were absent. Concurrent
-        claims of one key all see the first one's nonce: the unique key serialises them.
+        A key binds only to a run that exists (`bind`): a record older than the retention,
+        or one whose request created no run and which now comes with a different request,
+        is replaced as if it were absent. Concurrent claims of one key for the same request
+        all see the first one's nonce: the unique key serialises them, and Prefect's own
+        idempotency key (which carries the nonce) then gives them one run.
         """
         with self.connection() as conn, conn.cursor() as cursor:
             nonce = new_key()
@@ -143,23 +153,40 @@ class Database:
                 "INSERT INTO idempotency_keys AS k (caller, key, request_hash, nonce) "
                 "VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (caller, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, "
-                "  nonce = EXCLUDED.nonce, created_at = now() "
+                "  nonce = EXCLUDED.nonce, created_at = now(), flow_run_id = NULL "
                 "  WHERE k.created_at < now() - make_interval(secs => %s) "
+                "     OR (k.flow_run_id IS NULL AND k.request_hash <> EXCLUDED.request_hash) "
                 "RETURNING nonce",
                 (caller, key, request_hash, nonce, retention_hours * 3600),
             )
             if cursor.fetchone() is not None:
-                return Claim(nonce, replayed=False, same_request=True)
+                return Claim(nonce, same_request=True, bound=False)
             cursor.execute(
-                "SELECT request_hash, nonce FROM idempotency_keys WHERE caller = %s AND key = %s",
+                "SELECT request_hash, nonce, flow_run_id IS NOT NULL FROM idempotency_keys "
+                "WHERE caller = %s AND key = %s",
                 (caller, key),
             )
-            stored_hash, stored_nonce = cursor.fetchone()
+            stored_hash, stored_nonce, bound = cursor.fetchone()
             return Claim(
                 stored_nonce,
-                replayed=True,
                 same_request=hmac.compare_digest(stored_hash, request_hash),
+                bound=bound,
             )
+
+    def bind(self, caller: str, key: str, request_hash: str, nonce: str, flow_run_id: str) -> bool:
+        """Bind the claim to the run its request created; True when this call bound it (the
+        request is the key's first creation), False when it was bound already (a replay).
+        A claim replaced in the meantime is recreated: the run exists, so the key holds it."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO idempotency_keys AS k (caller, key, request_hash, nonce, flow_run_id) "
+                "VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (caller, key) DO UPDATE SET flow_run_id = EXCLUDED.flow_run_id "
+                "  WHERE k.nonce = EXCLUDED.nonce AND k.flow_run_id IS NULL "
+                "RETURNING 1",
+                (caller, key, request_hash, nonce, flow_run_id),
+            )
+            return cursor.fetchone() is not None
 
     def forget_expired(self, retention_hours: float) -> int:
         with self.connection() as conn, conn.cursor() as cursor:

@@ -53,6 +53,30 @@ def unknown_flow(flow: str, flows: dict[str, Any]) -> str:
     return f"unknown flow {flow!r}; the flows are: {known}"
 
 
+def refused(error: PrefectHTTPStatusError, missing: str | None = None) -> Problem:
+    """Prefect's error answer as our problem. A 4xx stays a 4xx: Prefect refused what the
+    caller sent (409 and 422 are its answers to parameters that fail the deployment's schema,
+    which our own check should have caught first). Only a 5xx means Prefect is unavailable."""
+    response = error.response
+    status = response.status_code
+    if status == 404:
+        return Problem(404, "not-found", missing or "not found")
+    if status >= 500:
+        return unavailable("the Prefect API", error)
+    if status in (401, 403):  # our credentials, not the caller's request
+        return Problem(500, "internal-error", "the Prefect API refused the API's credentials")
+    return Problem(422, "validation-error", f"Prefect refused the request: {_detail(response)}")
+
+
+def _detail(response: httpx.Response, limit: int = 500) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    text = detail if isinstance(detail, str) else json.dumps(detail) if detail else response.text
+    return text[:limit] or f"HTTP {response.status_code}"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
     """What GET /runs/{id} reports: the run, its flow's name, its result tables."""
@@ -93,11 +117,7 @@ class PrefectGateway:
         except ObjectNotFound:
             raise Problem(404, "not-found", missing or "not found") from None
         except PrefectHTTPStatusError as error:
-            if error.response.status_code == 404:
-                raise Problem(404, "not-found", missing or "not found") from None
-            if error.response.status_code >= 500:
-                raise unavailable("the Prefect API", error) from error
-            raise
+            raise refused(error, missing) from error
         except (httpx.TransportError, OSError) as error:
             raise unavailable("the Prefect API", error) from error
 

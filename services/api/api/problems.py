@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from api.jsonbody import decode_error_message
 from api.requestid import current_request_id
 
 MEDIA_TYPE = "application/problem+json"
@@ -84,10 +85,14 @@ def _allowed_methods(app: FastAPI, request: Request) -> set[str]:
 
 
 def field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {"field": ".".join(str(part) for part in e["loc"]), "message": e["msg"]}
-        for e in error.errors()
-    ]
+    errors = []
+    for e in error.errors():
+        if e["type"] == "json_invalid":  # loc is ("body", position)
+            message = decode_error_message(error.body or "", e["loc"][1], e["ctx"]["error"])
+            errors.append({"field": "body", "message": message})
+        else:
+            errors.append({"field": ".".join(str(part) for part in e["loc"]), "message": e["msg"]})
+    return errors
 
 
 def install(app: FastAPI) -> None:

@@ -25,7 +25,8 @@ def parameter_errors(schema: dict[str, Any], parameters: dict[str, Any]) -> list
         if error.validator == "additionalProperties":
             continue
         field = ".".join(str(p) for p in error.path) or "parameters"
-        errors.append(_error(field, _message(error)))
+        if (found := _error(field, _message(error))) not in errors:  # a month: length and form
+            errors.append(found)
     return errors
 
 
@@ -33,12 +34,14 @@ def _message(error: ValidationError) -> str:
     """jsonschema's message, said plainly for a value that is one of several types (a month
     or null): the reason of the option that fits the value's type."""
     for option in error.context or ():
-        if option.validator in ("pattern", "format"):
+        if option.validator in ("pattern", "format", "minLength", "maxLength"):
             return _message(option)
-    if error.validator == "pattern":
+    # A patterned string (a month) has a fixed length too: say what it should look like.
+    if error.validator in ("pattern", "minLength", "maxLength") and "pattern" in error.schema:
         described = error.schema.get("description", "").rstrip(".")
         described = described[:1].lower() + described[1:]  # "A month, YYYY-MM" mid-sentence
-        return f"{error.instance!r} is not {described or 'of the form ' + error.validator_value}"
+        form = described or f"of the form {error.schema['pattern']}"
+        return f"{error.instance!r} is not {form}"
     if error.validator == "format" and error.validator_value == "date":
         return f"{error.instance!r} is not a valid YYYY-MM-DD date"
     return error.message

@@ -1,6 +1,5 @@
 """The Prefect flows. Thin: each step is a plain function from the modules beside this one."""
 
-import datetime as dt
 import os
 import socket
 import time
@@ -19,7 +18,7 @@ from trainer.datasets import get_dataset
 from trainer.features import prepare
 from trainer.loading import load_month
 from trainer.models import ModelBundle, save_model
-from trainer.months import Month, parse_date, parse_month, training_months, utc_now
+from trainer.months import Day, Month, parse_date, parse_month, training_months, utc_now
 from trainer.registry import (
     Registration,
     RegistryTarget,
@@ -74,7 +73,7 @@ def fit(train, val):  # -> tuple[Pipeline, Metrics]
 
 @flow(name="train-model")
 def train_model(
-    date: dt.date | None = None,
+    date: Day | None = None,
     dataset: DatasetName = "fhv",
     auto_load: bool = False,
     source: SourceName = "tlc",

@@ -5,14 +5,43 @@ import re
 from typing import Annotated
 
 from dateutil.relativedelta import relativedelta
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 # The one rule for a month parameter. Flows type their months with `Month`, so the pattern
-# is in each deployment's parameter schema, where the API checks requests against it.
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+# is in each deployment's parameter schema, where the API checks requests against it with
+# jsonschema (Python's `re`), while the flow engine checks it with pydantic (a Rust engine).
+# Written so that both engines give one verdict: `[0-9]`, not `\d` (which is any Unicode digit
+# in both), and a fixed length, since Python's `$` also matches before a final newline and
+# Rust's has neither `\Z` nor look-ahead to say otherwise.
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+MONTH_LENGTH = len("YYYY-MM")
 Month = Annotated[
-    str, Field(pattern=MONTH_PATTERN, description="A month, YYYY-MM.", examples=["2021-06"])
+    str,
+    Field(
+        pattern=MONTH_PATTERN,
+        min_length=MONTH_LENGTH,
+        max_length=MONTH_LENGTH,
+        description="A month, YYYY-MM.",
+        examples=["2021-06"],
+    ),
 ]
+
+DATE_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+
+
+def _iso_date(value: object) -> object:
+    """A date parameter given as text must be exactly YYYY-MM-DD: the rule of the API's
+    check (jsonschema's `format: date`), where pydantic alone would also take a date-time
+    with a zero time or a number of seconds."""
+    if isinstance(value, str):
+        if not re.fullmatch(DATE_PATTERN, value):
+            raise ValueError(f"{value!r} is not a valid YYYY-MM-DD date")
+        return dt.date.fromisoformat(value)
+    return value
+
+
+# The one rule for a date parameter; its schema is `format: date`, which the API checks.
+Day = Annotated[dt.date, BeforeValidator(_iso_date)]
 
 
 class BadDateError(ValueError):

@@ -11,10 +11,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from prefect.client.schemas.objects import FlowRun, StateType
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from api.db import blocking
 from api.deps import Reader, ServicesDep, Writer
+from api.jsonbody import JsonRoute
 from api.prefect_gateway import FINAL, RunRecord, unknown_flow
 from api.problems import Problem
 from api.requestid import current_request_id
@@ -32,7 +33,7 @@ from api.schemas import (
 )
 from api.validation import parameter_errors
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
 
 
 # -- presenting runs ---------------------------------------------------------------------
@@ -101,7 +102,21 @@ def _iso_only(value: object) -> object:
     return value
 
 
-IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso_only)]
+def _utc(value: dt.datetime) -> dt.datetime:
+    """In UTC (a time without an offset is taken as UTC), within the years Prefect can
+    filter on: an instant it could not take is the caller's error here, not a 5xx there."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        value = value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
+    if not 1 < value.year < 9999:
+        raise ValueError("the year must be within 2 and 9998")
+    return value
+
+
+IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
 
 
 def encode_cursor(offset: int) -> str:
@@ -167,14 +182,14 @@ async def create_run(
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise Problem(422, "validation-error", detail, errors=errors)
 
-    replayed, prefect_key = False, None
+    claim, prefect_key, body_hash = None, None, request_hash(body)
     if idempotency_key is not None:
         await svc.forget_expired_keys()
         claim = await blocking(
             svc.database.claim,
             caller,
             idempotency_key,
-            request_hash(body),
+            body_hash,
             svc.settings.idempotency_retention_hours,
         )
         if not claim.same_request:
@@ -183,13 +198,23 @@ async def create_run(
                 "idempotency-key-reused",
                 f"Idempotency-Key {idempotency_key!r} was used for a different request",
             )
-        replayed = claim.replayed
         # Unique per claim, so that Prefect itself returns one run to racing requests.
         prefect_key = f"api:{caller}:{idempotency_key}:{claim.nonce}"
 
     tags = ["api", f"caller:{caller}", f"request:{current_request_id()}"]
+    # A failure here leaves the claim unbound: the same request retried reuses its nonce
+    # (Prefect returns the run if one was made after all); a different one may take the key.
     run = await svc.prefect.create_run(deployment, body.parameters, tags, prefect_key)
-    if idempotency_key is not None:
+    replayed = False
+    if claim is not None and idempotency_key is not None:
+        replayed = claim.bound or not await blocking(
+            svc.database.bind,
+            caller,
+            idempotency_key,
+            body_hash,
+            claim.nonce,
+            str(run.id),
+        )
         response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
     if not replayed:
         svc.metrics.runs_triggered.labels(body.flow).inc()
