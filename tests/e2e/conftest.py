@@ -149,7 +149,8 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         stack.sizes = stack.image_sizes()
         figure("image sizes: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in stack.sizes.items()))
         # Cold start from built images: fresh volumes, migrations, registration, agents.
-        stack.run("up", "-d")
+        # --wait: every long-running service has a healthcheck, and Compose waits for all.
+        stack.run("up", "-d", "--wait", "--wait-timeout", "600", timeout=700)
         stack.wait_healthy()
         healthy = time.monotonic()
         stack.timings = {"build": built - started, "cold_start_to_healthy": healthy - built}

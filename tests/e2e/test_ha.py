@@ -32,7 +32,11 @@ def ha(
     try:
         stack.run("build", timeout=1800)
         # What triggering needs; MLflow comes as the agent's dependency.
-        stack.run("up", "-d", "lb", "server-services", "api", "agent")
+        # --wait: scripts that wait for the HA stack must see it up (server-services too).
+        stack.run(
+            "up", "-d", "--wait", "--wait-timeout", "600", "lb", "server-services", "api", "agent",
+            timeout=700,
+        )  # fmt: skip
         stack.wait_healthy(services=("lb", "server", "agent", "api"))
         yield stack
     finally:

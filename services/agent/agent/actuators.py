@@ -334,6 +334,8 @@ class DockerActuator:
             labels={**config["Labels"], COMPOSE_NUMBER: str(number)},
             healthcheck=config.get("Healthcheck"),
             stop_signal=config.get("StopSignal"),
+            # Compose's stop_grace_period: `docker compose stop` gives a clone the same time.
+            stop_timeout=config.get("StopTimeout"),
             # As inspected: mounts, restart policy, network mode and the rest, like Compose's.
             host_config=host_config,
             networking_config=api.create_networking_config({first: endpoint}),
