@@ -117,10 +117,8 @@ deploy: .env ## Re-register the work pool and deployments (the trainer container
 scale: .env ## Run N agent containers now: make scale N=3 (the autoscaler then follows the backlog)
 	$(COMPOSE) up -d --no-recreate --scale agent=$(N) agent
 
-run: .env ## Start a training run through the API: make run DATE=2021-08-15
-	@. ./.env && curl -sS -X POST http://127.0.0.1:8000/runs \
-		-H "Authorization: Bearer $$API_KEY" -H 'content-type: application/json' \
-		-d '{"flow": "train-model", "parameters": {"date": "$(DATE)"}}'; echo
+run: venv ## Start a run through the API and wait for it: make run DATE=2021-08-15 (or FLOW=probe PARAMS='{"seconds": 5}')
+	@FLOW='$(FLOW)' PARAMS='$(PARAMS)' DATE='$(DATE)' $(BIN)/python -m devstack.run
 
 e2e: venv ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
 	bash tests/e2e/docker_setup.sh
