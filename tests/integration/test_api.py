@@ -2,6 +2,7 @@
 
 import asyncio
 import concurrent.futures
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
@@ -128,6 +129,10 @@ def test_unknown_flow_and_run_are_404(api: httpx.Client) -> None:
     assert_problem(api.get(f"/runs/{uuid.uuid4()}/logs"), 404, "not-found")
     assert_problem(api.get("/runs/not-a-uuid"), 422, "validation-error")
     assert_problem(api.get("/runs", params={"cursor": "garbage"}), 422, "validation-error")
+    body = assert_problem(
+        api.get(f"/runs/{uuid.uuid4()}/logs", params={"cursor": "e30="}), 422, "validation-error"
+    )
+    assert body["errors"][0]["field"] == "query.cursor"
 
 
 def test_body_too_large_is_413(api: httpx.Client) -> None:
@@ -233,6 +238,66 @@ def test_list_runs_with_filters_and_pages(api: httpx.Client) -> None:
     future = api.get("/runs", params={"since": "2999-01-01T00:00:00Z"}).json()
     assert future == {"runs": [], "next": None}
     assert_problem(api.get("/runs", params={"state": "EXPLODED"}), 422, "validation-error")
+
+
+# -- stable pages ----------------------------------------------------------------------
+
+
+def _line(entry: dict[str, Any]) -> tuple[dt.datetime, int, str]:
+    return dt.datetime.fromisoformat(entry["timestamp"]), entry["level"], entry["message"]
+
+
+def test_log_pages_read_while_the_run_writes_miss_nothing_and_repeat_nothing(
+    api: httpx.Client, prefect: PrefectApi
+) -> None:
+    # 150 lines over 8 s: Prefect receives them in batches every 2 s, the worker's own lines
+    # in batches of their own, while the client pages 7 at a time.
+    params = {"seconds": 8, "lines": 150}
+    run = api.post("/runs", json={"flow": "probe", "parameters": params}).json()
+    url: str | None = f"/runs/{run['id']}/logs?limit=7"
+    got, while_running, deadline = [], 0, time.monotonic() + 180
+    while url is not None:
+        assert time.monotonic() < deadline, f"still paging after 180 s: {len(got)} lines"
+        page = api.get(url)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        got += [_line(entry) for entry in body["lines"]]
+        if api.get(f"/runs/{run['id']}").json()["state"]["type"] not in FINAL:
+            while_running += len(body["lines"])
+        url = body["next"]
+        if len(body["lines"]) < 7:
+            time.sleep(0.3)  # caught up: wait for the next batch
+    assert while_running >= 20, "the pages were not read while the run wrote"
+    response = prefect.http.post(
+        "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200}
+    )
+    everything = [_line(entry) for entry in response.json()]
+    assert len(got) == len(set(got)), "a line came twice"
+    assert sorted(got) == sorted(everything)
+    assert sum("probe: line" in message for _, _, message in got) == 150
+
+
+def test_run_pages_stay_put_while_runs_are_created(api: httpx.Client) -> None:
+    for _ in range(3):  # enough runs for a few pages
+        api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 0}})
+    before = api.get("/runs", params={"flow": "probe", "limit": 100}).json()
+    assert before["next"] is None, "more than 100 probe runs: the test needs another flow"
+    listed, created = [], []
+    url: str | None = "/runs?flow=probe&limit=2"
+    while url is not None:
+        body = api.get(url).json()
+        listed += [run["id"] for run in body["runs"]]
+        url = body["next"]
+        # A new run between two reads: it heads the list, and neither shifts nor repeats it.
+        created.append(
+            api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 0}}).json()["id"]
+        )
+    assert listed == [run["id"] for run in before["runs"]]
+    assert not set(created) & set(listed)
+    # A cursor is for the list that gave it out.
+    cursor = httpx.URL(api.get("/runs", params={"flow": "probe", "limit": 1}).json()["next"])
+    other = api.get("/runs", params={"flow": "train-model", "cursor": cursor.params["cursor"]})
+    assert assert_problem(other, 422, "validation-error")["errors"][0]["field"] == "query.cursor"
 
 
 # -- idempotency -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
     LogFilter,
     LogFilterFlowRunId,
+    LogFilterTimestamp,
     WorkPoolFilter,
     WorkPoolFilterName,
 )
@@ -199,12 +200,15 @@ class PrefectGateway:
         deployment_ids: list[uuid.UUID],
         state: StateType | None,
         since: dt.datetime | None,
+        before: dt.datetime | None,
         limit: int,
-        offset: int,
     ) -> list[FlowRun]:
+        """Runs expected to start between `since` and `before` (both inclusive), newest first;
+        the first `limit` (ties in order arbitrary: see `api.pages`)."""
+        window = FlowRunFilterExpectedStartTime(after_=since, before_=before)
         run_filter = FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state])) if state else None,
-            expected_start_time=FlowRunFilterExpectedStartTime(after_=since) if since else None,
+            expected_start_time=window if since or before else None,
         )
         return await self._call(
             self.client.read_flow_runs(
@@ -212,7 +216,6 @@ class PrefectGateway:
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
                 sort=FlowRunSort.EXPECTED_START_TIME_DESC,
                 limit=limit,
-                offset=offset,
             )
         )
 
@@ -220,12 +223,16 @@ class PrefectGateway:
         await self._call(self.client.set_flow_run_state(run_id, Cancelling()))
         self.records.forget(run_id)  # the next read shows Cancelling
 
-    async def logs(self, run_id: uuid.UUID, limit: int, offset: int) -> list[Log]:
+    async def logs(self, run_id: uuid.UUID, since: dt.datetime | None, limit: int) -> list[Log]:
+        """The run's first `limit` log lines at or after `since` (inclusive), by timestamp
+        (ties in order arbitrary: see `api.pages`)."""
         return await self._call(
             self.client.read_logs(
-                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                LogFilter(
+                    flow_run_id=LogFilterFlowRunId(any_=[run_id]),
+                    timestamp=LogFilterTimestamp(after_=since) if since else None,
+                ),
                 limit=limit,
-                offset=offset,
                 sort=LogSort.TIMESTAMP_ASC,
             )
         )

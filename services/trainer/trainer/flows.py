@@ -281,14 +281,24 @@ def send_requests(
 
 
 # A probe runs nothing but a wait: it checks agents end to end, and the autoscaler's tests and
-# benchmark use it as a run of known length.
+# benchmark use it as a run of known length; the API's tests read its log lines in pages while
+# it writes them.
 PROBE_MAX_SECONDS = 3600
+PROBE_MAX_LINES = 10_000
 
 
 @flow(name="probe")
-def probe(seconds: Annotated[float, Field(ge=0, le=PROBE_MAX_SECONDS)] = 1.0) -> dict[str, object]:
-    """Hold an agent for `seconds` (0 to 3600), then report where the run ran."""
+def probe(
+    seconds: Annotated[float, Field(ge=0, le=PROBE_MAX_SECONDS)] = 1.0,
+    lines: Annotated[int, Field(ge=0, le=PROBE_MAX_LINES)] = 0,
+) -> dict[str, object]:
+    """Hold an agent for `seconds` (0 to 3600), logging `lines` lines (0 to 10,000) evenly
+    over that time, then report where the run ran."""
     logger = get_run_logger()
     logger.info("probe: holding this agent for %.1f s", seconds)
-    time.sleep(seconds)
+    if not lines:
+        time.sleep(seconds)
+    for line in range(1, lines + 1):
+        time.sleep(seconds / lines)
+        logger.info("probe: line %d of %d", line, lines)
     return {"seconds": seconds, "host": socket.gethostname(), "pid": os.getpid()}

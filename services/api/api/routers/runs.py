@@ -1,7 +1,5 @@
 """/runs: start flow runs, follow them, cancel them, read their logs."""
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import json
@@ -13,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from prefect.client.schemas.objects import FlowRun, StateType
 from pydantic import AfterValidator, BeforeValidator
 
+from api import pages
 from api.db import blocking
 from api.deps import Reader, ServicesDep, Writer
 from api.jsonbody import JsonRoute
@@ -119,29 +118,20 @@ def _utc(value: dt.datetime) -> dt.datetime:
 IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
 
 
-def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
+def _cursor(text: str | None, scope: str) -> pages.Cursor:
     try:
-        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["offset"]
-        if isinstance(offset, int) and offset >= 0:
-            return offset
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        pass
-    raise Problem(
-        422,
-        "validation-error",
-        "cursor is not one this API gave out",
-        errors=[{"field": "query.cursor", "message": "invalid cursor"}],
-    )
+        return pages.decode(text, scope)
+    except pages.CursorError as error:
+        raise Problem(
+            422,
+            "validation-error",
+            f"cursor is not one this API gave out: {error}",
+            errors=[{"field": "query.cursor", "message": str(error)}],
+        ) from None
 
 
-def _next_url(request: Request, offset: int) -> str:
-    return str(request.url.include_query_params(cursor=encode_cursor(offset)))
+def _next_url(request: Request, cursor: pages.Cursor, scope: str) -> str:
+    return str(request.url.include_query_params(cursor=pages.encode(cursor, scope)))
 
 
 def request_hash(body: RunRequest) -> str:
@@ -248,7 +238,8 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> RunPage:
-    offset = decode_cursor(cursor)
+    scope = f"runs:{flow}:{state}:{since.isoformat() if since else ''}"
+    at = _cursor(cursor, scope)
     flows = await svc.prefect.flows()
     if flow is not None and flow not in flows:
         message = unknown_flow(flow, flows)
@@ -258,13 +249,20 @@ async def list_runs(
     deployment_ids = [d.id for name, d in flows.items() if flow in (None, name)]
     if not deployment_ids:
         return RunPage(runs=[])
+    read = pages.plan(at, limit)
+    before = None if read.start is None else pages.moment(read.start, newest_first=True)
     runs = await svc.prefect.runs(
-        deployment_ids, StateType(state) if state else None, since, limit, offset
+        deployment_ids, StateType(state) if state else None, since, before, read.size
     )
+    page = pages.turn(at, read, runs, _run_key, window=pages.RUNS_WINDOW)
     return RunPage(
-        runs=[await summary(svc, request, run) for run in runs],
-        next=_next_url(request, offset + limit) if len(runs) == limit else None,
+        runs=[await summary(svc, request, run) for run in page.items],
+        next=_next_url(request, page.cursor, scope) if page.more else None,
     )
+
+
+def _run_key(run: FlowRun) -> tuple[int, uuid.UUID]:
+    return pages.position(run.expected_start_time or run.created, newest_first=True), run.id
 
 
 @router.post(
@@ -305,10 +303,18 @@ async def read_run_logs(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> LogPage:
-    offset = decode_cursor(cursor)
-    await svc.prefect.record(run_id)  # 404 for an unknown run, rather than an empty page
-    logs = await svc.prefect.logs(run_id, limit, offset)
+    scope = f"logs:{run_id}"
+    at = _cursor(cursor, scope)
+    record = await svc.prefect.record(run_id)  # 404 for an unknown run, not an empty page
+    read = pages.plan(at, limit)
+    since = None if read.start is None else pages.moment(read.start)
+    logs = await svc.prefect.logs(run_id, since, read.size)
+    page = pages.turn(at, read, logs, lambda log: (pages.position(log.timestamp), log.id))
+    state = record.run.state
+    settled = pages.settled(state.timestamp if record.final and state else None)
     return LogPage(
-        lines=[LogLine(timestamp=x.timestamp, level=x.level, message=x.message) for x in logs],
-        next=_next_url(request, offset + limit) if len(logs) == limit else None,
+        lines=[
+            LogLine(timestamp=x.timestamp, level=x.level, message=x.message) for x in page.items
+        ],
+        next=_next_url(request, page.cursor, scope) if page.more or not settled else None,
     )
