@@ -1,7 +1,8 @@
 """Helpers shared by the tests (tests/) and the benchmarks (bench/).
 
 - `tlc`: generated months on disk (`write_month`), and `TlcServer`, a local HTTP server
-  standing in for the TLC's bucket.
+  standing in for the TLC's bucket: byte ranges (or not), and per file `Quirks` (errors
+  before the file, gzip on the fly, a reset mid-stream, slow), counting the bytes it sends.
 - `prefect_api`: `PrefectApi`, a small REST client of the Prefect API that drives real runs,
   and `FINAL_STATES`.
 - `metrics`: `parse_autoscaler_metrics`, the autoscaler's Prometheus /metrics as a dict.

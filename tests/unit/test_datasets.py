@@ -30,3 +30,25 @@ def test_green_uses_its_own_column_names() -> None:
 def test_unknown_dataset() -> None:
     with pytest.raises(ValueError, match="unknown dataset 'purple': use one of fhv, green, yellow"):
         get_dataset("purple")
+
+
+def test_a_time_zone_aware_and_a_naive_timestamp_are_refused_together_not_apart() -> None:
+    def schema(pickup: pa.DataType, dropoff: pa.DataType) -> pa.Schema:
+        return pa.schema(
+            [
+                ("pickup_datetime", pickup),
+                ("dropOff_datetime", dropoff),
+                ("PUlocationID", pa.float64()),
+                ("DOlocationID", pa.float64()),
+            ]
+        )
+
+    aware, naive = pa.timestamp("us", tz="America/New_York"), pa.timestamp("us")
+    with pytest.raises(SchemaError) as error:
+        validate_schema(schema(aware, naive), DATASETS["fhv"], where="f.parquet")
+    assert str(error.value) == (
+        "f.parquet is not a usable fhv trip file: columns 'pickup_datetime' and "
+        "'dropOff_datetime' mix a time-zone-aware timestamp with a naive one"
+    )
+    validate_schema(schema(aware, pa.timestamp("ms", tz="UTC")), DATASETS["fhv"], where="f")
+    validate_schema(schema(naive, naive), DATASETS["fhv"], where="f")

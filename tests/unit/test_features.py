@@ -37,3 +37,20 @@ def test_green_columns_map_to_the_same_features() -> None:
     prepared = prepare(trips, DATASETS["green"])
     assert list(prepared.columns) == ["PUlocationID", "DOlocationID", "duration"]
     assert prepared.iloc[0].tolist() == [5, 6, 10.0]
+
+
+def test_infinite_ids_and_ids_beyond_int64_count_as_missing() -> None:
+    # Before: inf raised IntCastingNaNError, and 1e20 became -9223372036854775808.
+    pu = [np.inf, -np.inf, 1e20, -1e20, 2.0**63, 265.0]
+    trips = _trips([10.0] * len(pu), pu, [np.inf] + [1.0] * (len(pu) - 1))
+    prepared = prepare(trips, DATASETS["fhv"])
+    assert prepared.PUlocationID.tolist() == [-1, -1, -1, -1, -1, 265]
+    assert prepared.DOlocationID.tolist() == [-1] + [1] * (len(pu) - 1)
+
+
+def test_time_zone_aware_pickup_and_dropoff_give_durations_across_zones() -> None:
+    trips = _trips([10.0, 20.0], [1.0, 2.0], [3.0, 4.0])
+    trips["pickup_datetime"] = trips.pickup_datetime.dt.tz_localize("America/New_York")
+    trips["dropOff_datetime"] = trips.dropOff_datetime.dt.tz_localize("America/New_York")
+    trips["dropOff_datetime"] = trips.dropOff_datetime.dt.tz_convert("UTC")
+    assert prepare(trips, DATASETS["fhv"]).duration.tolist() == [10.0, 20.0]

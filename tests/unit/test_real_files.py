@@ -4,13 +4,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from testkit import reference
 from testkit.tlc import TlcServer
-from trainer.datasets import DATASETS, Dataset
+from trainer.datasets import DATASETS, Dataset, SchemaError
 from trainer.features import MISSING_LOCATION, prepare
 from trainer.loading import load_month
 from trainer.settings import TrainerSettings
@@ -99,3 +100,40 @@ def test_trips_dated_outside_their_month_are_kept_as_the_seed_keeps_them(
     assert prepared.duration.iloc[: len(strays)].tolist() == [10.0] * len(strays)
     if dataset_name == "fhv":  # the seed's reference reads FHV columns only
         assert len(prepared) == len(reference.read_dataframe(str(path)))
+
+
+def test_infinite_and_huge_location_ids_are_missing_ones(
+    tmp_path: Path, tlc_server: TlcServer, fhv: Dataset
+) -> None:
+    # Before: inf raised IntCastingNaNError, and 1e20 became -9223372036854775808.
+    table = _month(fhv)
+    index = table.schema.get_field_index(fhv.dropoff_location)
+    ids = table[fhv.dropoff_location].to_numpy(zero_copy_only=False).copy()
+    missing = ids.copy()
+    ids[:3], missing[:3] = [np.inf, -np.inf, 1e20], np.nan
+    _publish(tlc_server, fhv, table.set_column(index, fhv.dropoff_location, pa.array(ids)))
+
+    prepared = _load_and_prepare(tmp_path, tlc_server, fhv)
+    same = table.set_column(index, fhv.dropoff_location, pa.array(missing)).to_pandas()
+    pd.testing.assert_frame_equal(prepared, prepare(same, fhv))
+    _, metrics = fit_and_evaluate(prepared, prepared)
+    assert metrics.train_rows == len(prepared)
+
+
+def test_a_time_zone_aware_and_a_naive_timestamp_column_are_refused_by_load_data(
+    tmp_path: Path, tlc_server: TlcServer, fhv: Dataset
+) -> None:
+    # Before: a raw TypeError in features.prepare, when train-model read the month.
+    table = _month(fhv)
+    index = table.schema.get_field_index(fhv.pickup_time)
+    aware = table[fhv.pickup_time].cast(pa.timestamp("us", tz="UTC"))
+    table = table.set_column(index, fhv.pickup_time, aware)
+    _publish(tlc_server, fhv, table)
+    with pytest.raises(SchemaError, match="'pickup_datetime' and 'dropOff_datetime' mix a time"):
+        _load_and_prepare(tmp_path, tlc_server, fhv)
+
+    store = DataStore(str(tmp_path / "by-hand"))  # a file put into the store by hand
+    store.fs.makedirs(store.path("fhv"), exist_ok=True)
+    pq.write_table(table, store.month_path(fhv, MONTH))
+    with pytest.raises(SchemaError, match="mix a time-zone-aware timestamp with a naive one"):
+        store.read_month(fhv, MONTH)

@@ -8,7 +8,8 @@ import pytest
 
 from testkit.tlc import TlcServer
 from trainer.datasets import Dataset, SchemaError
-from trainer.loading import DownloadError, load_month
+from trainer.downloads import DownloadError
+from trainer.loading import load_month
 from trainer.settings import TrainerSettings
 from trainer.store import CorruptMonthError, DataStore, MonthNotLoadedError
 from trainer.synthetic import generate_month
@@ -17,7 +18,12 @@ logger = logging.getLogger("test")
 
 
 def _settings(template: str = "http://127.0.0.1:9/{dataset}_{month}") -> TrainerSettings:
-    return TrainerSettings(tlc_url_template=template, synthetic_rows=5_000)
+    return TrainerSettings(
+        tlc_url_template=template,
+        synthetic_rows=5_000,
+        download_retries=2,
+        download_retry_wait_seconds=0.01,
+    )
 
 
 def _files(root: Path) -> list[str]:

@@ -46,6 +46,7 @@ def get_dataset(name: str) -> Dataset:
 def validate_schema(schema: pa.Schema, dataset: Dataset, *, where: str) -> None:
     """Raise SchemaError naming every missing column and every unworkable type."""
     problems = []
+    zones = set()
     for column in dataset.columns:
         index = schema.get_field_index(column)
         if index < 0:
@@ -55,11 +56,19 @@ def validate_schema(schema: pa.Schema, dataset: Dataset, *, where: str) -> None:
         if column in (dataset.pickup_time, dataset.dropoff_time):
             if not pa.types.is_timestamp(kind):
                 problems.append(f"column {column!r} is {kind}, expected a timestamp")
+            else:
+                zones.add(kind.tz is not None)
         elif not (
             pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
         ):
             # Type null: real TLC months store a location column nobody filled that way.
             problems.append(f"column {column!r} is {kind}, expected a numeric location ID")
+    if len(zones) == 2:
+        # Which zone the naive one is in, nobody can tell: durations would be off by hours.
+        problems.append(
+            f"columns {dataset.pickup_time!r} and {dataset.dropoff_time!r} mix a "
+            "time-zone-aware timestamp with a naive one"
+        )
     if problems:
         raise SchemaError(
             f"{where} is not a usable {dataset.name} trip file: " + "; ".join(problems)

@@ -1,58 +1,49 @@
 """Getting one month into the data store: from the TLC (download) or the synthetic generator."""
 
-import logging
+import functools
+import shutil
+import tempfile
 from typing import IO
 
 import httpx
 import pyarrow.parquet as pq
 
-from trainer.datasets import Dataset
+from trainer.datasets import Dataset, validate_schema
+from trainer.downloads import CHUNK_BYTES, Logger, download, remote_schema, with_retries
 from trainer.months import utc_now
 from trainer.settings import TrainerSettings
 from trainer.store import DataStore, MonthManifest
 from trainer.synthetic import generate_month
 
 SOURCES = ("tlc", "synthetic")
-CHUNK_BYTES = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """The month could not be fetched from its URL."""
 
 
 def month_url(template: str, dataset: Dataset, month: str) -> str:
     return template.format(dataset=dataset.name, month=month)
 
 
-def download(
-    url: str, handle: IO[bytes], *, timeout: float, logger: logging.Logger | logging.LoggerAdapter
+def fetch_month(
+    url: str, handle: IO[bytes], dataset: Dataset, settings: TrainerSettings, logger: Logger
 ) -> None:
-    """Stream `url` into `handle`, logging progress every tenth (or every 16 MiB)."""
-    try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-            if response.status_code == httpx.codes.NOT_FOUND:
-                raise DownloadError(f"{url} does not exist (HTTP 404): the month is not published")
-            if response.is_error:
-                raise DownloadError(f"{url} answered HTTP {response.status_code}")
-            total = int(response.headers.get("content-length", 0)) or None
-            received, next_report = 0, 0.0
-            for chunk in response.iter_bytes(CHUNK_BYTES):
-                handle.write(chunk)
-                received += len(chunk)
-                done = received / total if total else received / (16 * CHUNK_BYTES)
-                if done >= next_report:
-                    logger.info("downloaded %s", _progress(received, total))
-                    next_report = (int(done * 10) + 1) / 10 if total else int(done) + 1
-    except httpx.HTTPError as error:
-        raise DownloadError(f"could not download {url}: {error}") from error
-    if total is not None and received != total:
-        raise DownloadError(f"{url} was cut short: {received} of {total} bytes arrived")
-    logger.info("downloaded %s in full", _progress(received, total))
-
-
-def _progress(received: int, total: int | None) -> str:
-    mib = received / (1 << 20)
-    return f"{mib:.1f} MiB ({received / total:.0%})" if total else f"{mib:.1f} MiB"
+    """Check the file's schema from its footer, then download it into `handle` (which must
+    seek: a retry starts over), each step retried as trainer.downloads says."""
+    retried = functools.partial(
+        with_retries,
+        retries=settings.download_retries,
+        seconds=settings.download_retry_seconds,
+        first_wait=settings.download_retry_wait_seconds,
+        logger=logger,
+    )
+    timeout = settings.download_timeout_seconds
+    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+        footer = retried(lambda: remote_schema(client, url))
+        if footer is None:
+            logger.info("%s serves no byte ranges: its schema is checked once downloaded", url)
+        else:
+            schema, fetched = footer
+            validate_schema(schema, dataset, where=url)
+            logger.info("schema of %s checked from its footer (%d bytes)", url, fetched)
+        retried(lambda: download(client, url, handle, logger=logger))
 
 
 def load_month(
@@ -61,7 +52,7 @@ def load_month(
     month: str,
     source: str,
     settings: TrainerSettings,
-    logger: logging.Logger | logging.LoggerAdapter,
+    logger: Logger,
     *,
     force: bool = False,
     drift: float = 0.0,
@@ -87,7 +78,14 @@ def load_month(
         logger.info("downloading %s %s from %s", dataset.name, month, origin)
 
         def fill(handle: IO[bytes]) -> None:
-            download(origin, handle, timeout=settings.download_timeout_seconds, logger=logger)
+            if handle.seekable():
+                fetch_month(origin, handle, dataset, settings, logger)
+                return
+            # A remote store's file only appends: download to a local file, then copy it.
+            with tempfile.TemporaryFile() as spool:
+                fetch_month(origin, spool, dataset, settings, logger)
+                spool.seek(0)
+                shutil.copyfileobj(spool, handle, CHUNK_BYTES)
 
     else:
         rows, seed = settings.synthetic_rows, settings.synthetic_seed

@@ -44,6 +44,25 @@ class TrainerSettings(BaseSettings):
     )
     synthetic_seed: int = Field(42, description="Seed of the synthetic generator.")
     download_timeout_seconds: float = Field(60.0, gt=0)
+    download_retries: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="Retries of a download after a throttled answer (HTTP 403, 429), a "
+        "timeout (408), a server error (5xx) or a broken connection; never after a 404.",
+    )
+    download_retry_seconds: float = Field(
+        300,
+        gt=0,
+        description="No retry starts past this many seconds after a download's first "
+        "attempt; each backoff wait is at most this divided by (retries + 1).",
+    )
+    download_retry_wait_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="The first wait before a retry (unless Retry-After says otherwise); "
+        "each next one doubles, with up to half of it added at random.",
+    )
 
     mlflow_tracking_uri: str | None = Field(
         None,
