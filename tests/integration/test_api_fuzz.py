@@ -1,5 +1,7 @@
-"""Fuzz the API from its own OpenAPI document with schemathesis: no 5xx, responses match."""
+"""Fuzz both services from their own OpenAPI documents with schemathesis: no 5xx, every
+answer as documented (status, content type, schema)."""
 
+import re
 import subprocess
 
 import httpx
@@ -7,11 +9,35 @@ import pytest
 
 from devstack.stack import BIN, LocalStack
 from integration.conftest import API_KEY, free_port
+from integration.servingkit import serve_a_champion, serving_process
 from testkit.prefect_api import PrefectApi
 
 pytestmark = [pytest.mark.integration, pytest.mark.runs_last]
 MAX_EXAMPLES = 10
-MAX_SECONDS = 150
+# Fuzzing repeats until the time budget is spent (schemathesis 4's --max-time).
+API_SECONDS = 150
+SERVING_SECONDS = 60  # five operations, one of them with a body: some 2,000 requests
+
+
+def schemathesis(url: str, seconds: int, *options: str) -> None:
+    """Run schemathesis on `url`'s /openapi.json with every check; it must find nothing."""
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"), "run", f"{url}/openapi.json",
+            "--header", f"Authorization: Bearer {API_KEY}",
+            "--checks", "all",
+            *options,
+            "--max-examples", str(MAX_EXAMPLES),
+            "--seed", "1",
+            # One worker: schemathesis threads call ast.parse concurrently, and CPython 3.11.7
+            # races on it ("AST constructor recursion depth mismatch", cpython gh-106905).
+            "--workers", "1",
+            "--max-time", str(seconds),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    print(result.stdout[-6000:], result.stderr[-2000:])
+    assert result.returncode == 0, result.stdout[-6000:]
 
 
 def test_schemathesis_finds_no_failures(stack: LocalStack, prefect: PrefectApi) -> None:
@@ -27,29 +53,30 @@ def test_schemathesis_finds_no_failures(stack: LocalStack, prefect: PrefectApi) 
     try:
         url = f"http://127.0.0.1:{port}"
         stack.wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, name)
-        result = subprocess.run(
-            [
-                str(BIN / "schemathesis"), "run", f"{url}/openapi.json",
-                "--header", f"Authorization: Bearer {API_KEY}",
-                "--checks", "all",
-                # `parameters` is free-form in the OpenAPI document: what a flow accepts is
-                # its deployment's schema, known only at run time, and checked then (422).
-                "--exclude-checks", "positive_data_acceptance",
-                "--max-examples", str(MAX_EXAMPLES),
-                "--seed", "1",
-                # One worker: schemathesis threads call ast.parse concurrently, and CPython 3.11.7
-                # races on it ("AST constructor recursion depth mismatch", cpython gh-106905).
-                "--workers", "1",
-                "--max-time", str(MAX_SECONDS),
-            ],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        print(result.stdout[-6000:], result.stderr[-2000:])
-        assert result.returncode == 0, result.stdout[-6000:]
+        # `parameters` is free-form in the OpenAPI document: what a flow accepts is its
+        # deployment's schema, known only at run time, and checked then (422).
+        schemathesis(url, API_SECONDS, "--exclude-checks", "positive_data_acceptance")
     finally:
         stack.stop_service(name)
         _delete_scheduled_api_runs(prefect)
         prefect.http.patch("/work_pools/training", json={"is_paused": False}).raise_for_status()
+
+
+def test_schemathesis_finds_no_failures_in_serving(stack: LocalStack) -> None:
+    """With a champion of fhv served, so that /predict answers (fhv: the dataset a request
+    without one asks for, as the document's default and example say)."""
+    with serving_process(stack, "serving-fuzzed", "fhv") as url:
+        serve_a_champion(stack, url, "fhv")
+        # JSON Schema's `integer` takes 175.0 (a number with no fraction), and so does
+        # schemathesis when it makes valid data; serving refuses it (strict zone ids: a float
+        # is no zone). OpenAPI cannot say so, so that one check is left out here.
+        schemathesis(url, SERVING_SECONDS, "--exclude-checks", "positive_data_acceptance")
+        predicted = re.search(
+            r'^serving_predictions_total\{model="trip-duration-fhv"\} (\S+)$',
+            httpx.get(f"{url}/metrics").text,
+            re.MULTILINE,
+        )
+        assert predicted and float(predicted[1]) > 0, "no request was answered with predictions"
 
 
 def _delete_scheduled_api_runs(prefect: PrefectApi) -> None:

@@ -12,24 +12,15 @@ import httpx
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.concurrency.sync import concurrency
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devstack.stack import LocalStack, free_port, wait_until
-from integration.conftest import API_KEY
+from devstack.stack import LocalStack, wait_until
+from integration.servingkit import AUTH, register, serving_process, synthetic_month
 from testkit.prefect_api import PrefectApi
-from trainer.datasets import DATASETS
-from trainer.features import FEATURES, prepare
-from trainer.models import ModelBundle
-from trainer.registry import CHAMPION, RegistryTarget, model_name, register_and_promote
-from trainer.settings import PROMOTION_LOCK
-from trainer.synthetic import generate_month
-from trainer.training import fit_and_evaluate
+from trainer.features import FEATURES
+from trainer.registry import CHAMPION, model_name
 
 pytestmark = pytest.mark.integration
 
-FHV = DATASETS["fhv"]
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TRIPS = [
     {"pickup_location_id": 132, "dropoff_location_id": 7},
     {"pickup_location_id": None, "dropoff_location_id": 265},
@@ -44,39 +35,8 @@ def dataset() -> str:
 @pytest.fixture(scope="module")
 def serving(stack: LocalStack, dataset: str) -> Iterator[str]:
     """A serving process of its own, for a dataset no other test registers, polling fast."""
-    port = free_port()
-    name = "serving-test"
-    stack.start_service(
-        name,
-        ["python", "-m", "serving"],
-        env={
-            "SERVING_PORT": str(port),
-            "SERVING_DATASETS": dataset,
-            "SERVING_POLL_SECONDS": "0.5",
-            # The swap under load is tested, not the limiter: 6 clients exceed the default.
-            "SERVING_RATE_LIMIT_PER_SECOND": "100000",
-            "SERVING_RATE_LIMIT_BURST": "100000",
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-    stack.wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, name)
-    yield url
-    stack.stop_service(name)
-
-
-def _month(month: str) -> pd.DataFrame:
-    return prepare(generate_month(FHV, month, 5_000, seed=3).to_pandas(), FHV)
-
-
-def _register(stack: LocalStack, dataset: str, train: pd.DataFrame, val: pd.DataFrame):
-    model, metrics = fit_and_evaluate(train, val)
-    bundle = ModelBundle(model, dataset, "2021-01", "2021-02", metrics, {}, "now", None)
-    target = RegistryTarget(tracking_uri=stack.mlflow_url, ui_url=stack.mlflow_url)
-    with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        registration = register_and_promote(
-            target, bundle, val, lambda: concurrency(PROMOTION_LOCK, occupy=1, strict=True)
-        )
-    return bundle, registration
+    with serving_process(stack, "serving-test", dataset) as url:
+        yield url
 
 
 def _predict(serving: str, dataset: str) -> httpx.Response:
@@ -100,8 +60,8 @@ def test_serving_follows_the_champion_without_a_failed_request(
     # No key: 401, as on the API.
     assert httpx.post(f"{serving}/predict", json={"trips": TRIPS}).status_code == 401
 
-    train, val = _month("2021-01"), _month("2021-02")
-    first, registered = _register(stack, dataset, train, val)
+    train, val = synthetic_month("2021-01"), synthetic_month("2021-02")
+    first, registered = register(stack, dataset, train, val)
     assert registered.alias == CHAMPION
     wait_until(lambda: _served_version(serving) == registered.version, 60, "the first champion")
     answer = _predict(serving, dataset)
@@ -135,7 +95,7 @@ def test_serving_follows_the_champion_without_a_failed_request(
         thread.start()
     try:
         time.sleep(1)
-        _, better = _register(stack, dataset, val, val)  # fitted on the validation month
+        _, better = register(stack, dataset, val, val)  # fitted on the validation month
         assert better.alias == CHAMPION
         wait_until(lambda: versions[better.version] > 50, 60, "requests answered by the new one")
     finally:

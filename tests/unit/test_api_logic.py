@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from api import auth
 from api.auth import Authenticator, KeyChecker
 from api.db import hash_key
-from api.main import create_app
 from api.problems import Problem
 from api.ratelimit import RateLimiter, TokenBucket
 from api.requestid import choose_request_id
@@ -158,23 +157,3 @@ def test_no_key_means_no_start(monkeypatch: pytest.MonkeyPatch) -> None:
         ApiSettings(database_url="postgresql://x/y", _env_file=None)
     assert ApiSettings(database_url="postgresql://x/y", api_insecure_dev_mode=True, _env_file=None)
     assert ApiSettings(database_url="postgresql://x/y", api_key="k" * 32, _env_file=None).api_key
-
-
-def test_openapi_names_every_operation_for_generated_clients() -> None:
-    app = create_app(ApiSettings(database_url="postgresql://unused/x", api_key="k" * 40))
-    operations = {
-        op["operationId"]: op["tags"]
-        for path in app.openapi()["paths"].values()
-        for op in path.values()
-    }
-    assert operations == {
-        "create_run": ["runs"],
-        "list_runs": ["runs"],
-        "read_run": ["runs"],
-        "cancel_run": ["runs"],
-        "read_run_logs": ["runs"],
-        "list_flows": ["flows"],
-        "healthz": ["operations"],
-        "readyz": ["operations"],
-        "metrics": ["operations"],
-    }

@@ -1,4 +1,5 @@
-"""Errors as RFC 9457 problem details (`application/problem+json`), one stable type each."""
+"""Errors as RFC 9457 problem details (`application/problem+json`), one stable type each,
+and documented as such in OpenAPI (`responses`, `install`): the API's and serving's."""
 
 from typing import Any
 
@@ -10,8 +11,11 @@ from starlette.routing import Match
 
 from api.jsonbody import decode_error_message
 from api.requestid import current_request_id
+from api.schemas import ProblemBody
 
 MEDIA_TYPE = "application/problem+json"
+SCHEMAS = "#/components/schemas/"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 RETRY_AFTER_SECONDS = 5
 
 # slug -> title; the `type` of a problem is "/problems/<slug>" (documented in docs/api.md).
@@ -75,13 +79,47 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
+def responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses: a ProblemBody under `application/problem+json`
+    only, what `problem_response` sends. (FastAPI's `model` key would put it under
+    `application/json` too, where a generated client looks first and finds nothing.)"""
+    return {
+        status: {
+            "description": text,
+            "content": {MEDIA_TYPE: {"schema": {"$ref": f"{SCHEMAS}{ProblemBody.__name__}"}}},
+        }
+        for status, text in descriptions.items()
+    }
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Add ProblemBody, and the models it uses, to the app's OpenAPI components: `responses`
+    refers to it by `$ref`, which FastAPI does not follow to collect the schema."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()  # FastAPI's, cached after the first call
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        if ProblemBody.__name__ not in schemas:
+            problem = ProblemBody.model_json_schema(
+                ref_template=f"{SCHEMAS}{{model}}", mode="serialization"
+            )
+            schemas.update(problem.pop("$defs", {}), **{ProblemBody.__name__: problem})
+            document["components"]["schemas"] = dict(sorted(schemas.items()))
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
 def _allowed_methods(app: FastAPI, request: Request) -> set[str]:
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return methods
+    """The methods some route answers on this path. Asked of each route as a full match,
+    since FastAPI keeps an included router as one route (no `methods` of its own)."""
+    return {
+        method
+        for method in METHODS
+        for route in app.router.routes
+        if route.matches({**request.scope, "method": method})[0] == Match.FULL
+    }
 
 
 def field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
@@ -96,7 +134,9 @@ def field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def install(app: FastAPI) -> None:
-    """Answer every error, FastAPI's own included, as a problem."""
+    """Answer every error, FastAPI's own included, as a problem; put the problem's schema in
+    the OpenAPI document (the app's `responses` declare it: see `responses`)."""
+    _document_problems(app)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, error: Problem) -> JSONResponse:

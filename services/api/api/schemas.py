@@ -159,13 +159,41 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
-class ProblemBody(BaseModel):
-    """RFC 9457 problem details."""
+class FieldError(BaseModel):
+    """What is wrong with one part of the request."""
 
-    type: str
+    field: str = Field(description="Where: e.g. body.trips.0.pickup_location_id, query.cursor.")
+    message: str
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details, sent as `application/problem+json` (both services)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/validation-error",
+                    "title": "The request is not valid",
+                    "status": 422,
+                    "detail": "body.flow: String should have at most 100 characters",
+                    "instance": "/runs",
+                    "request_id": "4f1c2b0e9a7d4c3e",
+                    "errors": [
+                        {
+                            "field": "body.flow",
+                            "message": "String should have at most 100 characters",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    type: str = Field(description="/problems/<slug>: one stable type per kind of error.")
     title: str
     status: int
     detail: str
-    instance: str | None = None
-    request_id: str | None = None
-    errors: list[dict[str, str]] | None = None
+    instance: str | None = Field(None, description="The path of the request.")
+    request_id: str | None = Field(None, description="Its X-Request-ID, as in the logs.")
+    errors: list[FieldError] | None = Field(None, description="A validation error's fields.")

@@ -2,12 +2,10 @@
 
 from typing import Any
 
-from api.problems import MEDIA_TYPE
-from api.schemas import ProblemBody
+from api import problems
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemBody, "content": {MEDIA_TYPE: {}}, "description": text}
-    for status, text in {
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = problems.responses(
+    {
         400: "The body could not be parsed",
         401: "No or unknown API key",
         404: "Unknown run or flow",
@@ -15,5 +13,5 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "Invalid request, with per-field errors",
         429: "Rate limited (see Retry-After)",
         503: "Prefect or the database is unavailable (see Retry-After)",
-    }.items()
-}
+    }
+)

@@ -1,0 +1,17 @@
+"""Serving's routes, one router per resource."""
+
+from typing import Any
+
+from api import problems
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = problems.responses(
+    {
+        400: "The body could not be parsed",
+        401: "No or unknown API key",
+        404: "Dataset not served, or no such route",
+        413: "Body too large",
+        422: "Invalid request, with per-field errors",
+        429: "Rate limited (see Retry-After)",
+        503: "No champion loaded yet, or the database is unavailable (see Retry-After)",
+    }
+)

@@ -1,0 +1,18 @@
+"""/models: which version of which model answers for each dataset."""
+
+from fastapi import APIRouter
+
+from serving.deps import ServingDep, Writer
+from serving.schemas import LoadedModel
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.get(
+    "", operation_id="list_models", response_model=list[LoadedModel], summary="What is served"
+)
+async def list_models(svc: ServingDep, _: Writer) -> list[LoadedModel]:
+    return [
+        LoadedModel(dataset=m.dataset, model=m.name, version=m.version, loaded_at=m.loaded_at)
+        for m in svc.champions.loaded()
+    ]

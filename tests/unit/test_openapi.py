@@ -1,0 +1,91 @@
+"""Both services' OpenAPI documents, as generated clients read them: every operation named
+and tagged, every error a ProblemBody under `application/problem+json` only, no FastAPI
+default 422 schema (tests/integration/test_generated_clients.py uses such clients)."""
+
+from typing import Any
+
+import pytest
+
+from api.main import create_app as create_api
+from api.problems import MEDIA_TYPE
+from api.settings import ApiSettings
+from serving.main import create_app as create_serving
+from serving.settings import ServingSettings
+
+
+def api_document() -> dict[str, Any]:
+    return create_api(ApiSettings(database_url="postgresql://unused/x", api_key="k" * 40)).openapi()
+
+
+def serving_document() -> dict[str, Any]:
+    settings = ServingSettings(
+        database_url="postgresql://unused/x",
+        api_key="k" * 40,
+        mlflow_tracking_uri="http://127.0.0.1:1",
+    )
+    return create_serving(settings).openapi()
+
+
+OPERATIONS = {
+    "api": {
+        "create_run": ["runs"],
+        "list_runs": ["runs"],
+        "read_run": ["runs"],
+        "cancel_run": ["runs"],
+        "read_run_logs": ["runs"],
+        "list_flows": ["flows"],
+        "healthz": ["operations"],
+        "readyz": ["operations"],
+        "metrics": ["operations"],
+    },
+    "serving": {
+        "predict": ["predictions"],
+        "list_models": ["models"],
+        "healthz": ["operations"],
+        "readyz": ["operations"],
+        "metrics": ["operations"],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "service"), [(api_document, "api"), (serving_document, "serving")]
+)
+def test_every_operation_is_named_for_generated_clients(document: Any, service: str) -> None:
+    operations = {
+        op["operationId"]: op["tags"]
+        for path in document()["paths"].values()
+        for op in path.values()
+    }
+    assert operations == OPERATIONS[service]
+
+
+@pytest.mark.parametrize("document", [api_document, serving_document])
+def test_every_error_is_a_problem_under_problem_json_only(document: Any) -> None:
+    doc = document()
+    schemas = doc["components"]["schemas"]
+    assert not {"HTTPValidationError", "ValidationError"} & set(schemas)
+    assert schemas["ProblemBody"]["properties"]["errors"]["anyOf"][0] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/FieldError"},
+    }
+    assert schemas["FieldError"]["required"] == ["field", "message"]
+    problem = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
+    errors = {
+        (path, method, status): response.get("content")
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if status.startswith("4") or (status == "503" and path != "/readyz")
+    }
+    assert errors and {key for key, content in errors.items() if content != problem} == set()
+    # Every operation that takes input documents its 422 as the problem.
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            if operation.get("parameters") or operation.get("requestBody"):
+                assert operation["responses"]["422"]["content"] == problem, path
+
+
+def test_the_document_is_built_once() -> None:
+    app = create_api(ApiSettings(database_url="postgresql://unused/x", api_key="k" * 40))
+    assert app.openapi() is app.openapi()
