@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.auth import Authenticator, KeyChecker
+from api.jsonbody import JsonRequest
 from api.ratelimit import RateLimiter
 from serving.main import create_app
-from serving.routers.predictions import OrjsonRequest
 from serving.settings import ServingSettings
 
 SETTINGS = ServingSettings(
@@ -34,13 +34,13 @@ def app() -> FastAPI:
 
 def test_predict_bodies_are_read_by_orjson(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     read = []
-    original = OrjsonRequest.json
+    original = JsonRequest.json
 
-    async def json(self: OrjsonRequest) -> object:
+    async def json(self: JsonRequest) -> object:
         read.append(self.url.path)
         return await original(self)
 
-    monkeypatch.setattr(OrjsonRequest, "json", json)
+    monkeypatch.setattr(JsonRequest, "json", json)
     TestClient(app).post("/predict", json={"dataset": "fhv", "trips": [{}]})
     assert read == ["/predict"]
 
