@@ -2,9 +2,12 @@
 and tagged, every error a ProblemBody under `application/problem+json` only, no FastAPI
 default 422 schema (tests/integration/test_generated_clients.py uses such clients)."""
 
+import re
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from api.main import create_app as create_api
 from api.problems import MEDIA_TYPE
@@ -13,17 +16,25 @@ from serving.main import create_app as create_serving
 from serving.settings import ServingSettings
 
 
-def api_document() -> dict[str, Any]:
-    return create_api(ApiSettings(database_url="postgresql://unused/x", api_key="k" * 40)).openapi()
+def api_app() -> FastAPI:
+    return create_api(ApiSettings(database_url="postgresql://unused/x", api_key="k" * 40))
 
 
-def serving_document() -> dict[str, Any]:
+def serving_app() -> FastAPI:
     settings = ServingSettings(
         database_url="postgresql://unused/x",
         api_key="k" * 40,
         mlflow_tracking_uri="http://127.0.0.1:1",
     )
-    return create_serving(settings).openapi()
+    return create_serving(settings)
+
+
+def api_document() -> dict[str, Any]:
+    return api_app().openapi()
+
+
+def serving_document() -> dict[str, Any]:
+    return serving_app().openapi()
 
 
 OPERATIONS = {
@@ -89,3 +100,17 @@ def test_every_error_is_a_problem_under_problem_json_only(document: Any) -> None
 def test_the_document_is_built_once() -> None:
     app = create_api(ApiSettings(database_url="postgresql://unused/x", api_key="k" * 40))
     assert app.openapi() is app.openapi()
+
+
+@pytest.mark.parametrize("service", ["api", "serving"])
+def test_the_interactive_docs_load_nothing_from_outside(service: str) -> None:
+    """/docs and /redoc name only the app's own assets, and the app serves them: the docs
+    work on a machine without internet (a CDN's script would leave the page blank)."""
+    app = api_app() if service == "api" else serving_app()
+    client = TestClient(app)  # no lifespan: the pages need no database
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets and all(a.startswith("/") for a in assets), (page, assets)
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset

@@ -13,6 +13,7 @@ import anyio
 import mlflow
 import mlflow.sklearn
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from mlflow.tracking import MlflowClient
 
 from api import problems
@@ -86,7 +87,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             await follower
         database.close()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets in the image: they work offline.
+    app = FastAPIOffline(
         title="Training stack serving",
         version="1.0.0",
         description="Trip durations from each dataset's champion model. "
