@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
@@ -313,12 +314,65 @@ def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
            f"completed {time.monotonic() - killed:.1f} s after the kill")  # fmt: skip
 
 
-def _hostname(container: str) -> str:
+def test_a_stopped_agent_lets_its_run_finish_or_hands_it_back(compose: Compose) -> None:
+    """`docker stop` (what `docker compose down`, a rolling restart or the autoscaler do) gives
+    an agent its stop_grace_period, not Docker's 10 s: the run it holds ends Completed."""
+    prefect = PrefectApi(PREFECT)
+    run_id = prefect.create_run("probe", {"seconds": 15}).json()["id"]
+    worker = wait_running(prefect, run_id, timeout=120)["labels"][WORKER_LABEL]
+    [container] = [
+        c["Name"]
+        for c in compose.containers()
+        if c["Service"] == "agent"
+        and worker.startswith(f"agent-{_hostname(c['Name'])}-")
+        and c["State"] == "running"
+    ]
+    timeout = _inspect(container, "{{.Config.StopTimeout}}")
+    assert timeout == "40", f"{container} has stop timeout {timeout}, not the compose file's 40 s"
+    started = time.monotonic()
+    subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=120)
+    stopped_in = time.monotonic() - started
+    [final] = wait_final(prefect, [run_id], 300)
+    assert final["state"]["type"] == "COMPLETED", prefect.states(run_id)
+    figure(f"agent stopped mid-run in {stopped_in:.1f} s; its run: {prefect.states(run_id)}")
+
+
+def test_the_api_answers_requests_in_flight_when_stopped(compose: Compose) -> None:
+    """SIGTERM to the API while requests are in flight (their bodies still arriving): each
+    is answered in full within the drain time, and the API comes back."""
+    [container] = [c["Name"] for c in compose.containers() if c["Service"] == "api"]
+    body = b'{"flow": "probe", "parameters": {"seconds": 0}}'
+
+    def slowly() -> Iterator[bytes]:
+        for i in range(0, len(body), 8):  # over about 3 s: SIGTERM lands in the middle
+            yield body[i : i + 8]
+            time.sleep(0.5)
+
+    def post() -> int:
+        with compose.api() as client:
+            headers = {"content-type": "application/json"}
+            return client.post("/runs", content=slowly(), headers=headers).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(post) for _ in range(4)]
+        time.sleep(1)
+        subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=120)
+        statuses = [answer.result(timeout=60) for answer in answers]
+    compose.run("start", "api")
+    compose.wait_healthy(services=("api",))
+    assert statuses == [202] * 4
+
+
+def _inspect(container: str, template: str) -> str:
     out = subprocess.run(
-        ["docker", "inspect", "-f", "{{.Config.Hostname}}", container],
+        ["docker", "inspect", "-f", template, container],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.strip()
+
+
+def _hostname(container: str) -> str:
+    return _inspect(container, "{{.Config.Hostname}}")
 
 
 @pytest.mark.parametrize("outage_seconds", [20, 100])
