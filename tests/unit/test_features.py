@@ -17,12 +17,13 @@ def _trips(minutes: list[float], pu: list[float], do: list[float]) -> pd.DataFra
     )
 
 
-def test_keeps_one_to_sixty_minutes_inclusive_and_fills_missing_ids() -> None:
+def test_keeps_one_to_sixty_minutes_inclusive_and_ids_as_the_file_holds_them() -> None:
     trips = _trips([0.5, 1.0, 30.0, 60.0, 60.5], [np.nan, 4.0, np.nan, 7.0, 8.0], [1.0] * 5)
     prepared = prepare(trips, DATASETS["fhv"])
     assert prepared.duration.tolist() == [1.0, 30.0, 60.0]
-    assert prepared.PUlocationID.tolist() == [4, -1, 7]
-    assert prepared.PUlocationID.dtype == np.int64
+    # Missing stays NaN: the model fills it (its first step), so it takes the files' columns.
+    np.testing.assert_array_equal(prepared.PUlocationID, [4.0, np.nan, 7.0])
+    assert prepared.PUlocationID.dtype == np.float64
 
 
 def test_green_columns_map_to_the_same_features() -> None:
