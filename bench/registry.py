@@ -17,15 +17,14 @@ import time
 import uuid
 from pathlib import Path
 
-from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from testkit.bench import start_stack
 from trainer.datasets import DATASETS
 from trainer.features import prepare
 from trainer.models import ModelBundle
+from trainer.promotion_lock import promotion_lock
 from trainer.registry import RegistryTarget, register_and_promote
-from trainer.settings import PROMOTION_LOCK
 from trainer.synthetic import generate_month
 from trainer.training import fit_and_evaluate
 
@@ -68,7 +67,7 @@ def main() -> None:
                         target,
                         bundle,
                         val,
-                        lambda: concurrency(PROMOTION_LOCK, occupy=1, strict=True),
+                        lambda: promotion_lock(300),
                     )
                     registrations.append(time.perf_counter() - start)
                     print(

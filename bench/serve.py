@@ -27,16 +27,16 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devstack.stack import free_port
 from testkit.bench import start_stack
 from trainer.datasets import DATASETS
+from trainer.estimators import fill_missing_ids
 from trainer.features import FEATURES, prepare
 from trainer.models import ModelBundle
+from trainer.promotion_lock import promotion_lock
 from trainer.registry import RegistryTarget, register_and_promote
-from trainer.settings import PROMOTION_LOCK
 from trainer.synthetic import generate_month
 from trainer.traffic import as_request
 from trainer.training import fit_and_evaluate
@@ -129,7 +129,8 @@ def main() -> None:
 
     train = prepare(generate_month(FHV, "2021-06", args.rows, seed=1).to_pandas(), FHV)
     val = prepare(generate_month(FHV, "2021-07", args.rows, seed=2).to_pandas(), FHV)
-    trips = [tuple(int(x) for x in row) for row in val[FEATURES].to_numpy()[:50_000]]
+    trips = [tuple(int(x) for x in row) for row in fill_missing_ids(val[FEATURES].to_numpy())]
+    trips = trips[:50_000]
 
     with tempfile.TemporaryDirectory() as root:
         stack = start_stack(
@@ -150,7 +151,7 @@ def main() -> None:
             target = RegistryTarget(stack.mlflow_url, stack.mlflow_url)
             with temporary_settings({PREFECT_API_URL: stack.api_url}):
                 registration = register_and_promote(
-                    target, bundle, val, lambda: concurrency(PROMOTION_LOCK, strict=True)
+                    target, bundle, val, lambda: promotion_lock(300)
                 )
             print(f"registered version {registration.version} ({registration.alias})")
             port = free_port()

@@ -6,7 +6,6 @@ from contextlib import contextmanager
 
 import httpx
 import pandas as pd
-from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devstack.stack import LocalStack, free_port, wait_until
@@ -14,8 +13,8 @@ from integration.conftest import API_KEY
 from trainer.datasets import DATASETS
 from trainer.features import prepare
 from trainer.models import ModelBundle
+from trainer.promotion_lock import promotion_lock
 from trainer.registry import Registration, RegistryTarget, register_and_promote
-from trainer.settings import PROMOTION_LOCK
 from trainer.synthetic import generate_month
 from trainer.training import fit_and_evaluate
 
@@ -60,9 +59,7 @@ def register(
     bundle = ModelBundle(model, dataset, "2021-01", "2021-02", metrics, {}, "now", None)
     target = RegistryTarget(tracking_uri=stack.mlflow_url, ui_url=stack.mlflow_url)
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        registration = register_and_promote(
-            target, bundle, val, lambda: concurrency(PROMOTION_LOCK, occupy=1, strict=True)
-        )
+        registration = register_and_promote(target, bundle, val, lambda: promotion_lock(300))
     return bundle, registration
 
 

@@ -2,37 +2,55 @@
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import mlflow
+import mlflow.pyfunc
+import mlflow.sklearn
+import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.models import get_model_info, infer_signature
 from mlflow.tracking import MlflowClient
-from prefect.concurrency.sync import concurrency
+from mlflow.types.schema import AnyType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sklearn.metrics import root_mean_squared_error
+from sklearn.pipeline import Pipeline
 
-from devstack.stack import LocalStack, free_port
+from devstack.stack import MLFLOW_BIN, LocalStack, free_port
+from serving.champions import _checked, lookup_tables
 from testkit.prefect_api import PrefectApi
 from trainer.datasets import DATASETS
 from trainer.features import FEATURES, TARGET, prepare
 from trainer.models import ModelBundle
+from trainer.promotion_lock import DEAD_HOLDER_SECONDS, LEASE_SECONDS, promotion_lock
 from trainer.registry import (
     CHALLENGER,
     CHAMPION,
     FLOW_RUN_TAG,
+    PIP_REQUIREMENTS,
+    TRUSTED_TYPES,
+    PromotionLockError,
     Registration,
     RegistryTarget,
     RegistryUnavailableError,
+    _code_package,
     model_name,
     register_and_promote,
 )
 from trainer.settings import PROMOTION_LOCK
 from trainer.synthetic import generate_month
-from trainer.training import fit_and_evaluate
+from trainer.training import build_model, fit_and_evaluate
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +107,7 @@ def prefect_lock(stack: LocalStack) -> Iterator[None]:
 
 
 def _lock():
-    return concurrency(PROMOTION_LOCK, occupy=1, strict=True, timeout_seconds=60)
+    return promotion_lock(timeout_seconds=60)
 
 
 def _alias(target: RegistryTarget, dataset: str, alias: str) -> str:
@@ -257,3 +275,208 @@ def test_train_model_registers_and_fails_clearly_while_mlflow_is_down(
     assert Path(saved).is_file(), message
     keys = {a["key"] for a in prefect.artifacts(failed["id"])}
     assert "fhv-model-metrics" in keys and "fhv-model-registry" not in keys
+
+
+# -- the model as MLflow's users load it -----------------------------------------------------
+
+
+def _champion_uri(dataset: str) -> str:
+    return f"models:/{model_name(dataset)}@{CHAMPION}"
+
+
+def test_the_champion_takes_location_ids_as_the_files_hold_them(
+    target: RegistryTarget, months: dict[str, pd.DataFrame], dataset: str, prefect_lock: None
+) -> None:
+    """FHV's float64 with NaN, or integers: through pyfunc (what `mlflow models serve` uses,
+    and which enforces the signature) and through the sklearn flavour, our predictions."""
+    train, val = months["2021-01"], months["2021-02"]
+    bundle = _bundle(dataset, train, val, "2021-02")
+    register_and_promote(target, bundle, val, _lock)
+    raw = val[FEATURES].head(500)
+    assert (raw.dtypes == "float64").all() and raw.isna().any().all()
+    as_ints = raw.fillna(-1).astype("int64")
+    ours = bundle.model.predict(raw)
+    np.testing.assert_array_equal(bundle.model.predict(as_ints), ours)
+
+    mlflow.set_tracking_uri(target.tracking_uri)
+    signature = get_model_info(_champion_uri(dataset)).signature
+    columns = signature.inputs.inputs
+    assert [c.name for c in columns] == FEATURES
+    assert all(isinstance(c.type, AnyType) and c.required for c in columns)
+    for load in (mlflow.pyfunc.load_model, mlflow.sklearn.load_model):
+        model = load(_champion_uri(dataset))
+        for rows in (raw, as_ints):
+            np.testing.assert_array_equal(np.asarray(model.predict(rows)).ravel(), ours)
+
+
+def _register_old_shape(
+    target: RegistryTarget, dataset: str, train: pd.DataFrame, val: pd.DataFrame
+) -> tuple[Pipeline, str]:
+    """A champion as train-model registered it before the fill moved into the model: IDs
+    filled with -1 and cast to int64 before the model, which is encoder and regressor only,
+    and a signature inferred from those int64 columns (`long`)."""
+    train_ids, val_ids = (f[FEATURES].fillna(-1).astype("int64") for f in (train, val))
+    model = Pipeline(build_model().steps[1:]).fit(train_ids, train[TARGET])
+    example = val_ids.head(5)
+    mlflow.set_tracking_uri(target.tracking_uri)
+    experiment_id = MlflowClient(target.tracking_uri).create_experiment(model_name(dataset))
+    with mlflow.start_run(experiment_id=experiment_id):
+        mlflow.log_metric("val_rmse", root_mean_squared_error(val[TARGET], model.predict(val_ids)))
+        logged = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            code_paths=[str(_code_package())],
+            skops_trusted_types=TRUSTED_TYPES,
+        )
+    version = str(mlflow.register_model(logged.model_uri, model_name(dataset)).version)
+    MlflowClient(target.tracking_uri).set_registered_model_alias(
+        model_name(dataset), CHAMPION, version
+    )
+    return model, version
+
+
+@pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer")  # the old way
+def test_a_champion_of_the_old_shape_is_still_compared_and_served(
+    target: RegistryTarget, months: dict[str, pd.DataFrame], dataset: str, prefect_lock: None
+) -> None:
+    train, val = months["2021-01"], months["2021-02"]
+    old, old_version = _register_old_shape(target, dataset, train, val)
+    # Why the fill moved: a signature of longs refuses the files' own columns.
+    with pytest.raises(MlflowException):
+        mlflow.pyfunc.load_model(_champion_uri(dataset)).predict(val[FEATURES].head(50))
+
+    # Serving's lookup tables come from the old shape too, and agree with it on every zone.
+    loaded = mlflow.sklearn.load_model(_champion_uri(dataset))
+    tables = lookup_tables(loaded)
+    assert tables is not None
+    assert _checked(tables, loaded, tuple(FEATURES), model_name(dataset), old_version) is tables
+
+    # A new version is compared with it on the raw validation trips (NaN where missing).
+    assert val[FEATURES].isna().any().all()
+    new = register_and_promote(target, _bundle(dataset, val, val, "2021-02"), val, _lock)
+    filled = val[FEATURES].fillna(-1).astype("int64")
+    expected = root_mean_squared_error(val[TARGET], old.predict(filled))
+    assert new.champion_version == old_version
+    assert new.champion_rmse == pytest.approx(expected, rel=1e-12)
+    assert new.alias == CHAMPION  # fitted on the validation month itself
+
+
+def test_mlflow_models_serve_answers_a_null_id(
+    stack: LocalStack,
+    target: RegistryTarget,
+    months: dict[str, pd.DataFrame],
+    dataset: str,
+    prefect_lock: None,
+) -> None:
+    """MLflow's own server (from its environment, with only the code the model carries) takes
+    a `dataframe_split` with nulls, as a TLC file's rows come."""
+    train, val = months["2021-01"], months["2021-02"]
+    bundle = _bundle(dataset, train, val, "2021-02")
+    register_and_promote(target, bundle, val, _lock)
+    port, name = free_port(), "mlflow-models-serve"
+    command = [str(MLFLOW_BIN / "mlflow"), "models", "serve", "-m", _champion_uri(dataset)]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    env = {"MLFLOW_TRACKING_URI": target.tracking_uri, "PYTHONPATH": ""}
+    stack.start_service(name, command, {**stack.mlflow_env, **env})
+    rows = [[None, 7], [132, 265], [132.0, None], [None, None]]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        stack.wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 180, name)
+        answer = httpx.post(
+            f"{url}/invocations",
+            json={"dataframe_split": {"columns": FEATURES, "data": rows}},
+            timeout=60,
+        )
+    finally:
+        stack.stop_service(name)
+    assert answer.status_code == 200, answer.text
+    expected = bundle.model.predict(pd.DataFrame(rows, columns=FEATURES, dtype="float64"))
+    assert answer.json()["predictions"] == pytest.approx(list(expected), rel=1e-12)
+
+
+# -- the promotion lock --------------------------------------------------------------------
+
+
+def test_a_promotion_that_cannot_take_the_lock_blames_the_lock_and_leaves_a_challenger(
+    target: RegistryTarget, months: dict[str, pd.DataFrame], dataset: str, prefect_lock: None
+) -> None:
+    val = months["2021-02"]
+    with promotion_lock(timeout_seconds=60), pytest.raises(PromotionLockError) as raised:
+        # Another promotion holds the lock for longer than this one waits.
+        register_and_promote(
+            target,
+            _bundle(dataset, months["2021-01"], val, "2021-02"),
+            val,
+            lambda: promotion_lock(timeout_seconds=2),
+        )
+    message = str(raised.value)
+    assert f"promotion lock (Prefect's global concurrency limit {PROMOTION_LOCK!r})" in message
+    assert "was not free within 2 s" in message and "MLflow" not in message
+    name = model_name(dataset)
+    assert f"version 1 of {name} is {CHALLENGER}, not compared" in message
+    version = MlflowClient(target.tracking_uri).get_model_version(name, "1")
+    assert version.aliases == [CHALLENGER]
+    assert "was not compared with the champion (PromotionLockError: " in version.description
+
+
+# Holds the promotion lock as a run's promotion does, until it is killed.
+HOLDER = """
+import time
+from trainer.promotion_lock import promotion_lock
+with promotion_lock(timeout_seconds=60):
+    print("held", flush=True)
+    time.sleep(3600)
+"""
+
+
+def _active_slots(stack: LocalStack) -> int:
+    response = httpx.get(f"{stack.api_url}/v2/concurrency_limits/{PROMOTION_LOCK}")
+    response.raise_for_status()
+    return int(response.json()["active_slots"])
+
+
+def test_a_run_killed_inside_the_lock_holds_up_the_next_only_until_its_lease_ends(
+    stack: LocalStack, prefect: PrefectApi
+) -> None:
+    """A holder killed with -9 never releases its slot; its 60 s lease ends and the server
+    repossesses it. The next training run promotes within that and its own time (with
+    Prefect's default lease, 300 s, it timed out first, and blamed MLflow)."""
+    parameters = {"date": "2020-07-20", "auto_load": True, "source": "synthetic"}
+    start = time.monotonic()
+    baseline = prefect.run("train-model", parameters)
+    own_seconds = time.monotonic() - start
+    assert baseline["state"]["type"] == "COMPLETED", baseline["state"]
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER], env=stack.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        acquired = time.monotonic()
+        assert _active_slots(stack) == 1
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # no release: the slot stays taken
+        holder.wait()
+    killed = time.monotonic()
+    assert _active_slots(stack) == 1
+
+    run = prefect.run("train-model", parameters, timeout=DEAD_HOLDER_SECONDS + own_seconds + 60)
+    done = time.monotonic()
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    [artifact] = [a for a in prefect.artifacts(run["id"]) if a["key"] == "fhv-model-registry"]
+    [row] = json.loads(artifact["data"])
+    assert row["alias"] in (CHAMPION, CHALLENGER)
+    assert _active_slots(stack) == 0
+    # It waited for the dead holder's lease to end ...
+    assert done - acquired >= LEASE_SECONDS
+    # ... and no longer than the lease, the repossessor, a retry, and its own time.
+    assert done - killed <= DEAD_HOLDER_SECONDS + own_seconds + 15
+    print(
+        f"\npromotion lock: a training run takes {own_seconds:.1f} s alone; killed inside "
+        f"the lock, the next run completed {done - killed:.1f} s after the kill "
+        f"({done - acquired:.1f} s after the dead holder took the lock)"
+    )

@@ -2,7 +2,16 @@
 
 import pytest
 
-from trainer.registry import CHALLENGER, CHAMPION, Registration, decide, model_name
+from trainer.promotion_lock import DEAD_HOLDER_SECONDS, LEASE_SECONDS
+from trainer.registry import (
+    CHALLENGER,
+    CHAMPION,
+    Registration,
+    decide,
+    model_name,
+    not_compared,
+)
+from trainer.settings import TrainerSettings
 
 
 @pytest.mark.parametrize(
@@ -44,3 +53,18 @@ def test_the_decision_gives_both_numbers_and_the_month() -> None:
     assert lost.endswith("it becomes challenger")
     first = _registration(CHAMPION, None, None).decision
     assert "first version of trip-duration-fhv" in first
+
+
+def test_a_version_not_compared_says_so() -> None:
+    text = not_compared("4", 7.46, "2021-07", "the promotion lock was not free within 300 s")
+    assert text.startswith("version 4 (validation RMSE 7.4600 on 2021-07) was not compared")
+    assert "(the promotion lock was not free within 300 s)" in text
+    assert f"it becomes {CHALLENGER}" in text
+
+
+def test_the_promotion_timeout_outlasts_a_killed_holders_lease() -> None:
+    """A run killed inside the lock frees it when its lease ends and the repossessor runs;
+    a waiter retries at most every 30 s. The default wait covers that, and then some."""
+    assert LEASE_SECONDS == 60  # Prefect's minimum: the server refuses shorter leases
+    default = TrainerSettings.model_fields["promotion_timeout_seconds"].default
+    assert default >= 2 * DEAD_HOLDER_SECONDS

@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from testkit import reference
 from testkit.tlc import write_month
 from trainer.datasets import DATASETS
-from trainer.estimators import ExactLinearRegression, IntegerOneHotEncoder
+from trainer.estimators import ExactLinearRegression, IntegerOneHotEncoder, MissingIdFiller
 from trainer.features import FEATURES, TARGET, prepare
 from trainer.synthetic import generate_month
 from trainer.training import build_model, fit_and_evaluate
@@ -25,7 +25,7 @@ def _prepared(month: str, rows: int) -> pd.DataFrame:
     return prepare(generate_month(FHV, month, rows, seed=7).to_pandas(), FHV)
 
 
-@parametrize_with_checks([ExactLinearRegression(), IntegerOneHotEncoder()])
+@parametrize_with_checks([ExactLinearRegression(), IntegerOneHotEncoder(), MissingIdFiller()])
 def test_estimators_follow_the_scikit_learn_contract(estimator, check) -> None:
     check(estimator)
 
@@ -50,8 +50,8 @@ def test_exact_fit_equals_a_dense_lstsq_oracle() -> None:
     train, val = _prepared("2021-06", 4_000), _prepared("2021-07", 4_000)
     model = build_model().fit(train[FEATURES], train[TARGET])
 
-    encoder = model.named_steps["encoder"]
-    dense_train = encoder.transform(train[FEATURES]).toarray()
+    encode = model[:-1]  # missing IDs filled, then one-hot encoded
+    dense_train = encode.transform(train[FEATURES]).toarray()
     x_mean, y_mean = dense_train.mean(axis=0), train[TARGET].mean()
     coef, _, rank, _ = np.linalg.lstsq(dense_train - x_mean, train[TARGET] - y_mean, rcond=None)
     intercept = y_mean - x_mean @ coef
@@ -61,7 +61,7 @@ def test_exact_fit_equals_a_dense_lstsq_oracle() -> None:
     assert regressor.rank_ == rank == dense_train.shape[1] - 2
     np.testing.assert_allclose(regressor.coef_, coef, rtol=0, atol=1e-9 * np.abs(coef).max())
     for frame in (train, val):  # val has IDs unseen in training: minimum norm decides those
-        oracle = encoder.transform(frame[FEATURES]).toarray() @ coef + intercept
+        oracle = encode.transform(frame[FEATURES]).toarray() @ coef + intercept
         np.testing.assert_allclose(model.predict(frame[FEATURES]), oracle, rtol=1e-9)
 
 
@@ -113,6 +113,18 @@ def test_ids_unseen_in_training_are_ignored_at_validation() -> None:
     # Minimum norm splits the constant evenly, so an unseen pickup gets the average pickup
     # effect: 6.5 (mean) - 0.5 (drop-off 3 is 1 minute below drop-off 4, half of it) = 6.0.
     assert model.predict(val[FEATURES]) == pytest.approx([6.0], abs=1e-9)
+
+
+def test_the_model_takes_ids_as_the_files_hold_them() -> None:
+    """Float64 with NaN (FHV), or integers with -1 for missing: the same predictions."""
+    train, val = _prepared("2021-06", 4_000), _prepared("2021-07", 4_000)
+    assert val.PUlocationID.isna().any() and val.PUlocationID.dtype == np.float64
+    model = build_model().fit(train[FEATURES], train[TARGET])
+    as_floats = model.predict(val[FEATURES])
+    as_ints = model.predict(val[FEATURES].fillna(-1).astype("int64"))
+    np.testing.assert_array_equal(as_floats, as_ints)
+    assert list(model.named_steps) == ["ids", "encoder", "regressor"]
+    assert list(model.feature_names_in_) == FEATURES
 
 
 def test_a_saved_model_predicts_the_same() -> None:

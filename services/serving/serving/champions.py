@@ -50,12 +50,18 @@ class LookupTables:
 
 
 def lookup_tables(model: Any) -> LookupTables | None:
-    """The tables of a pipeline of a one-hot encoder (`categories_`) and a linear regressor
-    (`coef_`, `intercept_`), such as train-model's; None for any other model."""
+    """The tables of a pipeline that ends in a one-hot encoder (`categories_`) and a linear
+    regressor (`coef_`, `intercept_`), such as train-model's; None for any other model.
+
+    train-model's pipelines have two shapes: encoder and regressor (registered before the
+    missing-ID fill moved into the model), or a filler first, which leaves the integer ids
+    serving passes (-1: missing) as they are. Serving checks the tables against the model
+    itself on every zone (`_checked`), so a first step that changed ids would show there.
+    """
     steps = list(getattr(model, "named_steps", {}).values())
-    if len(steps) != 2:
+    if len(steps) not in (2, 3):
         return None
-    encoder, regressor = steps
+    encoder, regressor = steps[-2:]
     categories = getattr(encoder, "categories_", None)
     coef = getattr(regressor, "coef_", None)
     if categories is None or coef is None or not hasattr(regressor, "intercept_"):

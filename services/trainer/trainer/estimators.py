@@ -1,5 +1,8 @@
-"""Two scikit-learn estimators for the one-hot linear model: fast to build, exact to fit.
+"""Three scikit-learn estimators for the one-hot linear model: fast to build, exact to fit.
 
+`MissingIdFiller` takes location IDs as the TLC's files hold them (float64 with NaN when not
+reported, or integers) and gives integers, missing as -1: it is the model's first step, so
+that the logged model takes the files' own columns, whoever loads it.
 `IntegerOneHotEncoder` one-hot encodes integer columns straight into a CSR matrix from
 integer codes (scikit-learn's `OneHotEncoder` takes 5x longer on a million location IDs).
 `ExactLinearRegression` solves least squares directly instead of iteratively: the default
@@ -13,6 +16,49 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+# A location ID that was not reported: its own category, as in the seed's pipeline.
+MISSING_ID = -1
+
+
+def fill_missing_ids(ids: np.ndarray, fill_value: int = MISSING_ID) -> np.ndarray:
+    """Location IDs as int64, missing ones as `fill_value`: NaN, and any value no int64
+    holds (infinite, or beyond its range), which a plain cast would silently wrap (1e20 to
+    INT64_MIN, the largest uint64 to -1). A fraction is truncated, as the encoder's own int64
+    conversion always did: the TLC's IDs are whole numbers."""
+    if ids.dtype.kind == "i":
+        return ids.astype(np.int64, copy=False)
+    if ids.dtype.kind == "u":
+        out = ids.astype(np.int64)
+        out[ids > np.iinfo(np.int64).max] = fill_value
+        return out
+    held = (ids >= -(2.0**63)) & (ids < 2.0**63)  # False for NaN and infinities
+    return np.where(held, ids, fill_value).astype(np.int64)
+
+
+class MissingIdFiller(TransformerMixin, BaseEstimator):
+    """Location IDs, float (NaN: not reported) or integer, as int64 with missing as
+    `fill_value`. Stateless: `fit` only records the columns."""
+
+    def __init__(self, fill_value: int = MISSING_ID) -> None:
+        self.fill_value = fill_value
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = []  # gives int64, whatever it is given
+        return tags
+
+    def fit(self, X, y=None) -> "MissingIdFiller":
+        validate_data(self, X, dtype="numeric", ensure_all_finite=False, reset=True)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        # Infinities are let through: they are as missing as NaN (fill_missing_ids).
+        X = validate_data(self, X, dtype="numeric", ensure_all_finite=False, reset=False)
+        return fill_missing_ids(X, self.fill_value)
 
 
 class IntegerOneHotEncoder(TransformerMixin, BaseEstimator):

@@ -1,4 +1,9 @@
-"""Features of the trip-duration model: duration in minutes and the two location IDs."""
+"""Features of the trip-duration model: duration in minutes and the two location IDs.
+
+The IDs stay as the TLC's FHV files hold them, float64 with NaN when not reported: the
+model's first step fills them (`trainer.estimators.MissingIdFiller`), so that the logged
+model takes the files' own columns.
+"""
 
 import pandas as pd
 
@@ -9,12 +14,10 @@ FEATURES = ["PUlocationID", "DOlocationID"]
 TARGET = "duration"
 MIN_MINUTES = 1.0
 MAX_MINUTES = 60.0
-MISSING_LOCATION = -1
 
 
 def prepare(trips: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
-    """Trips of 1 to 60 minutes (inclusive), with missing location IDs as -1 (infinite or
-    beyond int64 counts as missing)."""
+    """Trips of 1 to 60 minutes (inclusive), location IDs as float64 (NaN: missing)."""
     minutes = (trips[dataset.dropoff_time] - trips[dataset.pickup_time]).dt.total_seconds() / 60
     keep = minutes.between(MIN_MINUTES, MAX_MINUTES).to_numpy()
     return pd.DataFrame(
@@ -27,6 +30,6 @@ def prepare(trips: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
 
 
 def _location_ids(column: pd.Series) -> pd.Series:
-    if column.dtype.kind == "f":  # infinities and IDs beyond int64 are as missing as NaN
-        column = column.where(column.between(-(2.0**63), 2.0**63, inclusive="left"))
-    return column.fillna(MISSING_LOCATION).astype("int64").reset_index(drop=True)
+    # float64 whatever the file's type: FHV's float64, green's int64, or a column of type
+    # null (object None), so that every dataset's trips reach the model alike.
+    return column.astype("float64").reset_index(drop=True)

@@ -9,7 +9,6 @@ import httpx
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import Field
@@ -19,7 +18,9 @@ from trainer.features import prepare
 from trainer.loading import load_month
 from trainer.models import ModelBundle, save_model
 from trainer.months import Day, Month, parse_date, parse_month, training_months, utc_now
+from trainer.promotion_lock import promotion_lock
 from trainer.registry import (
+    PromotionLockError,
     Registration,
     RegistryTarget,
     RegistryUnavailableError,
@@ -27,7 +28,7 @@ from trainer.registry import (
     register_and_promote,
     validation_rmse,
 )
-from trainer.settings import PROMOTION_LOCK, TrainerSettings, get_settings
+from trainer.settings import TrainerSettings, get_settings
 from trainer.store import DataStore, Store
 from trainer.traffic import drifted, replay, retrain_date, sample
 from trainer.training import fit_and_evaluate
@@ -134,9 +135,9 @@ def train_model(
     )
     try:
         registration = register_model(settings, bundle, val)
-    except RegistryUnavailableError as error:
+    except (RegistryUnavailableError, PromotionLockError) as error:
         # The model is not lost: say where it is.
-        raise RegistryUnavailableError(f"{error}; the model is saved at {location}") from None
+        raise type(error)(f"{error}; the model is saved at {location}") from None
     return {
         **metrics.__dict__,
         "train_month": train_month,
@@ -168,12 +169,7 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
         _registry_target(settings),
         bundle,
         val,
-        serialize=lambda: concurrency(
-            PROMOTION_LOCK,
-            occupy=1,
-            strict=True,
-            timeout_seconds=settings.promotion_timeout_seconds,
-        ),
+        serialize=lambda: promotion_lock(settings.promotion_timeout_seconds),
     )
     logger.info("%s; MLflow run %s", registration.decision, registration.run_url)
     create_table_artifact(

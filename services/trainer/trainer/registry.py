@@ -2,7 +2,9 @@
 
 Promotion uses MLflow's aliases (stages are deprecated since MLflow 2.9): the first version
 of a model becomes `champion`; a later one takes `champion` only if it beats the current
-champion on the same validation month, and otherwise becomes `challenger`.
+champion on the same validation month, and otherwise becomes `challenger`. A version is
+never left without an alias: if the comparison fails after registration, it becomes
+`challenger`, and its description says it was not compared.
 """
 
 import dataclasses
@@ -20,13 +22,19 @@ import pandas as pd
 import scipy
 import sklearn
 from mlflow.exceptions import MlflowException, RestException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import AnyType, ColSpec, Schema
 from sklearn.metrics import root_mean_squared_error
 from sklearn.pipeline import Pipeline
 
 import trainer
-from trainer.estimators import ExactLinearRegression, IntegerOneHotEncoder
+from trainer.estimators import (
+    ExactLinearRegression,
+    IntegerOneHotEncoder,
+    MissingIdFiller,
+    fill_missing_ids,
+)
 from trainer.features import FEATURES, TARGET
 from trainer.models import ModelBundle
 
@@ -46,13 +54,18 @@ PIP_REQUIREMENTS = [
 # safe format, which loads only trusted types) is told to trust them.
 CODE_FILES = ("__init__.py", "estimators.py")
 TRUSTED_TYPES = [
-    f"{cls.__module__}.{cls.__qualname__}" for cls in (IntegerOneHotEncoder, ExactLinearRegression)
+    f"{cls.__module__}.{cls.__qualname__}"
+    for cls in (MissingIdFiller, IntegerOneHotEncoder, ExactLinearRegression)
 ]
 INPUT_EXAMPLE_ROWS = 5
 
 
 class RegistryUnavailableError(RuntimeError):
     """MLflow could not be reached, or refused a request, after its own retries."""
+
+
+class PromotionLockError(RuntimeError):
+    """The lock that serialises promotions was not acquired (see trainer.promotion_lock)."""
 
 
 def model_name(dataset: str) -> str:
@@ -96,6 +109,15 @@ class Registration:
         return f"{ours} does not beat {theirs}: it becomes {CHALLENGER}"
 
 
+def not_compared(version: str, val_rmse: float, val_month: str, reason: str) -> str:
+    """The description of a version registered but never compared with the champion."""
+    return (
+        f"version {version} (validation RMSE {val_rmse:.4f} on {val_month}) was not compared "
+        f"with the {CHAMPION} ({reason}): it becomes {CHALLENGER}; promote it by hand, or let "
+        f"a later run compare"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class RegistryTarget:
     """Where the registry is, and how a person reaches its UI and Prefect's."""
@@ -121,6 +143,9 @@ def register_and_promote(
     name = model_name(bundle.dataset)
     try:
         experiment_id, run_id, version = _log_and_register(client, target, bundle, val, name)
+    except (MlflowException, OSError) as error:
+        raise _unavailable(target, error) from error
+    try:
         with serialize():
             champion_version, champion_rmse = _score_champion(client, name, val)
             alias = decide(bundle.metrics.val_rmse, champion_rmse)
@@ -139,12 +164,49 @@ def register_and_promote(
         )
         client.update_model_version(name, version, description=registration.decision)
         client.set_tag(run_id, "promotion", registration.decision)
-    except (MlflowException, OSError) as error:
-        # requests' connection errors are OSErrors; MLflow has already retried with backoff.
-        raise RegistryUnavailableError(
-            f"MLflow at {target.tracking_uri} did not take the model ({error})"
-        ) from error
+    except Exception as error:
+        # Registered, but not promoted: the version must not stay without an alias.
+        fate = _leave_as_challenger(client, name, version, run_id, bundle, error)
+        if isinstance(error, PromotionLockError):
+            raise PromotionLockError(f"{error}; {fate}") from error
+        if isinstance(error, MlflowException | OSError):
+            raise _unavailable(target, error, fate) from error
+        error.add_note(fate)
+        raise
     return registration
+
+
+def _unavailable(
+    target: RegistryTarget, error: Exception, fate: str | None = None
+) -> RegistryUnavailableError:
+    # requests' connection errors are OSErrors; MLflow has already retried with backoff.
+    message = f"MLflow at {target.tracking_uri} did not take the model ({error})"
+    return RegistryUnavailableError(f"{message}; {fate}" if fate else message)
+
+
+def _leave_as_challenger(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    run_id: str,
+    bundle: ModelBundle,
+    error: Exception,
+) -> str:
+    """Make an uncompared version `challenger`, saying why; what became of it, in words."""
+    try:
+        if client.get_model_version(name, version).aliases:
+            return f"version {version} of {name} keeps the alias it took"
+        reason = f"{type(error).__name__}: {error}"
+        description = not_compared(version, bundle.metrics.val_rmse, bundle.val_month, reason)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        client.update_model_version(name, version, description=description)
+        client.set_tag(run_id, "promotion", description)
+    except (MlflowException, OSError) as unreachable:
+        return (
+            f"version {version} of {name} is registered with no alias: MLflow did not take "
+            f"{CHALLENGER} either ({unreachable})"
+        )
+    return f"version {version} of {name} is {CHALLENGER}, not compared with the {CHAMPION}"
 
 
 def _ui(target: RegistryTarget) -> str:
@@ -195,11 +257,11 @@ def _log_and_register(
             }
         )
         mlflow.log_metrics({"train_rmse": metrics.train_rmse, "val_rmse": metrics.val_rmse})
-        example = val[FEATURES].head(INPUT_EXAMPLE_ROWS)
+        example = val[FEATURES].head(INPUT_EXAMPLE_ROWS).astype("float64")
         logged = mlflow.sklearn.log_model(
             bundle.model,
             name="model",
-            signature=infer_signature(example, bundle.model.predict(example)),
+            signature=_signature(bundle.model, example),
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
             code_paths=[str(_code_package())],
@@ -208,6 +270,15 @@ def _log_and_register(
     # Creates the registered model on first use (a concurrent creation is not an error).
     version = mlflow.register_model(logged.model_uri, name, tags=tags)
     return experiment_id, run.info.run_id, str(version.version)
+
+
+def _signature(model: Pipeline, example: pd.DataFrame) -> ModelSignature:
+    """The IDs as MLflow type `any`, the only one that takes both of the files' forms:
+    pyfunc refuses NaN and floats for a `long` column, and int64 for a `double` one (not a
+    safe conversion, it says). The model's first step takes floats (NaN: missing) or
+    integers, and refuses anything that is not a number."""
+    inputs = Schema([ColSpec(AnyType(), name) for name in FEATURES])
+    return ModelSignature(inputs, infer_signature(example, model.predict(example)).outputs)
 
 
 @functools.cache
@@ -228,7 +299,10 @@ def _score_champion(
     if champion is None:
         return None, None
     model: Pipeline = mlflow.sklearn.load_model(f"models:/{name}/{champion}")
-    rmse = float(root_mean_squared_error(val[TARGET], model.predict(val[FEATURES])))
+    # Filled here, not by the model: a champion registered before the fill became the model's
+    # first step (a two-step pipeline) refuses NaN; every shape takes the filled IDs.
+    ids = pd.DataFrame(fill_missing_ids(val[FEATURES].to_numpy()), columns=FEATURES)
+    rmse = float(root_mean_squared_error(val[TARGET], model.predict(ids)))
     return str(champion), rmse
 
 

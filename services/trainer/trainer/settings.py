@@ -72,8 +72,13 @@ class TrainerSettings(BaseSettings):
     mlflow_ui_url: str | None = Field(
         None, description="The MLflow UI as a browser reaches it (links); unset: the tracking URI."
     )
+    # A run killed inside the lock frees it within DEAD_HOLDER_SECONDS (105 s, see
+    # trainer.promotion_lock); 300 s covers that and a queue of live promotions.
     promotion_timeout_seconds: float = Field(
-        300, gt=0, description="How long a promotion waits for another run's to finish."
+        300,
+        gt=0,
+        description="How long a promotion waits for the promotion lock: another run's "
+        "promotion, or a killed run's slot, freed when its 60 s lease ends.",
     )
 
     serving_url: str = Field(

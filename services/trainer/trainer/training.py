@@ -6,7 +6,7 @@ import pandas as pd
 from sklearn.metrics import root_mean_squared_error
 from sklearn.pipeline import Pipeline
 
-from trainer.estimators import ExactLinearRegression, IntegerOneHotEncoder
+from trainer.estimators import ExactLinearRegression, IntegerOneHotEncoder, MissingIdFiller
 from trainer.features import FEATURES, TARGET
 
 
@@ -20,14 +20,17 @@ class Metrics:
 
 
 def build_model() -> Pipeline:
-    """One-hot location IDs straight into a sparse matrix, then an exact least-squares fit.
+    """Missing location IDs as -1, one-hot IDs straight into a sparse matrix, then an exact
+    least-squares fit.
 
-    The seed's model (DictVectorizer, then a default LinearRegression), solved exactly: unseen
-    IDs in validation encode as all zeros, as DictVectorizer.transform does, and the fit is
-    the solution that LinearRegression's iterative solver approaches.
+    The seed's model (fill with -1, DictVectorizer, then a default LinearRegression), solved
+    exactly: unseen IDs in validation encode as all zeros, as DictVectorizer.transform does,
+    and the fit is the solution that LinearRegression's iterative solver approaches. The fill
+    is a step of the model, so the model takes IDs as the files hold them (NaN or integers).
     """
     return Pipeline(
         [
+            ("ids", MissingIdFiller()),
             ("encoder", IntegerOneHotEncoder()),
             ("regressor", ExactLinearRegression()),
         ]
