@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import LocalStack
+from integration.conftest import SYNTHETIC_ROWS
 from testkit import reference
 from testkit.prefect_api import PrefectApi
 from testkit.tlc import TlcServer
 from trainer.datasets import DATASETS
+from trainer.memory import estimate_mib
 from trainer.models import load_model
 from trainer.store import Store
 
@@ -131,6 +133,26 @@ def test_auto_load_fetches_missing_months_first(prefect: PrefectApi, data_dir: P
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert _manifest(data_dir, "2022-01")["source"] == "synthetic"
     assert _manifest(data_dir, "2022-02")["source"] == "synthetic"
+
+
+def test_a_month_over_the_memory_limit_fails_before_it_is_read(
+    prefect: PrefectApi, data_dir: Path
+) -> None:
+    # The stack's months have SYNTHETIC_ROWS (20,000) rows: 770 MiB estimated, over 100.
+    env = {"TRAINING_MEMORY_LIMIT_MB": "100"}
+    parameters = {"date": "2016-03-10", "auto_load": True, "source": "synthetic"}
+    response = prefect.create_run("train-model", parameters, job_variables={"env": env})
+    response.raise_for_status()
+    run = prefect.wait(response.json()["id"])
+    assert run["state"]["type"] == "FAILED", run["state"]
+    message = run["state"]["message"]
+    assert f"fhv 2016-01 has {SYNTHETIC_ROWS:,} rows (from its parquet footer)" in message
+    assert f"an estimated {estimate_mib(SYNTHETIC_ROWS):,} MiB" in message
+    assert "over TRAINING_MEMORY_LIMIT_MB=100" in message
+    assert "Raise TRAINING_MEMORY_LIMIT_MB" in message
+    # Loaded (auto_load comes first), but nothing trained: no metrics, no model.
+    assert _manifest(data_dir, "2016-01")["rows"] == SYNTHETIC_ROWS
+    assert not [a for a in prefect.artifacts(run["id"]) if a["key"] == "fhv-model-metrics"]
 
 
 def test_bad_date_fails_the_run_with_a_clear_message(prefect: PrefectApi) -> None:

@@ -21,10 +21,24 @@ import pyarrow.parquet as pq
 from trainer.datasets import Dataset
 from trainer.synthetic import generate_month
 
+# Months bigger than this are generated and written in parts, one row group each: a 20 M-row
+# month at once would take several GiB to generate.
+PART_ROWS = 2_000_000
+
 
 def write_month(directory: Path, dataset: Dataset, month: str, rows: int, seed: int = 7) -> Path:
     path = directory / f"{dataset.name}_tripdata_{month}.parquet"
-    pq.write_table(generate_month(dataset, month, rows, seed), path)
+    if rows <= PART_ROWS:
+        pq.write_table(generate_month(dataset, month, rows, seed), path)
+        return path
+    writer = None
+    for part, start in enumerate(range(0, rows, PART_ROWS)):
+        table = generate_month(dataset, month, min(PART_ROWS, rows - start), seed, part=part)
+        table = table.replace_schema_metadata(None)  # pandas' metadata differs per part
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    assert writer is not None
+    writer.close()
     return path
 
 

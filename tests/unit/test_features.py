@@ -1,9 +1,16 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 
+from trainer import store
 from trainer.datasets import DATASETS
 from trainer.estimators import MissingIdFiller, fill_missing_ids
-from trainer.features import FEATURES, prepare
+from trainer.features import FEATURES, prepare, prepare_month
+from trainer.store import DataStore
+from trainer.synthetic import generate_month
 
 
 def _trips(minutes: list[float], pu: list[float], do: list[float]) -> pd.DataFrame:
@@ -61,3 +68,27 @@ def test_time_zone_aware_pickup_and_dropoff_give_durations_across_zones() -> Non
     trips["dropOff_datetime"] = trips.dropOff_datetime.dt.tz_localize("America/New_York")
     trips["dropOff_datetime"] = trips.dropOff_datetime.dt.tz_convert("UTC")
     assert prepare(trips, DATASETS["fhv"]).duration.tolist() == [10.0, 20.0]
+
+
+def test_a_month_prepared_in_batches_equals_the_month_prepared_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fhv = DATASETS["fhv"]
+    (tmp_path / "fhv").mkdir()
+    table = generate_month(fhv, "2021-06", 10_000, seed=3)
+    pq.write_table(table, tmp_path / "fhv" / "fhv_tripdata_2021-06.parquet", row_group_size=3_000)
+    monkeypatch.setattr(store, "BATCH_ROWS", 1_024)  # batches that cut across row groups
+    data = DataStore(str(tmp_path))
+    batched = prepare_month(data, fhv, "2021-06")
+    whole = prepare(data.read_month(fhv, "2021-06"), fhv)
+    pd.testing.assert_frame_equal(batched, whole)  # values, NaN and dtypes, bit for bit
+    assert 9_000 < len(batched) < 10_000  # trips outside 1-60 minutes were dropped
+
+
+def test_filled_ids_are_int32_when_they_fit_and_int64_when_not() -> None:
+    assert fill_missing_ids(np.array([np.nan, 265.0])).dtype == np.int32
+    assert fill_missing_ids(np.array([np.nan, 2.0**31])).tolist() == [-1, 2**31]
+    assert fill_missing_ids(np.array([np.nan, 2.0**31])).dtype == np.int64
+    assert fill_missing_ids(np.array([-(2.0**31), 5.9])).tolist() == [-(2**31), 5]
+    assert fill_missing_ids(np.array([3, 4], dtype=np.int64)).dtype == np.int32
+    assert fill_missing_ids(np.array([-(2**40)], dtype=np.int64)).dtype == np.int64

@@ -14,8 +14,9 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from trainer.datasets import get_dataset
-from trainer.features import prepare
+from trainer.features import prepare, prepare_month
 from trainer.loading import load_month
+from trainer.memory import check_fits, memory_limit
 from trainer.models import ModelBundle, save_model
 from trainer.months import Day, Month, parse_date, parse_month, training_months, utc_now
 from trainer.promotion_lock import promotion_lock
@@ -31,7 +32,9 @@ from trainer.registry import (
 from trainer.settings import TrainerSettings, get_settings
 from trainer.store import DataStore, Store
 from trainer.traffic import drifted, replay, retrain_date, sample
-from trainer.training import fit_and_evaluate
+from trainer.training import Fitted, Metrics
+from trainer.training import fit as fit_model
+from trainer.training import validate as validate_model
 
 DatasetName = Literal["fhv", "green", "yellow"]
 SourceName = Literal["tlc", "synthetic"]
@@ -62,14 +65,29 @@ def load_data(
 
 
 @task(cache_policy=NO_CACHE)
-def read_prepared(dataset: DatasetName, month: str):  # -> pd.DataFrame
-    spec = get_dataset(dataset)
-    return prepare(DataStore(get_settings().data_store_url).read_month(spec, month), spec)
+def check_memory(dataset: DatasetName, months: tuple[str, str]) -> None:
+    """Refuse, before reading, a month too big for TRAINING_MEMORY_LIMIT_MB."""
+    settings = get_settings()
+    data = DataStore(settings.data_store_url)
+    rows = {month: data.month_rows(get_dataset(dataset), month) for month in months}
+    needed = check_fits(dataset, rows, memory_limit(settings.training_memory_limit_mb))
+    get_run_logger().info("estimated peak memory %d MiB (%s rows)", needed, rows)
 
 
 @task(cache_policy=NO_CACHE)
-def fit(train, val):  # -> tuple[Pipeline, Metrics]
-    return fit_and_evaluate(train, val)
+def read_prepared(dataset: DatasetName, month: str):  # -> pd.DataFrame
+    spec = get_dataset(dataset)
+    return prepare_month(DataStore(get_settings().data_store_url), spec, month)
+
+
+@task(cache_policy=NO_CACHE)
+def fit(train) -> Fitted:
+    return fit_model(train)
+
+
+@task(cache_policy=NO_CACHE)
+def validate(fitted: Fitted, val) -> Metrics:
+    return validate_model(fitted, val)
 
 
 @flow(name="train-model")
@@ -97,9 +115,12 @@ def train_model(
             if not data.has_month(spec, month):
                 load_data(month=month, dataset=dataset, source=source)
 
-    train = read_prepared(dataset, train_month)
+    check_memory(dataset, (train_month, val_month))
+    # One month in memory at a time: the training trips go before the validation ones come.
+    fitted = fit(read_prepared(dataset, train_month))
     val = read_prepared(dataset, val_month)
-    model, metrics = fit(train, val)
+    metrics = validate(fitted, val)
+    model = fitted.model
     sources = {m: data.read_manifest(spec, m).source for m in (train_month, val_month)}
     bundle = ModelBundle(
         model=model,

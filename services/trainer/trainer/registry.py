@@ -25,7 +25,6 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
-from sklearn.metrics import root_mean_squared_error
 from sklearn.pipeline import Pipeline
 
 import trainer
@@ -35,8 +34,9 @@ from trainer.estimators import (
     MissingIdFiller,
     fill_missing_ids,
 )
-from trainer.features import FEATURES, TARGET
+from trainer.features import FEATURES
 from trainer.models import ModelBundle
+from trainer.training import rmse
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -299,11 +299,13 @@ def _score_champion(
     if champion is None:
         return None, None
     model: Pipeline = mlflow.sklearn.load_model(f"models:/{name}/{champion}")
+
     # Filled here, not by the model: a champion registered before the fill became the model's
     # first step (a two-step pipeline) refuses NaN; every shape takes the filled IDs.
-    ids = pd.DataFrame(fill_missing_ids(val[FEATURES].to_numpy()), columns=FEATURES)
-    rmse = float(root_mean_squared_error(val[TARGET], model.predict(ids)))
-    return str(champion), rmse
+    def filled(ids: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(fill_missing_ids(ids.to_numpy()), columns=FEATURES)
+
+    return str(champion), rmse(model, val, inputs=filled)
 
 
 def validation_rmse(tracking_uri: str, name: str, version: str) -> float:

@@ -63,6 +63,13 @@ class TrainerSettings(BaseSettings):
         description="The first wait before a retry (unless Retry-After says otherwise); "
         "each next one doubles, with up to half of it added at random.",
     )
+    training_memory_limit_mb: int | None = Field(
+        None,
+        ge=1,
+        description="Memory (MiB) a train-model run may use: a month whose estimate (from "
+        "its row count, before reading) is over it fails the run. Unset: the memory of the "
+        "machine, or of the container if it has a limit.",
+    )
 
     mlflow_tracking_uri: str | None = Field(
         None,

@@ -31,8 +31,9 @@ def _zone_model(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return popularity, pickup_effect, dropoff_effect
 
 
-def _month_seed(seed: int, dataset: str, month: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{dataset}:{month}".encode()).digest()
+def _month_seed(seed: int, dataset: str, month: str, part: int) -> int:
+    key = f"{seed}:{dataset}:{month}" + (f":{part}" if part else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
@@ -42,15 +43,17 @@ def _drift_shift(seed: int) -> np.ndarray:
 
 
 def generate_month(
-    dataset: Dataset, month: str, rows: int, seed: int, drift: float = 0.0
+    dataset: Dataset, month: str, rows: int, seed: int, drift: float = 0.0, part: int = 0
 ) -> pa.Table:
     """One month of trips in the dataset's own schema, the same for the same arguments.
 
     `drift` > 0 makes trips to each drop-off zone slower by a zone's own factor (about
     exp(drift) on average): a month on which a model fitted before the drift does worse.
+    `part` > 0 gives other trips of the same month (same zones and effects), so that a month
+    too big to generate at once can be written in parts.
     """
     popularity, pickup_effect, dropoff_effect = _zone_model(seed)
-    rng = np.random.default_rng(_month_seed(seed, dataset.name, month))
+    rng = np.random.default_rng(_month_seed(seed, dataset.name, month, part))
 
     start, end = month_bounds(month)
     span_us = int((end - start).total_seconds() * 1_000_000)
