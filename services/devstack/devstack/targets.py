@@ -197,21 +197,28 @@ class ComposeTarget:
             return  # never created: an empty store
         command = [*self._docker_run(store, "tar", write=False), "-C", mount, "-cf", "-", "."]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-            with tarfile.open(fileobj=process.stdout, mode="r|") as tar:
-                tar.extractall(into, filter="data")
+            try:
+                with tarfile.open(fileobj=process.stdout, mode="r|") as tar:
+                    tar.extractall(into, filter="data")
+                failed = ""
+            except tarfile.TarError as error:  # the container failed: its stderr says why
+                failed = str(error)
             error = process.stderr.read().decode()
-        if process.returncode != 0:
-            raise TargetError(f"reading volume {volume} failed: {error[-2000:]}")
+        if process.returncode != 0 or failed:
+            raise TargetError(f"reading volume {volume} failed: {failed} {error[-2000:]}")
 
     def write_store(self, store: str, source: Path) -> None:
         mount = self.VOLUMES[store][1]
         script = 'find "$0" -mindepth 1 -delete && tar -C "$0" -xf -'
         command = [*self._docker_run(store, "sh", write=True), "-c", script, mount]
         with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-            with tarfile.open(fileobj=process.stdin, mode="w|") as tar:
-                for path in sorted(source.iterdir()):
-                    tar.add(path, arcname=path.name)
-            process.stdin.close()
+            try:
+                with tarfile.open(fileobj=process.stdin, mode="w|") as tar:
+                    for path in sorted(source.iterdir()):
+                        tar.add(path, arcname=path.name)
+                process.stdin.close()
+            except BrokenPipeError:  # the container failed: its stderr says why
+                pass
             error = process.stderr.read().decode()
         if process.returncode != 0:
             raise TargetError(f"writing volume {self.stores()[store]} failed: {error[-2000:]}")
@@ -227,21 +234,10 @@ class ComposeTarget:
     def migrate(self) -> None:
         self.compose("build")  # the new version's images, as `make up` builds them
         self.open()
-        self.compose(
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "server",
-            "prefect",
-            "server",
-            "database",
-            "upgrade",
-            "-y",
-        )
-        self.compose(
-            "run", "--rm", "--no-deps", "-T", "mlflow", "python", "-m", "mlflow_server.migrate"
-        )
+        upgrade = ("prefect", "server", "database", "upgrade", "-y")
+        self.compose("run", "--rm", "--no-deps", "-T", "server", *upgrade)
+        migrate = ("python", "-m", "mlflow_server.migrate")
+        self.compose("run", "--rm", "--no-deps", "-T", "mlflow", *migrate)
 
     def start(self) -> None:
         self.compose("up", "-d", "--wait")
