@@ -10,7 +10,7 @@ export PYTHONPATH := services/trainer:services/agent:services/api:services/devst
 
 .DEFAULT_GOAL := help
 .PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale lock clean \
-	env up up-ha down logs deploy scale run e2e
+	env up up-ha down logs deploy scale run e2e backup restore upgrade
 COMPOSE ?= docker compose
 # The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
 DOCKER_SOCKET ?= /var/run/docker.sock
@@ -119,6 +119,21 @@ scale: .env ## Run N agent containers now: make scale N=3 (the autoscaler then f
 
 run: venv ## Start a run through the API and wait for it: make run DATE=2021-08-15 (or FLOW=probe PARAMS='{"seconds": 5}')
 	@FLOW='$(FLOW)' PARAMS='$(PARAMS)' DATE='$(DATE)' $(BIN)/python -m devstack.run
+
+# Which stack backup, restore and upgrade work on: STACK=compose or STACK=dev; unset, the
+# Compose project when it has a postgres container, else make dev's STATE_DIR.
+STACK ?=
+FILE ?=
+BACKUP = COMPOSE='$(COMPOSE)' $(BIN)/python -m devstack.backup $(if $(STACK),--stack $(STACK)) $(if $(FILE),--file '$(FILE)')
+
+backup: venv ## One archive of the databases, MLflow's artifacts and the stores: make backup [FILE=backups/x.tar.gz] [STACK=compose|dev]
+	@$(BACKUP) backup
+
+restore: venv ## Bring a stopped or fresh stack back to an archive: make restore FILE=backups/<time>.tar.gz [STACK=compose|dev]
+	@$(BACKUP) restore
+
+upgrade: venv ## A backup, then Prefect's and MLflow's migrations, then start the stack [STACK=compose|dev]
+	@$(BACKUP) upgrade
 
 e2e: venv ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
 	bash tests/e2e/docker_setup.sh

@@ -3,9 +3,11 @@
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,12 +19,12 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from devstack.stack import wait_until
-from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, SERVING, Compose, figure
+from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, REPO, SERVING, Compose, figure
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from e2e.conftest import AUTOSCALER_STANDBY_AGENTS as STANDBY_AGENTS
 from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
 from testkit.metrics import parse_autoscaler_metrics
-from testkit.prefect_api import PrefectApi
+from testkit.prefect_api import PrefectApi, prefect_schema_head
 
 pytestmark = pytest.mark.e2e
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -419,3 +421,122 @@ def test_a_crashed_server_container_is_restarted_and_runs_complete(
 def test_a_burst_of_triggers_with_and_without_a_shared_key(api: httpx.Client) -> None:
     drained = burst_of_triggers(api, PrefectApi(PREFECT), load_timeout=300, drain_timeout=900)
     figure(f"250 triggers: 201 runs drained in {drained:.1f} s")
+
+
+def _all_runs(prefect: PrefectApi) -> dict[str, str]:
+    """The stack's run history: id -> state type of every flow run but the scheduler's future
+    ones (which Prefect deletes and plans again whenever the trainer re-registers)."""
+    runs: dict[str, str] = {}
+    for offset in range(0, 100_000, 200):
+        body = {"sort": "ID_DESC", "offset": offset, "limit": 200}
+        page = prefect.http.post("/flow_runs/filter", json=body)
+        page.raise_for_status()
+        runs.update({r["id"]: r["state"]["type"] for r in page.json() if not r["auto_scheduled"]})
+        if len(page.json()) < 200:
+            break
+    return runs
+
+
+def _champion() -> str | None:
+    answer = httpx.get(
+        f"{MLFLOW}/api/2.0/mlflow/registered-models/alias",
+        params={"name": "trip-duration-fhv", "alias": "champion"},
+        timeout=10,
+    )
+    return answer.json()["model_version"]["version"] if answer.status_code == 200 else None
+
+
+# The Makefile's PYTHONPATH: the services' packages (pytest's `pythonpath` is not inherited).
+SERVICES_PATH = os.pathsep.join(
+    str(REPO / "services" / name)
+    for name in ("trainer", "agent", "api", "devstack", "mlflow", "serving")
+)
+
+
+def _backup_cli(compose: Compose, *args: str) -> str:
+    """`make backup` / `make restore` on this project: `python -m devstack.backup`, as the
+    Makefile runs it, with COMPOSE naming the project and its env file."""
+    command = ["docker", "compose", "-p", compose.project, "--env-file", str(compose.env_file)]
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack.backup", *args, "--stack", "compose"],
+        env={**os.environ, "COMPOSE": shlex.join(command), "PYTHONPATH": SERVICES_PATH},
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_backup_then_down_v_then_restore_brings_back_runs_champion_and_serving(
+    compose: Compose, tmp_path
+) -> None:
+    """Last: it deletes the volumes. A backup of the running stack (its runs, its champion);
+    `docker compose down -v`; a fresh stack; the restore; the same runs, champion and
+    predictions."""
+    prefect = PrefectApi(PREFECT)
+    runs, version = _all_runs(prefect), _champion()
+    assert version is not None and runs, "needs test_train_through_the_api first"
+    wait_until(lambda: _served(compose) == version, 60, f"serving version {version}")
+
+    archive = tmp_path / "stack.tar.gz"
+    started = time.monotonic()
+    out = _backup_cli(compose, "backup", "--file", str(archive))
+    backed_up = time.monotonic() - started
+    assert "backup written" in out and archive.stat().st_size > 0
+
+    compose.run("down", "-v", "--remove-orphans", timeout=300)
+    compose.run("up", "-d", "--wait", "--wait-timeout", "600", timeout=700)
+    compose.wait_healthy()
+    assert _champion() is None and len(_all_runs(prefect)) < len(runs)  # a fresh stack
+
+    started = time.monotonic()
+    out = _backup_cli(compose, "restore", "--file", str(archive))
+    restored = time.monotonic() - started
+    assert "every sha256 as in its manifest" in out
+    compose.run("up", "-d", "--wait", "--wait-timeout", "600", timeout=700)
+    compose.wait_healthy()
+
+    after = _all_runs(prefect)
+    assert {run: after.get(run) for run in runs} == runs
+    assert _champion() == version
+    wait_until(lambda: _served(compose) == version, 90, f"serving restored version {version}")
+    predicted = httpx.post(
+        f"{SERVING}/predict",
+        json={"trips": [{"pickup_location_id": 132, "dropoff_location_id": 7}]},
+        headers=compose.auth,
+    )
+    assert predicted.status_code == 200 and predicted.json()["version"] == version
+    figure(
+        f"backup {backed_up:.1f} s ({archive.stat().st_size / 1e6:.1f} MB, {len(runs)} runs), "
+        f"restore {restored:.1f} s"
+    )
+
+
+def _prefect_revision(compose: Compose) -> str:
+    script = 'PGPASSWORD="$POSTGRES_PASSWORD" exec psql -h 127.0.0.1 -U "$POSTGRES_USER" "$@"'
+    query = ("-d", "prefect", "-qtAc", "SELECT version_num FROM alembic_version")
+    return compose.run("exec", "-T", "postgres", "sh", "-c", script, "sh", *query).strip()
+
+
+def test_upgrade_migrates_a_database_one_revision_behind_and_starts_the_stack(
+    compose: Compose, tmp_path
+) -> None:
+    """After the restore: Prefect's schema one revision down (the server stopped, so that it
+    does not migrate it back at start), then `make upgrade`: a backup, the schema at head
+    before the server starts, and the whole stack healthy and serving again."""
+    head = prefect_schema_head()
+    assert _prefect_revision(compose) == head
+    compose.run("stop", "autoscaler", "agent", "serving", "api", "server")
+    downgrade = ("prefect", "server", "database", "downgrade", "-y", "-r", "-1")
+    compose.run("run", "--rm", "--no-deps", "-T", "server", *downgrade, timeout=300)
+    assert _prefect_revision(compose) != head
+
+    archive = tmp_path / "before-upgrade.tar.gz"
+    started = time.monotonic()
+    out = _backup_cli(compose, "upgrade", "--file", str(archive))
+    upgraded = time.monotonic() - started
+    assert "backup written" in out and "migrations done" in out and archive.exists()
+    assert _prefect_revision(compose) == head
+    compose.wait_healthy()
+    version = _champion()
+    wait_until(lambda: _served(compose) == version, 90, f"serving version {version}")
+    figure(f"upgrade (backup, build, migrations, start) {upgraded:.1f} s")

@@ -21,12 +21,9 @@ def tlc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlcServer]:
     server.close()
 
 
-@pytest.fixture(scope="session")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, tlc: TlcServer, request: pytest.FixtureRequest
-) -> Iterator[LocalStack]:
-    state_dir = tmp_path_factory.mktemp("stack")
-    local = LocalStack(
+def new_stack(state_dir: Path, tlc: TlcServer) -> LocalStack:
+    """A local stack on free ports, as the integration tests configure it (not started)."""
+    return LocalStack(
         state_dir,
         port=free_port(),
         api_port=free_port(),
@@ -46,6 +43,17 @@ def stack(
             "SERVING_POLL_SECONDS": "1",
         },
     )
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tlc: TlcServer, request: pytest.FixtureRequest
+) -> Iterator[LocalStack]:
+    yield from running(new_stack(tmp_path_factory.mktemp("stack"), tlc), request)
+
+
+def running(local: LocalStack, request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    """A fixture's body: `local` started, then stopped, its logs printed if a test failed."""
     local.start()
     yield local
     local.stop()

@@ -4,7 +4,7 @@
   standing in for the TLC's bucket: byte ranges (or not), and per file `Quirks` (errors
   before the file, gzip on the fly, a reset mid-stream, slow), counting the bytes it sends.
 - `prefect_api`: `PrefectApi`, a small REST client of the Prefect API that drives real runs,
-  and `FINAL_STATES`.
+  `FINAL_STATES`, and `prefect_schema_head` (the revision a migrated database is at).
 - `metrics`: `parse_autoscaler_metrics`, the autoscaler's Prometheus /metrics as a dict.
 - `faults`: what the fault tests share, local and in Compose: `wait_running`, `wait_final`,
   `ApiWatch` and `burst_of_triggers`.

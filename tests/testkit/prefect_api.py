@@ -1,7 +1,9 @@
-"""A small REST client of the Prefect API, for tests and benchmarks to drive real runs."""
+"""A small REST client of the Prefect API, for tests and benchmarks to drive real runs; and
+the head of the installed Prefect's PostgreSQL schema, which a migrated database is at."""
 
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -121,3 +123,14 @@ class PrefectApi:
         response = self.http.post("/flow_runs/count", json=body)
         response.raise_for_status()
         return int(response.json())
+
+
+def prefect_schema_head() -> str:
+    """The alembic revision of the installed Prefect's newest PostgreSQL migration."""
+    import prefect.server.database
+    from alembic.script import ScriptDirectory
+
+    root = Path(prefect.server.database.__file__).parent / "_migrations"
+    scripts = ScriptDirectory(str(root), version_locations=[str(root / "versions" / "postgresql")])
+    (head,) = scripts.get_heads()
+    return head

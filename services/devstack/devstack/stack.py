@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import httpx
 from dotenv import dotenv_values
@@ -29,6 +29,7 @@ from devstack.postgres import (
     asyncpg_url,
     ensure_database,
 )
+from devstack.settings import DevSettings
 from trainer.settings import DEFAULT_WORK_POOL
 
 logger = logging.getLogger("devstack")
@@ -126,6 +127,20 @@ class LocalStack:
         self.services: dict[str, _Service] = {}
         self._agents = 0
         self.env: dict[str, str] = {}
+        self.database_urls: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: DevSettings, **kwargs: Any) -> "LocalStack":
+        """`make dev`'s stack: on DevSettings' state directory, ports and database."""
+        return cls(
+            settings.state_dir,
+            port=settings.prefect_server_api_port,
+            api_port=settings.api_port,
+            mlflow_port=settings.mlflow_server_port,
+            serving_port=settings.serving_port,
+            database_url=settings.database_url,
+            **kwargs,
+        )
 
     @property
     def api_url(self) -> str:
@@ -171,7 +186,7 @@ class LocalStack:
             )
             for port in ports:
                 _require_free_port(port)
-            self.env = self._environment(self._databases(), mlflow=mlflow)
+            self.prepare(mlflow=mlflow)
             if mlflow:
                 self.start_mlflow()
             self.start_service("server")
@@ -190,6 +205,14 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+
+    def prepare(self, *, mlflow: bool = True) -> None:
+        """PostgreSQL (embedded: started, or found running) with the stack's databases, and
+        the services' environment, without the services: what `start` does first, and all
+        that backup, restore and upgrade need (devstack.backup)."""
+        prefect_db, app_db, mlflow_db = self._databases()
+        self.database_urls = {"prefect": prefect_db, "app": app_db, "mlflow": mlflow_db}
+        self.env = self._environment((prefect_db, app_db, mlflow_db), mlflow=mlflow)
 
     def stop(self) -> None:
         """Stop services in reverse start order (agents first), then Postgres."""
@@ -221,11 +244,11 @@ class LocalStack:
         """Start one more agent and wait until the server sees it online."""
         self._agents += 1
         name = f"agent-{self._agents}"
-        before = self.online_workers()
+        # A worker that was not online before: on a restart, the last run's workers may
+        # still count as online, and go offline meanwhile (a count could then never grow).
+        before = set(self.online_workers())
         self.start_service(name, SERVICE_COMMANDS["agent"])
-        self.wait_until(
-            lambda: len(self.online_workers()) > len(before), 60, f"{name} to come online"
-        )
+        self.wait_until(lambda: set(self.online_workers()) - before, 60, f"{name} to come online")
         return name
 
     def start_autoscaler(self, env: dict[str, str] | None = None, name: str = "autoscaler") -> None:
@@ -235,11 +258,11 @@ class LocalStack:
         env = {**(env or {}), "AUTOSCALER_BACKEND": "process"}
         merged = {**self.env, **env}
         pool = merged.get("WORK_POOL_NAME") or DEFAULT_WORK_POOL
-        before = len(self.online_workers(pool))
+        before = set(self.online_workers(pool))
         self.start_service(name, SERVICE_COMMANDS["autoscaler"], env)
         if int(merged.get("AUTOSCALER_MIN_AGENTS", "1")) > 0:
             self.wait_until(
-                lambda: len(self.online_workers(pool)) > before, 60, f"{name}'s first agent"
+                lambda: set(self.online_workers(pool)) - before, 60, f"{name}'s first agent"
             )
 
     # -- processes -----------------------------------------------------------------------
@@ -370,9 +393,8 @@ class LocalStack:
         env = {k: v for k, v in dotenv_values(REPO / ".env").items() if v is not None}
         env.update(os.environ)
         # Defaults the user may override (in the environment or .env) ...
-        env.setdefault("DATA_STORE_URL", str(self.state_dir / "data"))
-        env.setdefault("MODEL_STORE_URL", str(self.state_dir / "models"))
-        env.setdefault("MLFLOW_ARTIFACTS_DESTINATION", str(self.state_dir / "mlflow" / "artifacts"))
+        for name, default in store_defaults(self.state_dir).items():
+            env.setdefault(name, default)
         # Local mode runs the API without keys unless one is configured; it warns loudly.
         env.setdefault("API_INSECURE_DEV_MODE", "false" if env.get("API_KEY") else "true")
         # ... and the wiring of the local processes, which they may not.
@@ -442,6 +464,15 @@ class LocalStack:
             return []
         response.raise_for_status()
         return [worker["name"] for worker in response.json()]
+
+
+def store_defaults(state_dir: Path) -> dict[str, str]:
+    """Where local mode keeps its files, unless the environment (or .env) says otherwise."""
+    return {
+        "DATA_STORE_URL": str(state_dir / "data"),
+        "MODEL_STORE_URL": str(state_dir / "models"),
+        "MLFLOW_ARTIFACTS_DESTINATION": str(state_dir / "mlflow" / "artifacts"),
+    }
 
 
 def free_port() -> int:

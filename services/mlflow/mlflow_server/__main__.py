@@ -16,8 +16,9 @@ from mlflow_server.settings import MlflowServerSettings, get_settings
 logger = logging.getLogger("mlflow_server")
 
 
-def ensure_database(url: str) -> None:
-    """Create the database that `url` names on its server, if it is absent."""
+def ensure_database(url: str, *, create: bool = True) -> bool:
+    """Whether the database that `url` names exists on its server; with `create`, it is
+    created when absent (and True)."""
     target = make_url(url)
     maintenance = target.set(drivername="postgresql", database="postgres")
     connection = psycopg2.connect(maintenance.render_as_string(hide_password=False))
@@ -25,10 +26,13 @@ def ensure_database(url: str) -> None:
         connection.autocommit = True
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,))
-            if cursor.fetchone() is None:
-                create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.database))
-                cursor.execute(create)
+            if cursor.fetchone() is not None:
+                return True
+            if create:
+                statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.database))
+                cursor.execute(statement)
                 logger.info("created database %s", target.database)
+            return create
     finally:
         connection.close()
 
