@@ -291,11 +291,9 @@ def test_server_restart_keeps_runs_and_api_answers_503(compose: Compose, api: ht
 WORKER_LABEL = "prefect.worker.name"
 
 
-def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
-    compose: Compose,
-) -> None:
-    prefect = PrefectApi(PREFECT)
-    run_id = prefect.create_run("probe", {"seconds": 20}).json()["id"]
+def _probe_on_an_agent(compose: Compose, prefect: PrefectApi, seconds: float) -> tuple[str, str]:
+    """A probe run, once RUNNING, and the agent container that runs it."""
+    run_id = prefect.create_run("probe", {"seconds": seconds}).json()["id"]
     worker = wait_running(prefect, run_id, timeout=120)["labels"][WORKER_LABEL]
     [container] = [
         c["Name"]
@@ -304,6 +302,14 @@ def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
         and worker.startswith(f"agent-{_hostname(c['Name'])}-")
         and c["State"] == "running"
     ]
+    return run_id, container
+
+
+def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
+    compose: Compose,
+) -> None:
+    prefect = PrefectApi(PREFECT)
+    run_id, container = _probe_on_an_agent(compose, prefect, seconds=20)
     subprocess.run(["docker", "kill", "--signal", "KILL", container], check=True)
     killed = time.monotonic()
     wait_until(lambda: "CRASHED" in prefect.states(run_id), 90, "the run to be marked Crashed")
@@ -320,15 +326,7 @@ def test_a_stopped_agent_lets_its_run_finish_or_hands_it_back(compose: Compose) 
     """`docker stop` (what `docker compose down`, a rolling restart or the autoscaler do) gives
     an agent its stop_grace_period, not Docker's 10 s: the run it holds ends Completed."""
     prefect = PrefectApi(PREFECT)
-    run_id = prefect.create_run("probe", {"seconds": 15}).json()["id"]
-    worker = wait_running(prefect, run_id, timeout=120)["labels"][WORKER_LABEL]
-    [container] = [
-        c["Name"]
-        for c in compose.containers()
-        if c["Service"] == "agent"
-        and worker.startswith(f"agent-{_hostname(c['Name'])}-")
-        and c["State"] == "running"
-    ]
+    run_id, container = _probe_on_an_agent(compose, prefect, seconds=15)
     timeout = _inspect(container, "{{.Config.StopTimeout}}")
     assert timeout == "40", f"{container} has stop timeout {timeout}, not the compose file's 40 s"
     started = time.monotonic()
