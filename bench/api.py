@@ -9,7 +9,7 @@ the run's own start and end times. Then 50 concurrent clients read GET /runs/{id
 and, as the baseline, GET /api/flow_runs/{id} on the Prefect server behind it.
 
     make bench-api  # from the repository root, with the defaults; or, with options:
-    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+    PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
         .venv/bin/python bench/api.py [--runs 10] [--read-seconds 10]
 
 All traffic goes to 127.0.0.1; loops are bounded in count and time.

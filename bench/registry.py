@@ -6,7 +6,7 @@ model of its own. Each round fits a model, then registers it; from the second ro
 champion is loaded and re-scored on the validation month before the alias moves.
 
     make bench-registry  # from the repository root, with the defaults; or, with options:
-    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+    PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
         .venv/bin/python bench/registry.py [--rows 1150000] [--rounds 4]
 """
 

@@ -7,7 +7,7 @@ single-row latency (p50 and p99) with 1 and with 50 concurrent clients, and batc
 in rows per second. Loops are bounded in count and in time.
 
     make bench-serve  # from the repository root, with the defaults; or, with options:
-    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+    PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
         .venv/bin/python bench/serve.py [--rows 200000] [--seconds 8]
 """
 

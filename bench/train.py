@@ -9,7 +9,7 @@ each in a fresh process, and prints time, peak RSS and peak RSS per training row
 of the training month's file; the validation month is as big).
 
     make bench  # from the repository root, with the defaults; or, with options:
-    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+    PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
         .venv/bin/python bench/train.py [--rows 1150000] [--repeats 3] [--scaling [ROWS ...]]
 """
 

@@ -17,7 +17,7 @@ trigger (one machine, one clock). Before the runs, both stacks idle side by side
 CPU time of their Prefect servers is measured: the cost of polling.
 
     make bench-trigger  # from the repository root, with the defaults; or, with options:
-    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+    PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
         .venv/bin/python bench/trigger.py [--runs 10] [--configs baseline,cold,ours]
 """
 

@@ -447,7 +447,7 @@ def _champion() -> str | None:
 # The Makefile's PYTHONPATH: the services' packages (pytest's `pythonpath` is not inherited).
 SERVICES_PATH = os.pathsep.join(
     str(REPO / "services" / name)
-    for name in ("trainer", "agent", "api", "devstack", "mlflow", "serving")
+    for name in ("common", "trainer", "agent", "api", "devstack", "mlflow", "serving")
 )
 
 

@@ -14,7 +14,7 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 
 from api.prefect_gateway import PrefectGateway
-from api.problems import Problem
+from common.web.problems import Problem
 from devstack.stack import LocalStack, free_port
 from integration.conftest import API_KEY
 from testkit.faults import FaultyProxy

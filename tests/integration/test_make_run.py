@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 def make_run(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "FLOW", "PARAMS"))}
-    environ["PYTHONPATH"] = str(REPO / "services" / "devstack")
+    environ["PYTHONPATH"] = os.pathsep.join(
+        str(REPO / "services" / name) for name in ("common", "devstack")
+    )
     return subprocess.run(
         [sys.executable, "-m", "devstack.run"],
         cwd=cwd, env={**environ, **env}, capture_output=True, text=True, timeout=180,

@@ -27,6 +27,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sklearn.metrics import root_mean_squared_error
 from sklearn.pipeline import Pipeline
 
+from common.contract import PROMOTION_LOCK
 from devstack.stack import MLFLOW_BIN, LocalStack, free_port
 from serving.champions import _checked, lookup_tables
 from testkit.prefect_api import PrefectApi
@@ -48,7 +49,6 @@ from trainer.registry import (
     model_name,
     register_and_promote,
 )
-from trainer.settings import PROMOTION_LOCK
 from trainer.synthetic import generate_month
 from trainer.training import build_model, fit_and_evaluate
 

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import TypeAdapter, ValidationError
 
-from api import problems
-from api.jsonbody import JsonRoute
 from api.prefect_gateway import refused
 from api.routers.runs import IsoDatetime
 from api.schemas import RunRequest
+from common.web import problems
+from common.web.jsonbody import JsonRoute
 
 
 @pytest.fixture(scope="module")

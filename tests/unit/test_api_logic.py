@@ -7,16 +7,16 @@ import pytest
 from prefect.utilities.callables import parameter_schema
 from pydantic import ValidationError
 
-from api import auth
-from api.auth import Authenticator, KeyChecker
-from api.db import hash_key
-from api.problems import Problem
-from api.ratelimit import RateLimiter, TokenBucket
-from api.requestid import choose_request_id
 from api.routers.runs import request_hash
 from api.schemas import RunRequest
 from api.settings import ApiSettings
 from api.validation import parameter_errors
+from common.web import auth
+from common.web.auth import Authenticator, KeyChecker
+from common.web.db import hash_key
+from common.web.problems import Problem
+from common.web.ratelimit import RateLimiter, TokenBucket
+from common.web.requestid import choose_request_id
 from trainer.flows import load_data, train_model
 
 # The schemas Prefect stores for the deployments, built from the flows' signatures.

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.main import create_app as create_api
-from api.problems import MEDIA_TYPE
 from api.settings import ApiSettings
+from common.web.problems import MEDIA_TYPE
 from serving.main import create_app as create_serving
 from serving.settings import ServingSettings
 

@@ -14,8 +14,8 @@ from prefect.client.schemas.objects import Log
 
 from api import pages
 from api.pages import Cursor, CursorError
-from api.problems import Problem
 from api.routers.runs import _cursor
+from common.web.problems import Problem
 
 SECOND = 1_000_000  # positions are microseconds
 WINDOW = pages.WINDOW // pages.MICROSECOND

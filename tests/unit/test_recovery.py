@@ -16,12 +16,12 @@ from agent.recovery import (
     retry_crashed_runs,
     without_stale_labels,
 )
-from agent.supervisor import (
+from agent.supervisor import supervise
+from common.restarts import (
     FIRST_RESTART_SECONDS,
     MAX_RESTART_SECONDS,
     STABLE_SECONDS,
     next_restart_delay,
-    supervise,
 )
 
 POLICY = RecoveryPolicy(crash_retries=1, pending_grace=60, settle=45)

@@ -9,13 +9,14 @@ import pytest
 from agent.__main__ import worker_command
 from agent.settings import AgentSettings
 from agent.worker import ACTIVE, STANDBY, read_state, wait_for_forkserver, write_state
+from common.contract import HEARTBEAT_SECONDS
 from trainer.register import (
     _automation_spec,
     deployments,
     spec_version,
     zombie_automation,
 )
-from trainer.settings import HEARTBEAT_SECONDS, TrainerSettings
+from trainer.settings import TrainerSettings
 
 
 def _versions(settings: TrainerSettings) -> list[str]:

@@ -6,9 +6,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.auth import Authenticator, KeyChecker
-from api.jsonbody import JsonRequest
-from api.ratelimit import RateLimiter
+from common.web.auth import Authenticator, KeyChecker
+from common.web.jsonbody import JsonRequest
+from common.web.ratelimit import RateLimiter
 from serving.main import create_app
 from serving.settings import ServingSettings
 

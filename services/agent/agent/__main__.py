@@ -31,7 +31,7 @@ from agent.launch import SOCKET_ENV  # noqa: E402
 from agent.settings import AgentSettings  # noqa: E402
 from agent.supervisor import supervise  # noqa: E402
 from agent.worker import ACTIVE, FORKSERVER_PID_ENV, STATE_FILE_ENV, read_state  # noqa: E402
-from trainer.settings import RUN_ENVIRONMENT  # noqa: E402
+from common.contract import RUN_ENVIRONMENT  # noqa: E402
 
 # Prefect polls every 10 s by default, which dominates trigger-to-running time. With warm
 # starts, polling is much of what is left. 1 s costs the server one cheap query a second per

@@ -43,6 +43,7 @@ from agent.launch import (
     listening,
     refusal,
 )
+from common.contract import RUN_MODULES
 
 # What a run imports, loaded once before any fork: Prefect's engine and what it imports
 # lazily, then the flows with their data stack. A module that fails here is only logged:
@@ -71,8 +72,7 @@ PRELOAD = (
     # Subflow calls: parameter encoding and the flow graph.
     "fastapi.encoders",
     "prefect.utilities.visualization",
-    "trainer.flows",
-    "trainer.preload",
+    *RUN_MODULES,  # the flows, with their data stack (common.contract)
     # What reading, writing and fitting load on first use.
     "pyarrow.pandas_compat",
     "pyarrow.dataset",

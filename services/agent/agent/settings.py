@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.recovery import RecoveryPolicy
 from agent.scaling import ScalingPolicy
-from trainer.settings import DEFAULT_WORK_POOL
+from common.contract import DEFAULT_WORK_POOL
 
 
 def agent_name_prefix(host: str) -> str:

@@ -1,7 +1,7 @@
 """Keep a process up: restart it when it exits, after a delay that grows while it keeps failing.
 
-The agent keeps its Prefect worker up with `supervise`; local mode (devstack) restarts the
-stack's services with the same delays.
+The agent keeps its Prefect worker up with `supervise`; the delays are common.restarts', which
+local mode (devstack) restarts the stack's services with too.
 """
 
 import logging
@@ -10,20 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from common.restarts import next_restart_delay
+
 logger = logging.getLogger("agent")
-
-# Short, so that a service is back within seconds of what it needs; growing, so that one
-# that cannot start does not spin. Reset once it has stayed up a while.
-FIRST_RESTART_SECONDS = 1.0
-MAX_RESTART_SECONDS = 8.0
-STABLE_SECONDS = 60.0
-
-
-def next_restart_delay(previous: float | None, uptime: float) -> float:
-    """The wait before restarting a process that ran for `uptime` s; `previous`: the last wait."""
-    if previous is None or uptime >= STABLE_SECONDS:
-        return FIRST_RESTART_SECONDS
-    return min(previous * 2, MAX_RESTART_SECONDS)
 
 
 def supervise(start: Callable[[], subprocess.Popen], stop: threading.Event, what: str) -> int:

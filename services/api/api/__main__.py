@@ -5,8 +5,9 @@ import sys
 
 import uvicorn
 
-from api.logs import configure_logging
-from api.settings import ApiSettings, settings_or_report
+from api.settings import ApiSettings
+from common.web.logs import configure_logging
+from common.web.settings import settings_or_report
 
 # Prefect's client retries an unreachable server 5 times with exponential back-off (about a
 # minute); callers of the API are better served by a prompt 503 with Retry-After.

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from prometheus_client import Counter, Gauge
 
-from api.auth import Authenticator, KeyChecker, reader, writer
-from api.db import Database, blocking
-from api.edge import Metrics
+from api.db import ApiDatabase
 from api.prefect_gateway import PrefectGateway
-from api.ratelimit import RateLimiter
 from api.settings import ApiSettings
+from common.web.auth import Authenticator, KeyChecker, reader, writer
+from common.web.db import blocking
+from common.web.edge import Metrics
+from common.web.ratelimit import RateLimiter
 
 # How often expired idempotency keys are deleted, at most, per process.
 CLEANUP_SECONDS = 60.0
@@ -40,7 +41,7 @@ class Services:
     def __init__(
         self,
         settings: ApiSettings,
-        database: Database,
+        database: ApiDatabase,
         prefect: PrefectGateway,
         metrics: ApiMetrics,
     ) -> None:

@@ -8,13 +8,14 @@ import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from api import problems
-from api.db import Database, prepare_database
+from api.db import ApiDatabase
 from api.deps import ApiMetrics, Services
-from api.edge import EdgeMiddleware
 from api.prefect_gateway import open_gateway
 from api.routers import PROBLEM_RESPONSES, flows, health, runs
 from api.settings import ApiSettings, get_settings
+from common.web import problems
+from common.web.db import prepare_database
+from common.web.edge import EdgeMiddleware
 
 logger = logging.getLogger("api")
 
@@ -25,7 +26,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings.database_url)
+        database = ApiDatabase(settings.database_url)
         key = settings.api_key.get_secret_value() if settings.api_key else None
         await anyio.to_thread.run_sync(prepare_database, database, key)
         if settings.api_insecure_dev_mode:
@@ -41,7 +42,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ) as prefect:
             services = Services(settings, database, prefect, metrics)
             app.state.services = services
-            app.state.auth = services.auth  # what `api.auth.writer`/`reader` use
+            app.state.auth = services.auth  # what `common.web.auth.writer`/`reader` use
             yield
         database.close()
 

@@ -37,7 +37,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelling
 
 from api.cache import ReadCache
-from api.problems import Problem, unavailable
+from common.web.problems import Problem, unavailable
 
 T = TypeVar("T")
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}

@@ -6,6 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.contract import (
+    CHALLENGER,
+    CHAMPION,
+    LOAD_DATA,
+    MODEL_NAME_PATTERN,
+    TRAIN_MODEL,
+    model_name,
+)
+
 StateTypeName = Literal[
     "SCHEDULED",
     "PENDING",
@@ -24,14 +33,14 @@ class RunRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"flow": "train-model", "parameters": {"date": "2021-08-15"}},
-                {"flow": "load-data", "parameters": {"month": "2021-06", "source": "synthetic"}},
+                {"flow": TRAIN_MODEL, "parameters": {"date": "2021-08-15"}},
+                {"flow": LOAD_DATA, "parameters": {"month": "2021-06", "source": "synthetic"}},
             ]
         },
     )
 
     flow: str = Field(
-        "train-model",
+        TRAIN_MODEL,
         max_length=100,
         description="Which flow to run: one of `GET /flows` (the deployments on the work pool).",
     )
@@ -51,9 +60,11 @@ class RunState(BaseModel):
 class RegisteredModel(BaseModel):
     """Where a training run's model went in the MLflow registry, and what it became."""
 
-    name: str = Field(description="The registered model: trip-duration-<dataset>.")
+    name: str = Field(
+        description=f"The registered model: {MODEL_NAME_PATTERN.format(dataset='<dataset>')}."
+    )
     version: str
-    alias: Literal["champion", "challenger"] = Field(
+    alias: Literal[CHAMPION, CHALLENGER] = Field(
         description="The alias it took when it was registered (a later run may move it)."
     )
     decision: str | None = Field(None, description="Why: both validation RMSEs compared.")
@@ -74,7 +85,7 @@ class Run(BaseModel):
             "examples": [
                 {
                     "id": "0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11",
-                    "flow": "train-model",
+                    "flow": TRAIN_MODEL,
                     "name": "tidy-orca",
                     "state": {"type": "COMPLETED", "name": "Completed", "message": None},
                     "parameters": {"date": "2021-08-15"},
@@ -85,9 +96,9 @@ class Run(BaseModel):
                     "metrics": {"train_rmse": 7.38, "val_rmse": 7.46, "features": 532},
                     "model": "/data/models/fhv/2021-06_2021-07/0b5c1d0e.joblib",
                     "registry": {
-                        "name": "trip-duration-fhv",
+                        "name": model_name("fhv"),
                         "version": "3",
-                        "alias": "champion",
+                        "alias": CHAMPION,
                         "decision": "version 3 (validation RMSE 7.4600 on 2021-07) beats "
                         "champion version 2 (RMSE 7.5100 on the same month): it becomes champion",
                         "mlflow_run": "http://127.0.0.1:5000/#/experiments/1/runs/4b0e...",
@@ -157,43 +168,3 @@ class Flow(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
-
-
-class FieldError(BaseModel):
-    """What is wrong with one part of the request."""
-
-    field: str = Field(description="Where: e.g. body.trips.0.pickup_location_id, query.cursor.")
-    message: str
-
-
-class ProblemBody(BaseModel):
-    """RFC 9457 problem details, sent as `application/problem+json` (both services)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "/problems/validation-error",
-                    "title": "The request is not valid",
-                    "status": 422,
-                    "detail": "body.flow: String should have at most 100 characters",
-                    "instance": "/runs",
-                    "request_id": "4f1c2b0e9a7d4c3e",
-                    "errors": [
-                        {
-                            "field": "body.flow",
-                            "message": "String should have at most 100 characters",
-                        }
-                    ],
-                }
-            ]
-        }
-    )
-
-    type: str = Field(description="/problems/<slug>: one stable type per kind of error.")
-    title: str
-    status: int
-    detail: str
-    instance: str | None = Field(None, description="The path of the request.")
-    request_id: str | None = Field(None, description="Its X-Request-ID, as in the logs.")
-    errors: list[FieldError] | None = Field(None, description="A validation error's fields.")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 import httpx
 from dotenv import dotenv_values
 
+from common.contract import TRAIN_MODEL
+
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 POLL_SECONDS = 1.0
 # Longest wait; Ctrl-C stops waiting sooner (the run goes on either way).
@@ -42,14 +44,14 @@ def api_url(env: Mapping[str, str]) -> str:
 
 def run_request(env: Mapping[str, str]) -> dict[str, object]:
     """The body of POST /runs from FLOW, PARAMS and DATE."""
-    flow = env.get("FLOW") or "train-model"
+    flow = env.get("FLOW") or TRAIN_MODEL
     try:
         parameters = json.loads(env.get("PARAMS") or "{}")
     except json.JSONDecodeError as error:
         raise UsageError(f"PARAMS is not JSON: {error}") from None
     if not isinstance(parameters, dict):
         raise UsageError('PARAMS must be a JSON object, like PARAMS=\'{"date": "2021-08-15"}\'')
-    if flow == "train-model" and env.get("DATE") and "date" not in parameters:
+    if flow == TRAIN_MODEL and env.get("DATE") and "date" not in parameters:
         parameters["date"] = env["DATE"]
     return {"flow": flow, "parameters": parameters}
 

@@ -21,7 +21,8 @@ import httpx
 from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 
-from agent.supervisor import next_restart_delay
+from common.contract import DEFAULT_WORK_POOL
+from common.restarts import next_restart_delay
 from devstack.postgres import (
     PREFECT_DATABASE,
     EmbeddedPostgres,
@@ -30,7 +31,6 @@ from devstack.postgres import (
     ensure_database,
 )
 from devstack.settings import DevSettings
-from trainer.settings import DEFAULT_WORK_POOL
 
 logger = logging.getLogger("devstack")
 
@@ -51,7 +51,9 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     "mlflow": [str(MLFLOW_BIN / "python"), "-m", "mlflow_server"],
     "serving": ["python", "-m", "serving"],
 }
-SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api", "serving")]
+SOURCE_DIRS = [
+    REPO / "services" / name for name in ("common", "trainer", "agent", "api", "serving")
+]
 MLFLOW_DATABASE = "mlflow"
 
 T = TypeVar("T")

@@ -4,8 +4,8 @@ import sys
 
 import uvicorn
 
-from api.logs import configure_logging
-from api.settings import settings_or_report
+from common.web.logs import configure_logging
+from common.web.settings import settings_or_report
 from serving.settings import ServingSettings
 
 

@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from prometheus_client import Counter, Gauge
 
-from api.auth import writer
-from api.edge import Metrics
+from common.web.auth import writer
+from common.web.edge import Metrics
 from serving.champions import Champions
 from serving.settings import ServingSettings
 
@@ -41,5 +41,5 @@ def get_serving(request: Request) -> Serving:
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]
-# The caller's key name, rate limit applied (api.auth; `app.state.auth` is set at start-up).
+# The caller's key name, rate limit applied (common.web.auth; `app.state.auth` is set at start-up).
 Writer = Annotated[str, Depends(writer)]

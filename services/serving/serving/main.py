@@ -16,11 +16,12 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from mlflow.tracking import MlflowClient
 
-from api import problems
-from api.auth import Authenticator, KeyChecker
-from api.db import Database, prepare_database
-from api.edge import EdgeMiddleware
-from api.ratelimit import RateLimiter
+from common.contract import CHAMPION, model_name
+from common.web import problems
+from common.web.auth import Authenticator, KeyChecker
+from common.web.db import Database, prepare_database
+from common.web.edge import EdgeMiddleware
+from common.web.ratelimit import RateLimiter
 from serving.champions import Champions
 from serving.deps import Serving, ServingMetrics
 from serving.routers import PROBLEM_RESPONSES, health, models, predictions
@@ -34,7 +35,7 @@ BYTES_PER_TRIP = 80
 def _champion_version(client: MlflowClient) -> Any:
     def version(name: str) -> str | None:
         try:
-            return client.get_registered_model(name).aliases.get("champion")
+            return client.get_registered_model(name).aliases.get(CHAMPION)
         except mlflow.exceptions.RestException as error:
             if error.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None  # nothing registered yet
@@ -64,7 +65,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     champions = Champions(
         settings.datasets(),
-        lambda dataset: f"trip-duration-{dataset}",
+        model_name,
         _champion_version(MlflowClient(settings.mlflow_tracking_uri)),
         _load,
     )

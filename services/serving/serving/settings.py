@@ -1,10 +1,10 @@
-"""Settings of the serving container. Keys and dev mode are the API's (api.settings)."""
+"""Settings of the serving container. Keys and dev mode are the API's too (common.web.settings)."""
 
 from functools import lru_cache
 
 from pydantic import Field
 
-from api.settings import KeySettings
+from common.web.settings import KeySettings
 
 
 class ServingSettings(KeySettings):

@@ -13,6 +13,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from common.contract import LOAD_DATA, PROBE, SEND_REQUESTS, TRAIN_MODEL
 from trainer.datasets import get_dataset
 from trainer.features import prepare, prepare_month
 from trainer.loading import load_month
@@ -40,7 +41,7 @@ DatasetName = Literal["fhv", "green", "yellow"]
 SourceName = Literal["tlc", "synthetic"]
 
 
-@flow(name="load-data", log_prints=True)
+@flow(name=LOAD_DATA, log_prints=True)
 def load_data(
     month: Month | None = None,
     dataset: DatasetName = "fhv",
@@ -90,7 +91,7 @@ def validate(fitted: Fitted, val) -> Metrics:
     return validate_model(fitted, val)
 
 
-@flow(name="train-model")
+@flow(name=TRAIN_MODEL)
 def train_model(
     date: Day | None = None,
     dataset: DatasetName = "fhv",
@@ -216,7 +217,7 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
     return registration
 
 
-@flow(name="send-requests")
+@flow(name=SEND_REQUESTS)
 def send_requests(
     month: Month | None = None,
     dataset: DatasetName = "fhv",
@@ -304,7 +305,7 @@ PROBE_MAX_SECONDS = 3600
 PROBE_MAX_LINES = 10_000
 
 
-@flow(name="probe")
+@flow(name=PROBE)
 def probe(
     seconds: Annotated[float, Field(ge=0, le=PROBE_MAX_SECONDS)] = 1.0,
     lines: Annotated[int, Field(ge=0, le=PROBE_MAX_LINES)] = 0,

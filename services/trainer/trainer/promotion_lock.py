@@ -12,8 +12,8 @@ from contextlib import ExitStack, contextmanager
 
 from prefect.concurrency.sync import concurrency
 
+from common.contract import PROMOTION_LOCK
 from trainer.registry import PromotionLockError
-from trainer.settings import PROMOTION_LOCK
 
 LEASE_SECONDS = 60  # the server refuses shorter leases
 REPOSSESSOR_SECONDS = 15  # how often Prefect's server frees the slots of expired leases

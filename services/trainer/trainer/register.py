@@ -19,20 +19,15 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 
+from common.contract import HEARTBEAT_SECONDS, JOB_COMMAND, PROMOTION_LOCK, RUN_ENVIRONMENT
 from trainer.flows import load_data, probe, send_requests, train_model
-from trainer.settings import (
-    HEARTBEAT_SECONDS,
-    PROMOTION_LOCK,
-    RUN_ENVIRONMENT,
-    TrainerSettings,
-    get_settings,
-)
+from trainer.settings import TrainerSettings, get_settings
 
 logger = logging.getLogger("trainer.register")
 
 # Each run's process: the agent's launcher, which forks a warm, pre-imported engine from the
 # agent's fork server (and runs `python -m prefect.engine` itself when there is none).
-JOB_VARIABLES = {"command": "python -m agent.launch", "env": RUN_ENVIRONMENT}
+JOB_VARIABLES = {"command": JOB_COMMAND, "env": RUN_ENVIRONMENT}
 
 ZOMBIE_AUTOMATION_NAME = "crash-runs-without-heartbeats"
 

@@ -28,6 +28,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
 import trainer
+from common.contract import CHALLENGER, CHAMPION, model_name
 from trainer.estimators import (
     ExactLinearRegression,
     IntegerOneHotEncoder,
@@ -38,8 +39,6 @@ from trainer.features import FEATURES
 from trainer.models import ModelBundle
 from trainer.training import rmse
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 # The MLflow tag that links a run and a version back to the Prefect flow run that made them.
 FLOW_RUN_TAG = "prefect.flow_run_id"
 # Given explicitly: inferring them from the environment took 11.7 s per logged model.
@@ -66,10 +65,6 @@ class RegistryUnavailableError(RuntimeError):
 
 class PromotionLockError(RuntimeError):
     """The lock that serialises promotions was not acquired (see trainer.promotion_lock)."""
-
-
-def model_name(dataset: str) -> str:
-    return f"trip-duration-{dataset}"
 
 
 def decide(new_rmse: float, champion_rmse: float | None) -> str:

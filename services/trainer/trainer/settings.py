@@ -5,21 +5,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_WORK_POOL = "training"
-# The global concurrency limit (of 1) that serialises promotions in the model registry.
-PROMOTION_LOCK = "model-promotion"
+from common.contract import DEFAULT_DEPLOYMENT, DEFAULT_WORK_POOL
 
-# Flow-run heartbeats every 30 s, Prefect's minimum (its default is 180 s); the zombie
-# automation (trainer.register) crashes a run that misses three in a row.
-HEARTBEAT_SECONDS = 30
-# What each run's engine needs to ride out an outage of the database or the server. While
-# Postgres is down the server answers 500, which Prefect's client does not retry by default:
-# a run that ended then stayed Running for good. 7 retries back off 2, 4, ... 128 s: 254 s.
-RUN_ENVIRONMENT = {
-    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
-    "PREFECT_CLIENT_MAX_RETRIES": "7",
-    "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
-}
 TLC_URL_TEMPLATE = (
     "https://d37ci6vzurychx.cloudfront.net/trip-data/{dataset}_tripdata_{month}.parquet"
 )
@@ -103,7 +90,7 @@ class TrainerSettings(BaseSettings):
     serving_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one request.")
 
     work_pool_name: str = Field(DEFAULT_WORK_POOL, description="Prefect work pool the agents poll.")
-    deployment_name: str = Field("monthly", description="Name of both deployments.")
+    deployment_name: str = Field(DEFAULT_DEPLOYMENT, description="Name of both deployments.")
     train_cron: str = Field("0 9 15 * *", description="Schedule of train-model.")
     load_cron: str = Field("0 9 1 * *", description="Schedule of load-data.")
     send_cron: str = Field("0 11 1 * *", description="Schedule of send-requests.")

@@ -3,11 +3,11 @@
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import problems
-from api.db import blocking
 from api.deps import ServicesDep
-from api.problems import Problem
 from api.schemas import Health
+from common.web import problems
+from common.web.db import blocking
+from common.web.problems import Problem
 
 router = APIRouter(tags=["operations"])
 

@@ -12,12 +12,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from pydantic import AfterValidator, BeforeValidator
 
 from api import pages
-from api.db import blocking
 from api.deps import Reader, ServicesDep, Writer
-from api.jsonbody import JsonRoute
 from api.prefect_gateway import FINAL, RunRecord, unknown_flow
-from api.problems import Problem
-from api.requestid import current_request_id
 from api.routers import PROBLEM_RESPONSES
 from api.schemas import (
     LogLine,
@@ -31,6 +27,10 @@ from api.schemas import (
     StateTypeName,
 )
 from api.validation import parameter_errors
+from common.web.db import blocking
+from common.web.jsonbody import JsonRoute
+from common.web.problems import Problem
+from common.web.requestid import current_request_id
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
 

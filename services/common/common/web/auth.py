@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.db import Database, blocking, hash_key
-from api.problems import Problem
-from api.ratelimit import RateLimiter
+from common.web.db import Database, blocking, hash_key
+from common.web.problems import Problem
+from common.web.ratelimit import RateLimiter
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]

@@ -8,8 +8,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import problem_response
-from api.requestid import HEADER, choose_request_id, set_request_id
+from common.web.problems import problem_response
+from common.web.requestid import HEADER, choose_request_id, set_request_id
 
 logger = logging.getLogger("api.access")
 

@@ -4,7 +4,7 @@ The standard library's parser, FastAPI's default, accepts `NaN`, `Infinity` and 
 that overflow to infinity (`1e400`); jsonschema's bounds are all false for NaN, so such a
 value would pass every check and reach Prefect as `null`. orjson refuses all of them, and
 lone surrogates too, with the position; its error is a `json.JSONDecodeError`, so FastAPI
-answers a 422 (`api.problems` says which part of the body and why). It is also 2.5x faster
+answers a 422 (`common.web.problems` says which part of the body and why). It is also 2.5x faster
 than the standard library on a batch of trips.
 """
 

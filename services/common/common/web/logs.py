@@ -5,7 +5,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from api.requestid import current_request_id
+from common.web.requestid import current_request_id
 
 
 class _RequestIdFilter(logging.Filter):

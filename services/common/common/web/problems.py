@@ -6,12 +6,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api.jsonbody import decode_error_message
-from api.requestid import current_request_id
-from api.schemas import ProblemBody
+from common.web.jsonbody import decode_error_message
+from common.web.requestid import current_request_id
 
 MEDIA_TYPE = "application/problem+json"
 SCHEMAS = "#/components/schemas/"
@@ -31,6 +31,46 @@ TITLES = {
     "service-unavailable": "A service the API depends on is unavailable",
     "internal-error": "Internal error",
 }
+
+
+class FieldError(BaseModel):
+    """What is wrong with one part of the request."""
+
+    field: str = Field(description="Where: e.g. body.trips.0.pickup_location_id, query.cursor.")
+    message: str
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details, sent as `application/problem+json` (both services)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/validation-error",
+                    "title": "The request is not valid",
+                    "status": 422,
+                    "detail": "body.flow: String should have at most 100 characters",
+                    "instance": "/runs",
+                    "request_id": "4f1c2b0e9a7d4c3e",
+                    "errors": [
+                        {
+                            "field": "body.flow",
+                            "message": "String should have at most 100 characters",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    type: str = Field(description="/problems/<slug>: one stable type per kind of error.")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = Field(None, description="The path of the request.")
+    request_id: str | None = Field(None, description="Its X-Request-ID, as in the logs.")
+    errors: list[FieldError] | None = Field(None, description="A validation error's fields.")
 
 
 class Problem(Exception):

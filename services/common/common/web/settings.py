@@ -1,7 +1,7 @@
-"""Settings of the API container."""
+"""Settings every service that checks keys shares (the API, serving), and how a service
+reports settings it cannot start with."""
 
 import sys
-from functools import lru_cache
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -33,53 +33,6 @@ class KeySettings(BaseSettings):
                 "or API_INSECURE_DEV_MODE=true for local development only"
             )
         return self
-
-
-class ApiSettings(KeySettings):
-    api_reads_require_key: bool = Field(True, description="GET endpoints need a key too.")
-    api_host: str = Field("127.0.0.1", description="Address uvicorn binds.")
-    api_port: int = Field(8000, description="Port uvicorn binds.")
-    api_public_url: str | None = Field(
-        None,
-        description="Base URL of the API as callers see it, for links (default: the request's).",
-    )
-    api_rate_limit_per_second: float = Field(20.0, gt=0, description="Token refill rate per key.")
-    api_rate_limit_burst: int = Field(100, ge=1, description="Token bucket size per key.")
-    api_max_body_bytes: int = Field(65_536, ge=1_024, description="Largest request body (413).")
-    api_shutdown_grace_seconds: float = Field(
-        20.0, ge=0, description="How long SIGTERM waits for in-flight requests."
-    )
-    idempotency_retention_hours: float = Field(
-        24.0, gt=0, description="How long an Idempotency-Key is remembered."
-    )
-    deployment_name: str = Field("monthly", description="Deployment of each flow to trigger.")
-    work_pool_name: str = Field(
-        "training", description="Work pool whose deployments are the flows the API runs."
-    )
-    api_flows: str | None = Field(
-        None,
-        description="Comma-separated flows the API may start (default: every deployment on "
-        "the pool).",
-    )
-    api_read_cache_seconds: float = Field(
-        1.0,
-        ge=0,
-        description="How stale GET /runs/{id} of a run that is not final may be (final runs "
-        "are cached for good).",
-    )
-    prefect_ui_url: str | None = Field(
-        None, description="Prefect UI base URL, for links to runs (PREFECT_UI_URL)."
-    )
-
-    def allowed_flows(self) -> frozenset[str] | None:
-        if not self.api_flows:
-            return None
-        return frozenset(f.strip() for f in self.api_flows.split(",") if f.strip())
-
-
-@lru_cache
-def get_settings() -> ApiSettings:
-    return ApiSettings()
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from api import problems
+from common.web import problems
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = problems.responses(
     {

@@ -3,12 +3,13 @@
 import numpy as np
 from fastapi import APIRouter
 
-from api.jsonbody import JsonRoute
-from api.problems import Problem
+from common.contract import model_name
+from common.web.jsonbody import JsonRoute
+from common.web.problems import Problem
 from serving.deps import ServingDep, Writer
 from serving.schemas import Prediction, PredictRequest
 
-# Bodies parsed by orjson, as the API parses them (api.jsonbody): strict JSON, and 2.5x
+# Bodies parsed by orjson, as the API parses them (common.web.jsonbody): strict JSON, and 2.5x
 # faster than the standard library on a batch.
 router = APIRouter(tags=["predictions"], route_class=JsonRoute)
 
@@ -34,7 +35,7 @@ async def predict(body: PredictRequest, svc: ServingDep, _: Writer) -> Predictio
         raise Problem(
             503,
             "service-unavailable",
-            f"no champion of trip-duration-{body.dataset} is loaded yet: train a model",
+            f"no champion of {model_name(body.dataset)} is loaded yet: train a model",
             headers={"Retry-After": svc.retry_after()},
         )
     ids = np.array(
