@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common.web.problems import problem_response
 from common.web.requestid import HEADER, choose_request_id, set_request_id
 
+# Both services log their access lines under this name, as they did when it was the API's module.
 logger = logging.getLogger("api.access")
 
 
