@@ -56,9 +56,10 @@ test-integration: venv ## Only the integration tests
 test-faults: venv ## Only the fault suite: kill agents, stop Postgres, kill the server, mid-run
 	$(BIN)/python -m pytest tests/faults
 
-lint: venv ## Check formatting and lint with ruff
+lint: venv ## Check formatting and lint with ruff, and types with mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 format: venv ## Format and fix with ruff
 	$(BIN)/ruff format .

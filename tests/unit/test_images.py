@@ -15,6 +15,18 @@ def _dockerfile(service: str) -> str:
     return (REPO / "services" / service / "Dockerfile").read_text()
 
 
+# The one build recipe: every image's first stage copies it in and runs it.
+BUILD_SCRIPT = REPO / "services" / "build" / "venv.sh"
+
+
+def _build(service: str) -> str:
+    """What builds the image: its Dockerfile, then the shared recipe its first stage runs."""
+    text = _dockerfile(service)
+    assert "COPY services/build/venv.sh /tmp/venv.sh" in text
+    assert re.search(r"^RUN sh /tmp/venv.sh\b", text, flags=re.M)
+    return text + BUILD_SCRIPT.read_text()
+
+
 SERVICES = ["server", "trainer", "agent", "api", "mlflow", "serving"]
 
 
@@ -28,13 +40,29 @@ def test_container_command_is_the_local_command(service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_image_is_non_root_and_installs_its_lock(service: str) -> None:
-    text = _dockerfile(service)
+    text = _build(service)
     assert re.search(r"^USER app$", text, flags=re.M)
     assert f"COPY services/{service}/requirements.lock /tmp/requirements.lock" in text
     assert "install --no-deps --require-hashes \\\n        -r /tmp/requirements.lock" in text
     # Built in a first stage; the final one takes the venv without test folders.
     assert "find /opt/venv/lib -depth -type d -name tests -exec rm -rf {} +" in text
     assert "COPY --from=build /opt/venv /opt/venv" in text
+
+
+def test_every_image_builds_its_venv_by_the_one_recipe() -> None:
+    # The first stage is the same four lines everywhere but for the lock and what the image
+    # drops; the recipe itself is written once.
+    for service in SERVICES:
+        stage = _dockerfile(service).split("\nFROM python:3.11-slim\n")[0]
+        lines = [line for line in stage.splitlines()[1:] if not line.startswith("#")]
+        assert lines[:3] == [
+            "FROM python:3.11-slim AS build",
+            "COPY services/build/venv.sh /tmp/venv.sh",
+            f"COPY services/{service}/requirements.lock /tmp/requirements.lock",
+        ]
+        assert lines[3].startswith("RUN sh /tmp/venv.sh"), service
+        assert "pip" not in "\n".join(lines[3:]), service
+    assert "!services/build/venv.sh" in (REPO / ".dockerignore").read_text()
 
 
 def test_compose_publishes_only_the_uis_and_the_api_on_loopback() -> None:

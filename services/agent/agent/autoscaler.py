@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.events.filters import (
     EventFilter,
@@ -39,7 +39,7 @@ from agent.actuators import (
     ProcessActuator,
     Standby,
 )
-from agent.backlog import WORKER_LABEL, PoolSnapshot, read_crashed_runs, read_pool
+from agent.backlog import PoolSnapshot, read_crashed_runs, read_pool, worker_name
 from agent.recovery import (
     LOOKBACK,
     CrashedRun,
@@ -293,7 +293,7 @@ class Reconciler:
         crashed_runs = [run for run in recent if str(run.id) not in self.final]
         crashed = [self._describe(run) for run in crashed_runs]
         repairs, final = retry_crashed_runs(crashed, self._beat_since, now, self.policy)
-        labels = {str(run.id): run.labels.get(WORKER_LABEL) for run in crashed_runs}
+        labels = {str(run.id): worker_name(run) for run in crashed_runs}
         for run_id in final:
             logger.info(
                 "flow run %s stays Crashed (retries used, cancelled or no deployment)", run_id
@@ -333,7 +333,7 @@ class Reconciler:
         return bool(page.events)
 
     def _apply(self, repair: Repair) -> bool:
-        state = {
+        state: State = {
             StateType.CRASHED: lambda: Crashed(
                 message=f"Recovered by the autoscaler: {repair.reason}"
             ),

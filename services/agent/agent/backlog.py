@@ -30,6 +30,12 @@ PAGE = 200
 MAX_PAGES = 50  # 10,000 busy runs: far beyond what one pool's agents run at once
 
 
+def worker_name(run: FlowRun) -> str | None:
+    """The name in the run's WORKER_LABEL (labels are typed as any JSON scalar)."""
+    name = run.labels.get(WORKER_LABEL)
+    return None if name is None else str(name)
+
+
 @dataclass(frozen=True)
 class BusyRun:
     id: str
@@ -83,7 +89,7 @@ def _busy_runs(client: SyncPrefectClient, in_pool: WorkPoolFilter) -> list[BusyR
             work_pool_filter=in_pool, flow_run_filter=busy_filter, limit=PAGE, offset=page * PAGE
         )
         runs += [
-            BusyRun(str(run.id), run.state.type, run.labels.get(WORKER_LABEL))
+            BusyRun(str(run.id), run.state.type, worker_name(run))
             for run in batch
             if run.state is not None
         ]

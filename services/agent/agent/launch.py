@@ -213,7 +213,7 @@ def run_on_forkserver(path: str | None) -> int:
     Raises ForkServerUnavailable before any engine started.
     """
     sock = _connect(path)
-    decoder, queue = FrameDecoder(), []
+    decoder, queue = FrameDecoder(), list[dict[str, Any]]()
     fds = present_fds()
     ignored = [s for s in RELAYED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN]
     frame = encode_frame(start_request(os.environ, os.getcwd(), sys.prefix, fds, ignored))

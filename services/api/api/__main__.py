@@ -26,7 +26,8 @@ def main() -> int:
         host=settings.api_host,
         port=settings.api_port,
         # On SIGTERM uvicorn stops accepting, then waits this long for in-flight requests.
-        timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,
+        # Typed int, but a timeout of asyncio.wait_for, which takes seconds as a float.
+        timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,  # type: ignore[arg-type]
         access_log=False,  # our middleware logs each request as JSON, with its request id
         log_config=None,
     )

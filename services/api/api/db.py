@@ -73,7 +73,9 @@ class ApiDatabase(Database):
                 "WHERE caller = %s AND key = %s",
                 (caller, key),
             )
-            stored_hash, stored_nonce, bound = cursor.fetchone()
+            row = cursor.fetchone()
+            assert row is not None  # the insert above did nothing: the key is there
+            stored_hash, stored_nonce, bound = row
             return Claim(
                 stored_nonce,
                 same_request=hmac.compare_digest(stored_hash, request_hash),

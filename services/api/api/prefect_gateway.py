@@ -244,11 +244,11 @@ class PrefectGateway:
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
             )
         )
-        tables = {}
+        tables: dict[str, list[dict[str, Any]]] = {}
         for artifact in artifacts:
             for kind in TABLES:
                 if artifact.key and artifact.key.endswith(f"-{kind}") and artifact.data:
-                    data = artifact.data
+                    data: Any = artifact.data  # a table's rows: JSON text, or parsed already
                     tables[kind] = json.loads(data) if isinstance(data, str) else data
         return tables
 

@@ -4,6 +4,7 @@ The schema is Prefect's, built from the flow's signature, so the trainer's types
 source of the rules: dates are `format: date`, months carry their pattern and description.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
@@ -37,10 +38,12 @@ def _message(error: ValidationError) -> str:
         if option.validator in ("pattern", "format", "minLength", "maxLength"):
             return _message(option)
     # A patterned string (a month) has a fixed length too: say what it should look like.
-    if error.validator in ("pattern", "minLength", "maxLength") and "pattern" in error.schema:
-        described = error.schema.get("description", "").rstrip(".")
+    schema = error.schema
+    patterned = error.validator in ("pattern", "minLength", "maxLength")
+    if patterned and isinstance(schema, Mapping) and "pattern" in schema:
+        described = schema.get("description", "").rstrip(".")
         described = described[:1].lower() + described[1:]  # "A month, YYYY-MM" mid-sentence
-        form = described or f"of the form {error.schema['pattern']}"
+        form = described or f"of the form {schema['pattern']}"
         return f"{error.instance!r} is not {form}"
     if error.validator == "format" and error.validator_value == "date":
         return f"{error.instance!r} is not a valid YYYY-MM-DD date"

@@ -434,8 +434,13 @@ class LocalStack:
     def wait_until(self, ready: Callable[[], object], timeout: float, what: str) -> None:
         """`wait_until`, failing as soon as a service of the stack has exited; a timeout is a
         StackError (a service that did not start)."""
+
+        def alive_and_ready() -> object:
+            self.check_alive()
+            return ready()
+
         try:
-            wait_until(lambda: self.check_alive() or ready(), timeout, what, interval=0.3)
+            wait_until(alive_and_ready, timeout, what, interval=0.3)
         except TimeoutError as error:
             raise StackError(str(error)) from None
 

@@ -177,41 +177,45 @@ class ComposeTarget:
     }
 
     def stores(self) -> dict[str, str | None]:
-        return {
-            store: self.config["volumes"][key]["name"]
-            for store, (key, _, _) in self.VOLUMES.items()
-        }
+        return {store: self._volume(store) for store in self.VOLUMES}
+
+    def _volume(self, store: str) -> str:
+        """The name of the Compose volume that holds `store`."""
+        name: str = self.config["volumes"][self.VOLUMES[store][0]]["name"]
+        return name
 
     def _docker_run(self, store: str, entrypoint: str, *, write: bool) -> list[str]:
-        key, mount, service = self.VOLUMES[store]
-        volume = self.config["volumes"][key]["name"]
+        _, mount, service = self.VOLUMES[store]
+        volume = self._volume(store)
         image = self.config["services"][service]["image"]
         options = ["-i", "-v", f"{volume}:{mount}"] if write else ["-v", f"{volume}:{mount}:ro"]
         return ["docker", "run", "--rm", *options, "--entrypoint", entrypoint, image]
 
     def read_store(self, store: str, into: Path) -> None:
         mount = self.VOLUMES[store][1]
-        volume = self.stores()[store]
+        volume = self._volume(store)
         exists = subprocess.run(["docker", "volume", "inspect", volume], capture_output=True)
         if exists.returncode != 0:
             return  # never created: an empty store
         command = [*self._docker_run(store, "tar", write=False), "-C", mount, "-cf", "-", "."]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+            assert process.stdout is not None and process.stderr is not None  # both piped
             try:
                 with tarfile.open(fileobj=process.stdout, mode="r|") as tar:
                     tar.extractall(into, filter="data")
                 failed = ""
             except tarfile.TarError as error:  # the container failed: its stderr says why
                 failed = str(error)
-            error = process.stderr.read().decode()
+            stderr = process.stderr.read().decode()
         if process.returncode != 0 or failed:
-            raise TargetError(f"reading volume {volume} failed: {failed} {error[-2000:]}")
+            raise TargetError(f"reading volume {volume} failed: {failed} {stderr[-2000:]}")
 
     def write_store(self, store: str, source: Path) -> None:
         mount = self.VOLUMES[store][1]
         script = 'find "$0" -mindepth 1 -delete && tar -C "$0" -xf -'
         command = [*self._docker_run(store, "sh", write=True), "-c", script, mount]
         with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+            assert process.stdin is not None and process.stderr is not None  # both piped
             try:
                 with tarfile.open(fileobj=process.stdin, mode="w|") as tar:
                     for path in sorted(source.iterdir()):
@@ -221,7 +225,7 @@ class ComposeTarget:
                 pass
             error = process.stderr.read().decode()
         if process.returncode != 0:
-            raise TargetError(f"writing volume {self.stores()[store]} failed: {error[-2000:]}")
+            raise TargetError(f"writing volume {self._volume(store)} failed: {error[-2000:]}")
 
     def stop_services(self) -> None:
         running = self._running() & set(SERVICES)

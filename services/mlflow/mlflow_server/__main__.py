@@ -20,6 +20,8 @@ def ensure_database(url: str, *, create: bool = True) -> bool:
     """Whether the database that `url` names exists on its server; with `create`, it is
     created when absent (and True)."""
     target = make_url(url)
+    if not target.database:
+        raise ValueError(f"MLFLOW_BACKEND_STORE_URI names no database: {target!r}")
     maintenance = target.set(drivername="postgresql", database="postgres")
     connection = psycopg2.connect(maintenance.render_as_string(hide_password=False))
     try:

@@ -9,6 +9,7 @@ import httpx
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import Field
@@ -141,18 +142,19 @@ def train_model(
         metrics.features,
         location,
     )
+    table: list[dict[str, object]] = [
+        {"metric": "train_rmse", "value": round(metrics.train_rmse, 6)},
+        {"metric": "val_rmse", "value": round(metrics.val_rmse, 6)},
+        {"metric": "train_rows", "value": metrics.train_rows},
+        {"metric": "val_rows", "value": metrics.val_rows},
+        {"metric": "features", "value": metrics.features},
+        {"metric": "train_month", "value": f"{train_month} ({sources[train_month]})"},
+        {"metric": "val_month", "value": f"{val_month} ({sources[val_month]})"},
+        {"metric": "model", "value": location},
+    ]
     create_table_artifact(
         key=f"{dataset}-model-metrics",
-        table=[
-            {"metric": "train_rmse", "value": round(metrics.train_rmse, 6)},
-            {"metric": "val_rmse", "value": round(metrics.val_rmse, 6)},
-            {"metric": "train_rows", "value": metrics.train_rows},
-            {"metric": "val_rows", "value": metrics.val_rows},
-            {"metric": "features", "value": metrics.features},
-            {"metric": "train_month", "value": f"{train_month} ({sources[train_month]})"},
-            {"metric": "val_month", "value": f"{val_month} ({sources[val_month]})"},
-            {"metric": "model", "value": location},
-        ],
+        table=table,
         description=f"{dataset} trip-duration model, trained {train_month}, validated {val_month}",
     )
     try:
@@ -260,7 +262,7 @@ def send_requests(
         report.latency_p50_ms, report.latency_p99_ms, report.errors,
     )  # fmt: skip
     result: dict[str, object] = {**report.__dict__, "month": month, "retrain": None}
-    if settings.mlflow_tracking_uri and report.version:
+    if settings.mlflow_tracking_uri and report.model and report.version:
         validated = validation_rmse(settings.mlflow_tracking_uri, report.model, report.version)
         result["validation_rmse"] = validated
         numbers = {k: v for k, v in report.__dict__.items() if isinstance(v, int | float)}
@@ -288,6 +290,7 @@ def send_requests(
                 timeout=0,
                 as_subflow=False,
             )
+            assert isinstance(retrain, FlowRun)  # a sync flow: Prefect's sync implementation ran
             result["retrain"] = str(retrain.id)
     create_table_artifact(
         key=f"{dataset}-live-metrics",

@@ -6,7 +6,9 @@ Run once per start of the stack: `python -m trainer.register`.
 import hashlib
 import json
 import logging
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 from prefect import deploy, get_client
 from prefect._internal.versioning import VersionType
@@ -75,12 +77,13 @@ def _automation_spec(automation: AutomationCore) -> dict:
 def ensure_automation(client: SyncPrefectClient, automation: AutomationCore) -> str:
     """Create the automation, or update the one of that name if it differs; "created",
     "updated" or "unchanged". Duplicates of the name (a concurrent first start) are removed."""
-    first, *duplicates = client.read_automations_by_name(automation.name) or [None]
-    for duplicate in duplicates:
+    found = client.read_automations_by_name(automation.name)
+    for duplicate in found[1:]:
         client.delete_automation(duplicate.id)
-    if first is None:
+    if not found:
         client.create_automation(automation)
         return "created"
+    first = found[0]
     if _automation_spec(first) == _automation_spec(automation):
         return "unchanged"
     client.update_automation(first.id, automation)
@@ -100,7 +103,7 @@ def ensure_work_pool(name: str) -> None:
 
 def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
     """The deployments, loaded by module path so any image or venv with `trainer` runs them."""
-    return [
+    made = [
         train_model.to_deployment(
             name=settings.deployment_name,
             schedules=[Cron(settings.train_cron, timezone=settings.schedule_timezone)],
@@ -143,6 +146,18 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             "end to end (and to exercise the autoscaler).",
         ),
     ]
+    return [_synchronous(deployment) for deployment in made]
+
+
+def _synchronous(
+    made: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment],
+) -> RunnerDeployment:
+    """What `to_deployment` returns outside an event loop, as it is called here: the
+    deployment (it is typed for either)."""
+    if isinstance(made, Coroutine):
+        made.close()
+        raise TypeError("to_deployment was called inside an event loop")
+    return made
 
 
 def spec_version(deployment: RunnerDeployment, pool: str) -> str:

@@ -307,6 +307,8 @@ def validation_rmse(tracking_uri: str, name: str, version: str) -> float:
     """The validation RMSE that version `version` of `name` was registered with."""
     client = MlflowClient(tracking_uri)
     run_id = client.get_model_version(name, version).run_id
+    if run_id is None:
+        raise LookupError(f"version {version} of {name} was registered without a run")
     return float(client.get_run(run_id).data.metrics["val_rmse"])
 
 

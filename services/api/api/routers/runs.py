@@ -262,7 +262,9 @@ async def list_runs(
 
 
 def _run_key(run: FlowRun) -> tuple[int, uuid.UUID]:
-    return pages.position(run.expected_start_time or run.created, newest_first=True), run.id
+    when = run.expected_start_time or run.created
+    assert when is not None  # the server sets `created` on every run it returns
+    return pages.position(when, newest_first=True), run.id
 
 
 @router.post(

@@ -116,7 +116,8 @@ CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def _auth(request: Request) -> Authenticator:
-    return request.app.state.auth
+    auth: Authenticator = request.app.state.auth
+    return auth
 
 
 async def writer(request: Request, credentials: Credentials) -> str:
