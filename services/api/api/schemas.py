@@ -7,11 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.contract import (
-    CHALLENGER,
     CHAMPION,
     LOAD_DATA,
     MODEL_NAME_PATTERN,
     TRAIN_MODEL,
+    Alias,
     model_name,
 )
 
@@ -64,7 +64,7 @@ class RegisteredModel(BaseModel):
         description=f"The registered model: {MODEL_NAME_PATTERN.format(dataset='<dataset>')}."
     )
     version: str
-    alias: Literal[CHAMPION, CHALLENGER] = Field(
+    alias: Alias = Field(
         description="The alias it took when it was registered (a later run may move it)."
     )
     decision: str | None = Field(None, description="Why: both validation RMSEs compared.")

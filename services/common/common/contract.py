@@ -3,7 +3,7 @@ another (or by the compose files and manifests, which tests/unit/test_contract.p
 these). A service that needs one imports it from here, never from the service that sets it.
 """
 
-from typing import Final
+from typing import Final, Literal, get_args
 
 # -- Prefect: where runs go ---------------------------------------------------------------
 
@@ -56,10 +56,12 @@ PROMOTION_LOCK = "model-promotion"
 
 # The aliases train-model gives a version; serving answers with each dataset's champion, the
 # API reports which one a run's version took.
-# Final: the API's schemas use them as Literal values.
-CHAMPION: Final = "champion"
-CHALLENGER: Final = "challenger"
-ALIASES = (CHAMPION, CHALLENGER)
+# `Alias` is the type the API's schemas use (a Literal takes no variables, so the two
+# strings are written once here and the constants are typed by it).
+Alias = Literal["champion", "challenger"]
+CHAMPION: Final[Alias] = "champion"
+CHALLENGER: Final[Alias] = "challenger"
+ALIASES: tuple[Alias, ...] = get_args(Alias)
 # The registered model of a dataset: train-model registers versions of it, serving loads its
 # champion, the API links to it.
 MODEL_NAME_PATTERN = "trip-duration-{dataset}"
