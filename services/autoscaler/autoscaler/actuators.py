@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 from agent.settings import agent_name_prefix
 from agent.worker import STANDBY, read_state
 
-logger = logging.getLogger("agent.autoscaler")
+logger = logging.getLogger("autoscaler")
 
 
 class Standby(NamedTuple):

@@ -1,11 +1,20 @@
-"""Read what the autoscaler needs from the Prefect API: the pool's backlog, its busy runs and
-its online agents. One snapshot per poll, three requests."""
+"""Every call the autoscaler makes to the Prefect API, through `PrefectPool`: each poll, one
+snapshot of the pool (its backlog, its busy runs and its online agents: three requests);
+for recovery, its Crashed runs, a run's state history and heartbeats, and state changes.
+
+The loop and the reconciler see only the plain shapes defined here, so that tests give
+them a fake of `PrefectPool` (tests/unit/test_reconciler.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
+from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -17,10 +26,19 @@ from prefect.client.schemas.filters import (
     WorkPoolFilter,
     WorkPoolFilterName,
 )
-from prefect.client.schemas.objects import FlowRun, StateType, WorkerStatus
+from prefect.client.schemas.objects import StateType, WorkerStatus
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventResourceFilter,
+)
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+from prefect.states import Cancelled, Crashed, Scheduled
 
-from agent.scaling import Backlog
+from autoscaler.scaling import Backlog
 
 # Runs that hold an agent: a Pending run has been picked up and is starting.
 BUSY_STATES = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
@@ -50,56 +68,146 @@ class PoolSnapshot:
         return len(self.online_workers)
 
 
-def read_pool(client: SyncPrefectClient, pool: str, now: datetime) -> PoolSnapshot:
-    """The pool's state at `now` (timezone-aware)."""
-    in_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
-    # Scheduled covers Late and AwaitingRetry too (same state type); only those due count.
-    due = client.count_flow_runs(
-        work_pool_filter=in_pool,
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-            next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=now),
-        ),
-    )
-    busy = _busy_runs(client, in_pool)
-    pending = sum(run.state == StateType.PENDING for run in busy)
-    online = client.read_workers_for_work_pool(
-        pool, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=[WorkerStatus.ONLINE]))
-    )
-    return PoolSnapshot(
-        backlog=Backlog(waiting=due + pending, running=len(busy) - pending),
-        busy_runs=busy,
-        online_workers=[worker.name for worker in online],
-    )
+@dataclass(frozen=True)
+class CrashedFlowRun:
+    id: str
+    crashed_at: datetime
+    """When it entered its Crashed state (timezone-aware)."""
+    worker_name: str | None
+    """The agent that had it last (its label), or None."""
+    has_deployment: bool
 
 
-def _busy_runs(client: SyncPrefectClient, in_pool: WorkPoolFilter) -> list[BusyRun]:
-    busy_filter = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=BUSY_STATES))
-    )
-    runs: list[BusyRun] = []
-    for page in range(MAX_PAGES):
-        batch = client.read_flow_runs(
-            work_pool_filter=in_pool, flow_run_filter=busy_filter, limit=PAGE, offset=page * PAGE
+@dataclass(frozen=True)
+class StateChange:
+    accepted: bool
+    details: str
+    """Why the server refused it, when it did."""
+
+
+class PoolApi(Protocol):
+    """What the autoscaler asks of the Prefect API about one pool; `PrefectPool` asks it."""
+
+    def read_pool(self, now: datetime) -> PoolSnapshot: ...
+
+    def read_crashed_runs(self, since: datetime) -> list[CrashedFlowRun]: ...
+
+    def read_state_history(self, run_id: str) -> list[StateType]: ...
+
+    def heartbeat_since(self, run_id: str, since: datetime) -> bool: ...
+
+    def set_state(self, run_id: str, to: StateType, reason: str) -> StateChange: ...
+
+
+@contextmanager
+def connect(max_retries: int) -> Iterator[SyncPrefectClient]:
+    """A client that retries a failed call `max_retries` times, for the autoscaler's life.
+
+    While the server is away, a poll should fail fast and the next one try again, rather
+    than retry inside one poll for a minute. Not set through the environment: local agents
+    get ours, and Prefect's worker passes its settings on to runs, over the deployments' own.
+    """
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: max_retries}),
+        get_client(sync_client=True) as client,
+    ):
+        yield client
+
+
+class PrefectPool:
+    """The Prefect API, as it concerns the work pool `pool`."""
+
+    def __init__(self, client: SyncPrefectClient, pool: str) -> None:
+        self.client = client
+        self.pool = pool
+        self._in_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+
+    def read_pool(self, now: datetime) -> PoolSnapshot:
+        """The pool's state at `now` (timezone-aware)."""
+        # Scheduled covers Late and AwaitingRetry too (same state type); only those due count.
+        due = self.client.count_flow_runs(
+            work_pool_filter=self._in_pool,
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=now),
+            ),
         )
-        runs += [
-            BusyRun(str(run.id), run.state.type, run.labels.get(WORKER_LABEL))
-            for run in batch
-            if run.state is not None
+        busy = self._busy_runs()
+        pending = sum(run.state == StateType.PENDING for run in busy)
+        online = self.client.read_workers_for_work_pool(
+            self.pool,
+            worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=[WorkerStatus.ONLINE])),
+        )
+        return PoolSnapshot(
+            backlog=Backlog(waiting=due + pending, running=len(busy) - pending),
+            busy_runs=busy,
+            online_workers=[worker.name for worker in online],
+        )
+
+    def _busy_runs(self) -> list[BusyRun]:
+        busy_filter = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=BUSY_STATES))
+        )
+        runs: list[BusyRun] = []
+        for page in range(MAX_PAGES):
+            batch = self.client.read_flow_runs(
+                work_pool_filter=self._in_pool,
+                flow_run_filter=busy_filter,
+                limit=PAGE,
+                offset=page * PAGE,
+            )
+            runs += [
+                BusyRun(str(run.id), run.state.type, run.labels.get(WORKER_LABEL))
+                for run in batch
+                if run.state is not None
+            ]
+            if len(batch) < PAGE:
+                break
+        return runs
+
+    def read_crashed_runs(self, since: datetime) -> list[CrashedFlowRun]:
+        """The pool's Crashed runs that crashed after `since`, newest first (one page)."""
+        runs = self.client.read_flow_runs(
+            work_pool_filter=self._in_pool,
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))
+            ),
+            sort=FlowRunSort.END_TIME_DESC,
+            limit=PAGE,
+        )
+        return [
+            CrashedFlowRun(
+                id=str(run.id),
+                crashed_at=run.state.timestamp,
+                worker_name=run.labels.get(WORKER_LABEL),
+                has_deployment=run.deployment_id is not None,
+            )
+            for run in runs
+            if run.state is not None and run.state.timestamp >= since
         ]
-        if len(batch) < PAGE:
-            break
-    return runs
 
+    def read_state_history(self, run_id: str) -> list[StateType]:
+        """The types of every state the run has been in, oldest first."""
+        return [state.type for state in self.client.read_flow_run_states(run_id)]
 
-def read_crashed_runs(client: SyncPrefectClient, pool: str, since: datetime) -> list[FlowRun]:
-    """The pool's Crashed runs that crashed after `since`, newest first (one page)."""
-    runs = client.read_flow_runs(
-        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))
-        ),
-        sort=FlowRunSort.END_TIME_DESC,
-        limit=PAGE,
-    )
-    return [run for run in runs if run.state is not None and run.state.timestamp >= since]
+    def heartbeat_since(self, run_id: str, since: datetime) -> bool:
+        """Whether the run has sent a heartbeat since `since`: its engine is alive."""
+        page = self.client.read_events(
+            EventFilter(
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+            ),
+            limit=1,
+        )
+        return bool(page.events)
+
+    def set_state(self, run_id: str, to: StateType, reason: str) -> StateChange:
+        """Move the run to Crashed, Cancelled or Scheduled (Rescheduled), saying why."""
+        state = {
+            StateType.CRASHED: lambda: Crashed(message=f"Recovered by the autoscaler: {reason}"),
+            StateType.CANCELLED: lambda: Cancelled(message=f"Cancelled: {reason}"),
+            StateType.SCHEDULED: lambda: Scheduled(name="Rescheduled", message=reason),
+        }[to]()
+        result = self.client.set_flow_run_state(run_id, state)
+        return StateChange(result.status == SetStateStatus.ACCEPT, str(result.details))
