@@ -27,7 +27,7 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from agent.launch import SOCKET_ENV  # noqa: E402
+from agent.protocol import SOCKET_ENV  # noqa: E402
 from agent.settings import AgentSettings  # noqa: E402
 from agent.supervisor import supervise  # noqa: E402
 from agent.worker import ACTIVE, FORKSERVER_PID_ENV, STATE_FILE_ENV, read_state  # noqa: E402

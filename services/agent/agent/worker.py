@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from agent.launch import SOCKET_ENV, listening, process_alive
+from agent.launch import process_alive
+from agent.protocol import SOCKET_ENV, listening
 
 logger = logging.getLogger("agent")
 
