@@ -13,7 +13,7 @@ one after the other, each alone on the machine. It plots agents and backlog over
 the autoscaled burst (--plot, a PNG).
 
     make bench-autoscale  # from the repository root, with the defaults; or, with options:
-    PYTHONPATH=services/trainer:services/agent:services/devstack:tests \
+    PYTHONPATH=services/trainer:services/agent:services/autoscaler:services/devstack:tests \
         .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--standby 3] \
         [--plot bench/autoscale.png]
 """

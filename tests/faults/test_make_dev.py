@@ -35,7 +35,8 @@ def _env(tmp_path: Path, port: int, api_port: int) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
-            str(REPO / "services" / name) for name in ("trainer", "agent", "api", "devstack")
+            str(REPO / "services" / name)
+            for name in ("trainer", "agent", "autoscaler", "api", "devstack")
         ),
         "STATE_DIR": str(tmp_path / "var"),
         "PREFECT_SERVER_API_PORT": str(port),
