@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from uuid import UUID
 
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
@@ -188,7 +189,7 @@ class PrefectPool:
 
     def read_state_history(self, run_id: str) -> list[StateType]:
         """The types of every state the run has been in, oldest first."""
-        return [state.type for state in self.client.read_flow_run_states(run_id)]
+        return [state.type for state in self.client.read_flow_run_states(UUID(run_id))]
 
     def heartbeat_since(self, run_id: str, since: datetime) -> bool:
         """Whether the run has sent a heartbeat since `since`: its engine is alive."""
