@@ -3,7 +3,7 @@ snapshot of the pool (its backlog, its busy runs and its online agents: three re
 for recovery, its Crashed runs, a run's state history and heartbeats, and state changes.
 
 The loop and the reconciler see only the plain shapes defined here, so that tests give
-them a fake of `PrefectPool` (tests/unit/test_reconciler.py).
+them a fake of it (`PoolApi`: tests/unit/test_reconciler.py).
 """
 
 from __future__ import annotations
