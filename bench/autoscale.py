@@ -12,9 +12,9 @@ goes on until it is back at its minimum: that tail is reported too. The configur
 one after the other, each alone on the machine. It plots agents and backlog over time during
 the autoscaled burst (--plot, a PNG).
 
-    make bench-autoscale  # from the repository root, with the defaults; or, with options:
-    PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
-        .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--standby 3] \
+    make bench-autoscale  # from the repository root, with the defaults; or, with options
+    # and the PYTHONPATH the Makefile exports:
+    .venv/bin/python bench/autoscale.py [--runs 24] [--seconds 5] [--standby 3] \
         [--plot bench/autoscale.png]
 """
 

@@ -36,7 +36,7 @@ def _env(tmp_path: Path, port: int, api_port: int) -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
             str(REPO / "services" / name)
-            for name in ("common", "trainer", "agent", "api", "devstack")
+            for name in ("common", "trainer", "agent", "autoscaler", "api", "devstack")
         ),
         "STATE_DIR": str(tmp_path / "var"),
         "PREFECT_SERVER_API_PORT": str(port),

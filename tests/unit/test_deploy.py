@@ -2,7 +2,7 @@
 
 import yaml
 
-from devstack.stack import REPO
+from devstack.stack import REPO, SERVICE_COMMANDS
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 
@@ -43,6 +43,10 @@ def test_keda_scales_the_agents_on_the_backlog_by_runs_per_agent() -> None:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["containers"][0]["image"].split(":")[0].endswith("training-stack/agent")
+    # Each runs the command it runs in Compose and in local mode.
+    for deployment, service in ((agent, "agent"), (autoscaler, "autoscaler")):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == SERVICE_COMMANDS[service]
 
 
 def test_the_kubernetes_work_pool_option() -> None:

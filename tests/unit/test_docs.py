@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from agent.settings import AgentSettings, AutoscalerSettings
+from agent.settings import AgentSettings
 from api.settings import ApiSettings
+from autoscaler.settings import AutoscalerSettings
 from devstack.settings import DevSettings
 from devstack.stack import REPO
 from mlflow_server.settings import MlflowServerSettings

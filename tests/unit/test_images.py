@@ -95,6 +95,17 @@ def test_compose_file_has_no_key_twice_and_agents_run_under_an_init() -> None:
     assert services["agent"]["init"] is True
 
 
+def test_the_autoscaler_runs_its_local_command_from_the_agent_image() -> None:
+    services = yaml.load((REPO / "docker-compose.yaml").read_text(), StrictLoader)["services"]
+    autoscaler = services["autoscaler"]
+    assert autoscaler["image"] == services["agent"]["image"]
+    assert autoscaler["build"] == services["agent"]["build"]
+    assert autoscaler["command"] == SERVICE_COMMANDS["autoscaler"]
+    # The image holds the package it runs; .dockerignore lets it into the build context.
+    assert "COPY services/autoscaler/autoscaler /app/autoscaler" in _dockerfile("agent")
+    assert "!services/autoscaler/autoscaler/" in (REPO / ".dockerignore").read_text()
+
+
 def _pins(path: Path) -> dict[str, str]:
     return dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", path.read_text(), flags=re.M))
 

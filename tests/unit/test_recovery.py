@@ -1,27 +1,17 @@
-"""Recovery of runs whose agent died (agent.recovery), and the agent's worker restarts."""
+"""Recovery of runs whose agent died (autoscaler.recovery): which runs to end, which to retry."""
 
-import subprocess
-import sys
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefect.client.schemas.objects import StateType
 
-from agent.backlog import BusyRun
-from agent.recovery import (
+from autoscaler.prefect_api import BusyRun
+from autoscaler.recovery import (
     CrashedRun,
     RecoveryPolicy,
     end_orphaned_runs,
     retry_crashed_runs,
     without_stale_labels,
-)
-from agent.supervisor import supervise
-from common.restarts import (
-    FIRST_RESTART_SECONDS,
-    MAX_RESTART_SECONDS,
-    STABLE_SECONDS,
-    next_restart_delay,
 )
 
 POLICY = RecoveryPolicy(crash_retries=1, pending_grace=60, settle=45)
@@ -108,29 +98,6 @@ def test_a_budget_of_zero_never_reschedules() -> None:
 def test_invalid_policies_are_refused() -> None:
     with pytest.raises(ValueError, match="must be >= 0"):
         RecoveryPolicy(crash_retries=-1, pending_grace=60, settle=45)
-
-
-def test_restart_delays_grow_and_reset_after_a_stable_run() -> None:
-    delays = [None]
-    for _ in range(6):
-        delays.append(next_restart_delay(delays[-1], uptime=1))
-    assert delays[1:] == [FIRST_RESTART_SECONDS, 2, 4, 8, 8, 8]
-    assert delays[-1] == MAX_RESTART_SECONDS
-    assert next_restart_delay(8, uptime=STABLE_SECONDS) == FIRST_RESTART_SECONDS
-
-
-def test_the_supervisor_restarts_a_worker_that_exits_until_stopped() -> None:
-    stop = threading.Event()
-    started: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        started.append(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
-        if len(started) == 3:
-            stop.set()  # as a SIGTERM relayed to the third worker would
-        return started[-1]
-
-    assert supervise(start, stop, what="test") == 3
-    assert len(started) == 3
 
 
 def test_a_rescheduled_run_has_no_agent_until_a_new_one_labels_it() -> None:

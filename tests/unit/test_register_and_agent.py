@@ -8,7 +8,8 @@ import pytest
 
 from agent.__main__ import worker_command
 from agent.settings import AgentSettings
-from agent.worker import ACTIVE, STANDBY, read_state, wait_for_forkserver, write_state
+from agent.worker import wait_for_forkserver
+from common.agents import ACTIVE, STANDBY, read_state, write_state
 from common.contract import HEARTBEAT_SECONDS
 from trainer.register import (
     _automation_spec,

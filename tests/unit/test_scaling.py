@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.scaling import (
+from autoscaler.scaling import (
     Backlog,
     ScalerMemory,
     ScalingPolicy,

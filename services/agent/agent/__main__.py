@@ -27,10 +27,11 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from agent.launch import SOCKET_ENV  # noqa: E402
+from agent.protocol import SOCKET_ENV  # noqa: E402
 from agent.settings import AgentSettings  # noqa: E402
 from agent.supervisor import supervise  # noqa: E402
-from agent.worker import ACTIVE, FORKSERVER_PID_ENV, STATE_FILE_ENV, read_state  # noqa: E402
+from agent.worker import FORKSERVER_PID_ENV  # noqa: E402
+from common.agents import ACTIVE, STATE_FILE_ENV, read_state  # noqa: E402
 from common.contract import RUN_ENVIRONMENT  # noqa: E402
 
 # Prefect polls every 10 s by default, which dominates trigger-to-running time. With warm

@@ -34,7 +34,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.launch import (
+from agent.protocol import (
     RELAYED_SIGNALS,
     STDIO_FDS,
     FrameDecoder,
@@ -355,7 +355,7 @@ class ForkServer:
 
 
 class ListenProbe(Exception):
-    """A connection closed without a byte: a check that we listen (agent.launch.listening)."""
+    """A connection closed without a byte: a check that we listen (agent.protocol.listening)."""
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:

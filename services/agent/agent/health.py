@@ -9,7 +9,7 @@ import os
 import sys
 import urllib.request
 
-from agent.worker import STANDBY, STATE_FILE_ENV, read_state
+from common.agents import STANDBY, STATE_FILE_ENV, read_state
 
 WORKER_HEALTH_URL = "http://127.0.0.1:8080/health"
 

@@ -12,146 +12,35 @@ If the fork server is not there or declines, it execs `python -m prefect.engine`
 a run never depends on the fork server.
 
 Standard library only, and nothing heavy: this starts in tens of milliseconds. The wire
-protocol, shared with the fork server, is also here.
+protocol it speaks with the fork server is agent.protocol.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import struct
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-SOCKET_ENV = "AGENT_FORKSERVER_SOCKET"
-PROTOCOL_VERSION = 1
-STDIO_FDS = (0, 1, 2)
-# Signals a cold engine would receive from the worker (SIGTERM: cancel, shutdown) or from
-# a terminal; SIGKILL cannot be relayed: the fork server kills the engine when we vanish.
-RELAYED_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
+from agent.protocol import (
+    HEADER_BYTES,
+    RELAYED_SIGNALS,
+    SOCKET_ENV,
+    STDIO_FDS,
+    FrameDecoder,
+    encode_frame,
+    start_request,
 )
+
 # The fork server answers within milliseconds; a longer silence means it is stuck.
 REPLY_TIMEOUT_SECONDS = 10.0
-# Environment read by the interpreter or by Prefect's logging set-up at start-up: a warm
-# process imported with other values cannot honour them, so such a run starts cold.
-IMPORT_TIME_ENV_PREFIXES = ("PYTHON", "PREFECT_LOGGING_")
-
-_HEADER = struct.Struct("!I")
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-
-
-class ProtocolError(ValueError):
-    """A frame that is not valid for this protocol."""
 
 
 class ForkServerUnavailable(RuntimeError):
     """The fork server cannot start this run; the caller starts a cold engine."""
-
-
-# -- wire protocol: length-prefixed JSON objects -------------------------------------------
-
-
-def encode_frame(message: Mapping[str, Any]) -> bytes:
-    """One frame: a 4-byte big-endian length, then the message as UTF-8 JSON."""
-    body = json.dumps(message, separators=(",", ":")).encode()
-    if len(body) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-    return _HEADER.pack(len(body)) + body
-
-
-class FrameDecoder:
-    """Turns a byte stream, fed in pieces of any size, back into messages."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += data
-        messages = []
-        while len(self._buffer) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buffer)
-            if size > MAX_FRAME_BYTES:
-                raise ProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
-            if len(self._buffer) < _HEADER.size + size:
-                break
-            body = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
-            del self._buffer[: _HEADER.size + size]
-            try:
-                message = json.loads(body)
-            except ValueError as exc:
-                raise ProtocolError(f"frame is not JSON: {exc}") from None
-            if not isinstance(message, dict):
-                raise ProtocolError("frame is not a JSON object")
-            messages.append(message)
-        return messages
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete frame."""
-        return len(self._buffer)
-
-
-def start_request(
-    env: Mapping[str, str],
-    cwd: str,
-    prefix: str,
-    fds: Iterable[int],
-    ignored: Iterable[int] = (),
-) -> dict[str, Any]:
-    """What the launcher asks for: an engine with this environment, directory and stdio.
-
-    `fds` are the stdio descriptors that travel with the request, in order; `ignored` the
-    relayed signals this process inherited as ignored, which an exec'd engine would ignore.
-    """
-    return {
-        "v": PROTOCOL_VERSION,
-        "env": dict(env),
-        "cwd": cwd,
-        "prefix": prefix,
-        "fds": list(fds),
-        "ignored": sorted(ignored),
-    }
-
-
-def refusal(request: Mapping[str, Any], server_env: Mapping[str, str], prefix: str) -> str | None:
-    """Why a warm process of this server cannot run `request` as a cold one would, or None."""
-    if request.get("v") != PROTOCOL_VERSION:
-        return f"protocol version {request.get('v')!r}, expected {PROTOCOL_VERSION}"
-    env, cwd = request.get("env"), request.get("cwd")
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-    ):
-        return "env is not a mapping of strings"
-    if not isinstance(cwd, str) or not cwd:
-        return "cwd is missing"
-    fds = request.get("fds")
-    if not isinstance(fds, list) or not set(fds) <= set(STDIO_FDS):
-        return f"fds {fds!r} are not a subset of {list(STDIO_FDS)}"
-    ignored = request.get("ignored")
-    if not isinstance(ignored, list) or not set(ignored) <= set(RELAYED_SIGNALS):
-        return f"ignored signals {ignored!r} are not among the relayed ones"
-    if request.get("prefix") != prefix:
-        return f"interpreter {request.get('prefix')!r} is not the fork server's {prefix!r}"
-    differing = import_time_differences(server_env, env)
-    if differing:
-        return "import-time variables differ: " + ", ".join(differing)
-    return None
-
-
-def import_time_differences(server_env: Mapping[str, str], run_env: Mapping[str, str]) -> list[str]:
-    """Names of variables read at start-up whose values differ between the two environments."""
-    names = {k for k in (*server_env, *run_env) if k.startswith(IMPORT_TIME_ENV_PREFIXES)}
-    return sorted(k for k in names if server_env.get(k) != run_env.get(k))
 
 
 def exit_code_to_status(code: int) -> tuple[str, int]:
@@ -219,8 +108,8 @@ def run_on_forkserver(path: str | None) -> int:
     frame = encode_frame(start_request(os.environ, os.getcwd(), sys.prefix, fds, ignored))
     try:
         # The descriptors ride with the header; the body follows as plain bytes.
-        socket.send_fds(sock, [frame[: _HEADER.size]], fds)
-        sock.sendall(frame[_HEADER.size :])
+        socket.send_fds(sock, [frame[:HEADER_BYTES]], fds)
+        sock.sendall(frame[HEADER_BYTES:])
         reply = _receive(sock, decoder, queue)
     except OSError as exc:
         sock.close()
@@ -263,17 +152,6 @@ def run_on_forkserver(path: str | None) -> int:
         time.sleep(0.5)
     _note(f"engine pid {pid} ended; its exit status is lost")
     return 1
-
-
-def listening(path: str) -> bool:
-    """Whether a server accepts connections on the Unix socket `path` (the probe sends
-    nothing, which the fork server takes as a probe)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 def process_alive(pid: int) -> bool:

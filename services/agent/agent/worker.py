@@ -23,15 +23,14 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
-from agent.launch import SOCKET_ENV, listening, process_alive
+from agent.launch import process_alive
+from agent.protocol import SOCKET_ENV, listening
+from common.agents import ACTIVE, STANDBY, STATE_FILE_ENV, write_state
 
 logger = logging.getLogger("agent")
 
-STATE_FILE_ENV = "AGENT_STATE_FILE"
 FORKSERVER_PID_ENV = "AGENT_FORKSERVER_PID"
-STANDBY, ACTIVE = "standby", "active"
 # Preloading takes seconds, tens under load; past this the worker starts anyway (runs then
 # start cold, as they would without a fork server).
 FORKSERVER_WAIT_SECONDS = 120.0
@@ -47,23 +46,6 @@ WORKER_MODULES = (
     "prefect.client.orchestration",
     "uvicorn",
 )
-
-
-def write_state(path: str | None, state: str) -> None:
-    """Replace the state file's content at once (a reader never sees half of it)."""
-    if not path:
-        return
-    partial = Path(f"{path}.partial")
-    partial.write_text(state)
-    partial.replace(path)
-
-
-def read_state(path: str | None) -> str | None:
-    """The agent's state, or None if it has written none (yet)."""
-    try:
-        return Path(path).read_text().strip() if path else None
-    except FileNotFoundError:
-        return None
 
 
 def wait_for_forkserver(

@@ -46,13 +46,14 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     "trainer": ["python", "-m", "trainer.register"],
     "agent": ["python", "-m", "agent"],
     # Runs in the agent image; in local mode it starts and stops agent processes itself.
-    "autoscaler": ["python", "-m", "agent.autoscaler"],
+    "autoscaler": ["python", "-m", "autoscaler"],
     "api": ["python", "-m", "api"],
     "mlflow": [str(MLFLOW_BIN / "python"), "-m", "mlflow_server"],
     "serving": ["python", "-m", "serving"],
 }
 SOURCE_DIRS = [
-    REPO / "services" / name for name in ("common", "trainer", "agent", "api", "serving")
+    REPO / "services" / name
+    for name in ("common", "trainer", "agent", "autoscaler", "api", "serving")
 ]
 MLFLOW_DATABASE = "mlflow"
 

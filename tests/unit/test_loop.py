@@ -5,10 +5,10 @@ from dataclasses import replace
 
 from prefect.client.schemas.objects import StateType
 
-from agent.actuators import Standby
-from agent.autoscaler import Autoscaler
-from agent.backlog import BusyRun, PoolSnapshot
-from agent.scaling import Backlog, ScalingPolicy
+from autoscaler.actuators import Standby
+from autoscaler.loop import Autoscaler
+from autoscaler.prefect_api import BusyRun, PoolSnapshot
+from autoscaler.scaling import Backlog, ScalingPolicy
 
 POLICY = ScalingPolicy(min_agents=1, max_agents=4, runs_per_agent=1, scale_down_cooldown=10)
 
@@ -137,8 +137,8 @@ def test_a_failed_read_changes_nothing() -> None:
 
 
 def test_the_metrics_only_backend_exports_the_backlog_and_acts_on_nothing() -> None:
-    from agent import autoscaler as module
-    from agent.actuators import MetricsOnly
+    from autoscaler import metrics as module
+    from autoscaler.actuators import MetricsOnly
 
     snapshots = [PoolSnapshot(Backlog(waiting=6, running=1), [], online_workers=["k8s-agent-1"])]
     decision = scaler(MetricsOnly(), snapshots, [0.0]).tick()  # type: ignore[arg-type]

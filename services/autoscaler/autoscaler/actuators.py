@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from agent.settings import agent_name_prefix
-from agent.worker import STANDBY, read_state
+from common.agents import AGENT_MODULE, STANDBY, STANDBY_ENV, agent_name_prefix, read_state
 
-logger = logging.getLogger("agent.autoscaler")
+logger = logging.getLogger("autoscaler")
 
 
 class Standby(NamedTuple):
@@ -132,11 +131,11 @@ class ProcessActuator:
             self.started += 1
             name = f"{self.name_prefix}{self.started}"
             process = subprocess.Popen(
-                [sys.executable, "-m", "agent"],
+                [sys.executable, "-m", AGENT_MODULE],
                 env={
                     **self.env,
                     "AGENT_NAME": name,
-                    "AGENT_STANDBY": str(standby).lower(),
+                    STANDBY_ENV: str(standby).lower(),
                     "AGENT_STATE_FILE": self._state_file(name),
                 },
                 # Its own session: a Ctrl-C meant for `make dev` reaches us, and we stop it.
@@ -319,8 +318,8 @@ class DockerActuator:
         config, host_config = template["Config"], template["HostConfig"]
         name = self._name(number, standby)
         # The template may be a standby, or not: the new one says what it is.
-        env = [e for e in config["Env"] if not e.startswith("AGENT_STANDBY=")]
-        env.append(f"AGENT_STANDBY={str(standby).lower()}")
+        env = [e for e in config["Env"] if not e.startswith(f"{STANDBY_ENV}=")]
+        env.append(f"{STANDBY_ENV}={str(standby).lower()}")
         networks = template["NetworkSettings"]["Networks"]
         first, *others = networks
         endpoint = api.create_endpoint_config(aliases=[self.service, name])

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from prefect.client.schemas.objects import StateType
 
-from agent.backlog import BusyRun
+from autoscaler.prefect_api import BusyRun
 
 LOOKBACK = timedelta(hours=1)  # crashed runs older than this are left alone
 

@@ -1,0 +1,2 @@
+"""The autoscaler: follows a work pool's backlog with the number of agents
+(`python -m autoscaler`)."""

@@ -1,0 +1,43 @@
+"""What an agent and the autoscaler agree on: how an agent is named, started and promoted,
+and the state file in which it says whether it waits as a standby or polls.
+
+The agent (`services/agent`) writes and names; the autoscaler (`services/autoscaler`) reads,
+starts and promotes. Neither imports the other, so the terms live here.
+"""
+
+from pathlib import Path
+from typing import Final
+
+# The module an agent process runs (`python -m agent`); local mode's autoscaler starts
+# agents with it, and Compose's agent image runs it as its command.
+AGENT_MODULE: Final = "agent"
+# Set to `true`, an agent starts as a warm standby that does not poll until promoted
+# (SIGUSR1, relayed to its worker).
+STANDBY_ENV: Final = "AGENT_STANDBY"
+# Where an agent writes its state (one of STANDBY, ACTIVE); unset: nowhere.
+STATE_FILE_ENV: Final = "AGENT_STATE_FILE"
+STANDBY: Final = "standby"
+ACTIVE: Final = "active"
+
+
+def agent_name_prefix(host: str) -> str:
+    """How an agent's default name (agent-<host>-<pid>) starts: in a container, the host is
+    the container's hostname, which is how the autoscaler tells which container a run is on."""
+    return f"agent-{host}-"
+
+
+def write_state(path: str | None, state: str) -> None:
+    """Replace the state file's content at once (a reader never sees half of it)."""
+    if not path:
+        return
+    partial = Path(f"{path}.partial")
+    partial.write_text(state)
+    partial.replace(path)
+
+
+def read_state(path: str | None) -> str | None:
+    """The agent's state, or None if it has written none (yet)."""
+    try:
+        return Path(path).read_text().strip() if path else None
+    except FileNotFoundError:
+        return None
