@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 # The services' packages, as the images put them on sys.path; and tests/ for the helpers
 # the benchmarks share with the tests (tests/testkit/).
-export PYTHONPATH := services/trainer:services/agent:services/api:services/devstack:services/mlflow:services/serving:tests
+export PYTHONPATH := services/common:services/trainer:services/agent:services/api:services/devstack:services/mlflow:services/serving:tests
 
 .DEFAULT_GOAL := help
 .PHONY: help venv dev test test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale lock clean \

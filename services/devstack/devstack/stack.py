@@ -51,7 +51,9 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     "mlflow": [str(MLFLOW_BIN / "python"), "-m", "mlflow_server"],
     "serving": ["python", "-m", "serving"],
 }
-SOURCE_DIRS = [REPO / "services" / name for name in ("trainer", "agent", "api", "serving")]
+SOURCE_DIRS = [
+    REPO / "services" / name for name in ("common", "trainer", "agent", "api", "serving")
+]
 MLFLOW_DATABASE = "mlflow"
 
 T = TypeVar("T")
