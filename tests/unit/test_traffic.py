@@ -1,5 +1,6 @@
-"""send-requests' logic: pacing, errors, live RMSE, drift and the retrain date."""
+"""send-requests' logic: pacing, errors, live RMSE, drift and the retraining it calls for."""
 
+import dataclasses
 import datetime as dt
 import logging
 
@@ -8,7 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.traffic import as_request, drifted, replay, retrain_date, sample
+from trainer.settings import TrainerSettings
+from trainer.traffic import (
+    Retraining,
+    TrafficReport,
+    as_request,
+    drift_retraining,
+    drifted,
+    replay,
+    require_answers,
+    retrain_date,
+    sample,
+    serving_client,
+)
 
 TRIPS = pd.DataFrame(
     {"PUlocationID": [-1, 5, 7, 9, 11], "DOlocationID": [3, -1, 8, 10, 12],
@@ -75,3 +88,58 @@ def test_drift_and_the_date_that_validates_on_the_month() -> None:
     assert drifted(11.1, 10.0, 0.10) and not drifted(11.0, 10.0, 0.10)
     assert retrain_date("2021-12") == dt.date(2022, 1, 1)
     assert sample(TRIPS, 3).equals(sample(TRIPS, 3)) and len(sample(TRIPS, 10)) == 5
+
+
+REPORT = TrafficReport(
+    requests=100, trips=400, errors=1, live_rmse=12.5, latency_p50_ms=3.0, latency_p99_ms=9.0,
+    model="trip-duration-fhv", version="4", first_error="HTTP 503: no champion",
+)  # fmt: skip
+
+
+def test_drift_calls_for_a_train_model_run_that_validates_on_the_month() -> None:
+    retraining = drift_retraining(
+        REPORT, 10.0, 0.10, month="2017-12", dataset="fhv", source="synthetic"
+    )
+    assert retraining == Retraining(
+        parameters={"date": "2018-01-01", "dataset": "fhv", "auto_load": True,
+                    "source": "synthetic"},
+        tags=["drift", "drift-of:trip-duration-fhv@4"],
+        reason="drift: live RMSE 12.5000 exceeds version 4's validation RMSE 10.0000 by more "
+        "than 10%; starting train-model for 2018-01-01 (validates on 2017-12)",
+    )  # fmt: skip
+
+
+def test_no_drift_no_retraining() -> None:
+    within = dataclasses.replace(REPORT, live_rmse=11.0)
+    assert (
+        drift_retraining(within, 10.0, 0.10, month="2017-12", dataset="fhv", source="tlc") is None
+    )
+    unanswered = dataclasses.replace(REPORT, live_rmse=None)
+    assert (
+        drift_retraining(unanswered, 1.0, 0.1, month="2017-12", dataset="fhv", source="tlc") is None
+    )
+
+
+def test_a_replay_nobody_answered_is_refused_with_its_first_error() -> None:
+    require_answers(REPORT, "http://serving")
+    with pytest.raises(
+        RuntimeError, match=r"answered none of 100 requests \(first error: HTTP 503"
+    ):
+        require_answers(dataclasses.replace(REPORT, live_rmse=None), "http://serving")
+
+
+def test_the_numbers_of_a_report_are_its_measures() -> None:
+    assert REPORT.numbers() == {
+        "requests": 100, "trips": 400, "errors": 1, "live_rmse": 12.5,
+        "latency_p50_ms": 3.0, "latency_p99_ms": 9.0,
+    }  # fmt: skip
+    assert "latency_p50_ms" not in dataclasses.replace(REPORT, latency_p50_ms=None).numbers()
+
+
+def test_the_serving_client_carries_the_key_when_there_is_one() -> None:
+    keyed = TrainerSettings(serving_url="http://serving:8001", api_key="k" * 40)
+    with serving_client(keyed) as client:
+        assert client.headers["Authorization"] == f"Bearer {'k' * 40}"
+        assert str(client.base_url) == "http://serving:8001"
+    with serving_client(TrainerSettings(serving_url="http://serving:8001")) as client:
+        assert "Authorization" not in client.headers

@@ -37,16 +37,13 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelling
 
 from api.cache import ReadCache
+from common.results import kind_of
 from common.web.problems import Problem, unavailable
 
 T = TypeVar("T")
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 # A deployment registered (or removed) on the pool is seen within this long.
 FLOWS_CACHE_SECONDS = 5.0
-# Table artifacts that GET /runs/{id} reports, by the end of their key (each key starts with
-# the dataset): train-model's `model-metrics` and `model-registry`, send-requests'
-# `live-metrics`.
-TABLES = ("model-metrics", "model-registry", "live-metrics")
 
 
 def unknown_flow(flow: str, flows: dict[str, Any]) -> str:
@@ -238,7 +235,8 @@ class PrefectGateway:
         )
 
     async def tables(self, run_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
-        """The run's table artifacts among TABLES, by the end of their key."""
+        """The run's result tables (`common.results.TABLES`), by kind: their rows, which
+        the result models read."""
         artifacts = await self._call(
             self.client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
@@ -246,10 +244,10 @@ class PrefectGateway:
         )
         tables: dict[str, list[dict[str, Any]]] = {}
         for artifact in artifacts:
-            for kind in TABLES:
-                if artifact.key and artifact.key.endswith(f"-{kind}") and artifact.data:
-                    data: Any = artifact.data  # a table's rows: JSON text, or parsed already
-                    tables[kind] = json.loads(data) if isinstance(data, str) else data
+            kind = kind_of(artifact.key) if artifact.key else None
+            if kind and artifact.data:
+                data: Any = artifact.data  # a table's rows: JSON text, or parsed already
+                tables[kind] = json.loads(data) if isinstance(data, str) else data
         return tables
 
 

@@ -1,6 +1,7 @@
 """The TLC datasets the trainer understands, and schema validation of their files."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
@@ -33,6 +34,13 @@ DATASETS: dict[str, Dataset] = {
         "yellow", "tpep_pickup_datetime", "tpep_dropoff_datetime", "PULocationID", "DOLocationID"
     ),
 }
+
+# The flows' `dataset` parameter: one of DATASETS, as a Literal so that its schema lists them
+# (a type checker, which cannot read a Literal made at run time, sees a string).
+if TYPE_CHECKING:
+    DatasetName = str
+else:
+    DatasetName = Literal[tuple(DATASETS)]
 
 
 def get_dataset(name: str) -> Dataset:

@@ -3,11 +3,9 @@
 import os
 import socket
 import time
-from typing import Annotated, Literal
+from typing import Annotated
 
-import httpx
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
@@ -15,9 +13,10 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from common.contract import LOAD_DATA, PROBE, SEND_REQUESTS, TRAIN_MODEL
-from trainer.datasets import get_dataset
+from trainer import reports
+from trainer.datasets import DatasetName, get_dataset
 from trainer.features import prepare, prepare_month
-from trainer.loading import load_month
+from trainer.loading import SourceName, load_month
 from trainer.memory import check_fits, memory_limit
 from trainer.models import ModelBundle, save_model
 from trainer.months import Day, Month, parse_date, parse_month, training_months, utc_now
@@ -33,13 +32,17 @@ from trainer.registry import (
 )
 from trainer.settings import TrainerSettings, get_settings
 from trainer.store import DataStore, Store
-from trainer.traffic import drifted, replay, retrain_date, sample
+from trainer.traffic import (
+    Retraining,
+    drift_retraining,
+    replay,
+    require_answers,
+    sample,
+    serving_client,
+)
 from trainer.training import Fitted, Metrics
 from trainer.training import fit as fit_model
 from trainer.training import validate as validate_model
-
-DatasetName = Literal["fhv", "green", "yellow"]
-SourceName = Literal["tlc", "synthetic"]
 
 
 @flow(name=LOAD_DATA, log_prints=True)
@@ -92,6 +95,20 @@ def validate(fitted: Fitted, val) -> Metrics:
     return validate_model(fitted, val)
 
 
+def load_missing(dataset: DatasetName, months: tuple[str, str], source: SourceName) -> None:
+    """Load each of `months` that the data store lacks, from `source`."""
+    data = DataStore(get_settings().data_store_url)
+    for month in months:
+        if not data.has_month(get_dataset(dataset), month):
+            load_data(month=month, dataset=dataset, source=source)
+
+
+def data_sources(dataset: DatasetName, months: tuple[str, str]) -> dict[str, str]:
+    """Where each stored month's trips came from (`tlc` or `synthetic`)."""
+    data = DataStore(get_settings().data_store_url)
+    return {month: data.read_manifest(get_dataset(dataset), month).source for month in months}
+
+
 @flow(name=TRAIN_MODEL)
 def train_model(
     date: Day | None = None,
@@ -105,71 +122,38 @@ def train_model(
     logger = get_run_logger()
     settings = get_settings()
     run_date = parse_date(date, default=flow_run.scheduled_start_time.date())
-    train_month, val_month = training_months(run_date)
+    months = train_month, val_month = training_months(run_date)
     logger.info(
         "date %s: training on %s %s, validating on %s", run_date, dataset, train_month, val_month
     )
-
-    data = DataStore(settings.data_store_url)
-    spec = get_dataset(dataset)
     if auto_load:
-        for month in (train_month, val_month):
-            if not data.has_month(spec, month):
-                load_data(month=month, dataset=dataset, source=source)
-
-    check_memory(dataset, (train_month, val_month))
+        load_missing(dataset, months, source)
+    check_memory(dataset, months)
     # One month in memory at a time: the training trips go before the validation ones come.
     fitted = fit(read_prepared(dataset, train_month))
     val = read_prepared(dataset, val_month)
-    metrics = validate(fitted, val)
-    model = fitted.model
-    sources = {m: data.read_manifest(spec, m).source for m in (train_month, val_month)}
     bundle = ModelBundle(
-        model=model,
+        model=fitted.model,
         dataset=dataset,
         train_month=train_month,
         val_month=val_month,
-        metrics=metrics,
-        data_sources=sources,
+        metrics=validate(fitted, val),
+        data_sources=data_sources(dataset, months),
         trained_at=utc_now(),
         flow_run_id=flow_run.id,
     )
     location = save_model(Store(settings.model_store_url), bundle)
     logger.info(
         "train RMSE %.4f, validation RMSE %.4f, %d features; model saved to %s",
-        metrics.train_rmse,
-        metrics.val_rmse,
-        metrics.features,
-        location,
-    )
-    table: list[dict[str, object]] = [
-        {"metric": "train_rmse", "value": round(metrics.train_rmse, 6)},
-        {"metric": "val_rmse", "value": round(metrics.val_rmse, 6)},
-        {"metric": "train_rows", "value": metrics.train_rows},
-        {"metric": "val_rows", "value": metrics.val_rows},
-        {"metric": "features", "value": metrics.features},
-        {"metric": "train_month", "value": f"{train_month} ({sources[train_month]})"},
-        {"metric": "val_month", "value": f"{val_month} ({sources[val_month]})"},
-        {"metric": "model", "value": location},
-    ]
-    create_table_artifact(
-        key=f"{dataset}-model-metrics",
-        table=table,
-        description=f"{dataset} trip-duration model, trained {train_month}, validated {val_month}",
-    )
+        bundle.metrics.train_rmse, bundle.metrics.val_rmse, bundle.metrics.features, location,
+    )  # fmt: skip
+    reports.publish(reports.trained(bundle, location))
     try:
         registration = register_model(settings, bundle, val)
     except (RegistryUnavailableError, PromotionLockError) as error:
         # The model is not lost: say where it is.
         raise type(error)(f"{error}; the model is saved at {location}") from None
-    return {
-        **metrics.__dict__,
-        "train_month": train_month,
-        "val_month": val_month,
-        "data_sources": sources,
-        "model": location,
-        "registry": registration.__dict__ if registration else None,
-    }
+    return reports.training_result(bundle, location, registration)
 
 
 def _registry_target(settings: TrainerSettings) -> RegistryTarget:
@@ -196,27 +180,22 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
         serialize=lambda: promotion_lock(settings.promotion_timeout_seconds),
     )
     logger.info("%s; MLflow run %s", registration.decision, registration.run_url)
-    create_table_artifact(
-        key=f"{bundle.dataset}-model-registry",
-        table=[
-            {
-                "model": registration.model,
-                "version": registration.version,
-                "alias": registration.alias,
-                "val_month": registration.val_month,
-                "val_rmse": round(registration.val_rmse, 6),
-                "champion_version": registration.champion_version,
-                "champion_rmse": None
-                if registration.champion_rmse is None
-                else round(registration.champion_rmse, 6),
-                "mlflow_run": registration.run_url,
-                "model_version": registration.version_url,
-                "decision": registration.decision,
-            }
-        ],
-        description=registration.decision,
-    )
+    reports.publish(reports.registered(bundle.dataset, registration))
     return registration
+
+
+def start_retraining(settings: TrainerSettings, retraining: Retraining) -> str:
+    """Start the train-model run that drift calls for, without waiting; its id."""
+    run = run_deployment(
+        f"{TRAIN_MODEL}/{settings.deployment_name}",
+        parameters=retraining.parameters,
+        tags=retraining.tags,
+        timeout=0,
+        as_subflow=False,
+    )
+    # run_deployment is typed for both sync and async callers; in a sync flow it runs.
+    assert isinstance(run, FlowRun)
+    return str(run.id)
 
 
 @flow(name=SEND_REQUESTS)
@@ -239,66 +218,35 @@ def send_requests(
         "sending %d %s trips of %s to %s: %s requests/s of %d",
         len(trips), dataset, month, settings.serving_url, rate, batch,
     )  # fmt: skip
-    headers = (
-        {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
-        if settings.api_key
-        else {}
-    )
-    with httpx.Client(
-        base_url=settings.serving_url, headers=headers, timeout=settings.serving_timeout_seconds
-    ) as client:
+    with serving_client(settings) as client:
         report = replay(
             lambda body: client.post("/predict", json=body),
             trips, dataset, rate=rate, batch=batch, logger=logger,
         )  # fmt: skip
-    if report.live_rmse is None:
-        raise RuntimeError(
-            f"serving at {settings.serving_url} answered none of {report.requests} requests "
-            f"(first error: {report.first_error})"
-        )
+    require_answers(report, settings.serving_url)
     logger.info(
         "live RMSE %.4f from %s version %s; latency p50 %.1f ms, p99 %.1f ms; %d errors",
         report.live_rmse, report.model, report.version,
         report.latency_p50_ms, report.latency_p99_ms, report.errors,
     )  # fmt: skip
-    result: dict[str, object] = {**report.__dict__, "month": month, "retrain": None}
+    validated = mlflow_run = retrain = None
     if settings.mlflow_tracking_uri and report.model and report.version:
         validated = validation_rmse(settings.mlflow_tracking_uri, report.model, report.version)
-        result["validation_rmse"] = validated
-        numbers = {k: v for k, v in report.__dict__.items() if isinstance(v, int | float)}
-        result["mlflow_run"] = log_live_metrics(
-            _registry_target(settings), dataset, month, {**numbers, "validation_rmse": validated},
-            report.version, flow_run.id,
+        mlflow_run = log_live_metrics(
+            _registry_target(settings), dataset, month, report, validated, flow_run.id
+        )
+        retraining = drift_retraining(
+            report, validated, settings.drift_tolerance,
+            month=month, dataset=dataset, source=settings.default_data_source,
         )  # fmt: skip
-        if drifted(report.live_rmse, validated, settings.drift_tolerance):
-            date = retrain_date(month)
-            logger.warning(
-                "drift: live RMSE %.4f exceeds version %s's validation RMSE %.4f by more than "
-                "%.0f%%; starting train-model for %s (validates on %s)",
-                report.live_rmse, report.version, validated,
-                settings.drift_tolerance * 100, date, month,
-            )  # fmt: skip
-            retrain = run_deployment(
-                f"train-model/{settings.deployment_name}",
-                parameters={
-                    "date": date.isoformat(),
-                    "dataset": dataset,
-                    "auto_load": True,
-                    "source": settings.default_data_source,
-                },
-                tags=["drift", f"drift-of:{report.model}@{report.version}"],
-                timeout=0,
-                as_subflow=False,
-            )
-            assert isinstance(retrain, FlowRun)  # a sync flow: Prefect's sync implementation ran
-            result["retrain"] = str(retrain.id)
-    create_table_artifact(
-        key=f"{dataset}-live-metrics",
-        table=[{"metric": k, "value": v} for k, v in result.items() if k != "first_error"],
-        description=f"{dataset} {month}: {report.trips} trips sent to {report.model} "
-        f"version {report.version}",
+        if retraining:
+            logger.warning(retraining.reason)
+            retrain = start_retraining(settings, retraining)
+    sent = reports.sent(
+        dataset, month, report, validation_rmse=validated, mlflow_run=mlflow_run, retrain=retrain
     )
-    return result
+    reports.publish(sent)
+    return sent.table.values()
 
 
 # A probe runs nothing but a wait: it checks agents end to end, and the autoscaler's tests and

@@ -3,7 +3,7 @@
 import functools
 import shutil
 import tempfile
-from typing import IO
+from typing import IO, TYPE_CHECKING, Literal
 
 import httpx
 import pyarrow.parquet as pq
@@ -16,6 +16,12 @@ from trainer.store import DataStore, MonthManifest
 from trainer.synthetic import generate_month
 
 SOURCES = ("tlc", "synthetic")
+# The flows' `source` parameter: one of SOURCES, as a Literal so that its schema lists them
+# (a type checker, which cannot read a Literal made at run time, sees a string).
+if TYPE_CHECKING:
+    SourceName = str
+else:
+    SourceName = Literal[SOURCES]
 
 
 def month_url(template: str, dataset: Dataset, month: str) -> str:

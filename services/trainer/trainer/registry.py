@@ -37,6 +37,7 @@ from trainer.estimators import (
 )
 from trainer.features import FEATURES
 from trainer.models import ModelBundle
+from trainer.traffic import TrafficReport
 from trainer.training import rmse
 
 # The MLflow tag that links a run and a version back to the Prefect flow run that made them.
@@ -316,12 +317,14 @@ def log_live_metrics(
     target: RegistryTarget,
     dataset: str,
     month: str,
-    metrics: dict[str, float],
-    version: str | None,
+    report: TrafficReport,
+    validation_rmse: float,
     flow_run_id: str | None,
 ) -> str:
-    """One MLflow run `live-<month>` in the dataset's experiment, tagged with the model
-    version that answered; its URL."""
+    """One MLflow run `live-<month>` in the dataset's experiment with the replay's measures
+    beside the validation RMSE, tagged with the model version that answered; its URL."""
+    version = report.version
+    metrics = {**report.numbers(), "validation_rmse": validation_rmse}
     client = MlflowClient(target.tracking_uri)
     try:
         experiment_id = _experiment_id(client, model_name(dataset))

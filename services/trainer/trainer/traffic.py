@@ -1,5 +1,6 @@
 """Replaying a month of trips against the serving service, as the seed's send-requests did,
-and what the answers say about the served model: plain functions, no Prefect."""
+and what the answers say about the served model (its live RMSE, and whether it drifted enough
+to retrain): plain functions, no Prefect."""
 
 import dataclasses
 import datetime as dt
@@ -14,6 +15,7 @@ import pandas as pd
 from dateutil.relativedelta import relativedelta
 
 from trainer.features import FEATURES, TARGET
+from trainer.settings import TrainerSettings
 
 SAMPLE_SEED = 0
 
@@ -29,6 +31,35 @@ class TrafficReport:
     model: str | None  # the model and version that answered most trips
     version: str | None
     first_error: str | None = None
+
+    def numbers(self) -> dict[str, float]:
+        """The measures that were taken (counts, RMSE, latencies), by name."""
+        return {
+            name: value
+            for name, value in dataclasses.asdict(self).items()
+            if isinstance(value, int | float)
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Retraining:
+    """The train-model run that drift calls for: its parameters, its tags, and why."""
+
+    parameters: dict[str, object]
+    tags: list[str]
+    reason: str
+
+
+def serving_client(settings: TrainerSettings) -> httpx.Client:
+    """A client of the serving service, with the API key if there is one."""
+    headers = (
+        {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        if settings.api_key
+        else {}
+    )
+    return httpx.Client(
+        base_url=settings.serving_url, headers=headers, timeout=settings.serving_timeout_seconds
+    )
 
 
 def sample(trips: pd.DataFrame, limit: int) -> pd.DataFrame:
@@ -112,6 +143,15 @@ def replay(
     )
 
 
+def require_answers(report: TrafficReport, serving_url: str) -> None:
+    """Refuse a replay that no request of got an answer: there is nothing to judge."""
+    if report.live_rmse is None:
+        raise RuntimeError(
+            f"serving at {serving_url} answered none of {report.requests} requests "
+            f"(first error: {report.first_error})"
+        )
+
+
 def drifted(live_rmse: float, validation_rmse: float, tolerance: float) -> bool:
     """The served model does worse on live trips than on its validation month, by more than
     `tolerance` (0.1: 10%)."""
@@ -122,3 +162,31 @@ def retrain_date(month: str) -> dt.date:
     """The train-model date that validates on `month` (and trains on the month before)."""
     first = dt.date.fromisoformat(f"{month}-01")
     return first + relativedelta(months=1)
+
+
+def drift_retraining(
+    report: TrafficReport,
+    validation_rmse: float,
+    tolerance: float,
+    *,
+    month: str,
+    dataset: str,
+    source: str,
+) -> Retraining | None:
+    """The retraining that the served model's drift on `month` calls for, if it drifted: a
+    train-model run that validates on `month`, loading missing months from `source`."""
+    if report.live_rmse is None or not drifted(report.live_rmse, validation_rmse, tolerance):
+        return None
+    date = retrain_date(month)
+    return Retraining(
+        parameters={
+            "date": date.isoformat(),
+            "dataset": dataset,
+            "auto_load": True,
+            "source": source,
+        },
+        tags=["drift", f"drift-of:{report.model}@{report.version}"],
+        reason=f"drift: live RMSE {report.live_rmse:.4f} exceeds version {report.version}'s "
+        f"validation RMSE {validation_rmse:.4f} by more than {tolerance * 100:.0f}%; "
+        f"starting train-model for {date} (validates on {month})",
+    )

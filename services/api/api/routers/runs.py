@@ -27,6 +27,7 @@ from api.schemas import (
     StateTypeName,
 )
 from api.validation import parameter_errors
+from common.results import LiveMetrics, ModelMetrics, ModelRegistry
 from common.web.db import blocking
 from common.web.jsonbody import JsonRoute
 from common.web.problems import Problem
@@ -44,20 +45,18 @@ def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
     state = run.state
     state_type = state.type.value if state else "SCHEDULED"
     metrics = model = registry = error = None
-    if "live-metrics" in tables:
-        metrics = {row["metric"]: row["value"] for row in tables["live-metrics"]}
-    if "model-metrics" in tables:
-        metrics = {row["metric"]: row["value"] for row in tables["model-metrics"]}
-        model = metrics.pop("model", None)
-    if tables.get("model-registry"):
-        [row] = tables["model-registry"]
+    if live := LiveMetrics.read(tables):
+        metrics = live.table()
+    if trained := ModelMetrics.read(tables):
+        metrics, model = trained.metrics(), trained.model
+    if registered := ModelRegistry.read(tables):
         registry = RegisteredModel(
-            name=row["model"],
-            version=row["version"],
-            alias=row["alias"],
-            decision=row.get("decision"),
-            mlflow_run=row["mlflow_run"],
-            url=row["model_version"],
+            name=registered.model,
+            version=registered.version,
+            alias=registered.alias,
+            decision=registered.decision,
+            mlflow_run=registered.mlflow_run,
+            url=registered.model_version,
         )
     if state_type in ("FAILED", "CRASHED"):
         error = state.message if state else None
