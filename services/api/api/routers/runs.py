@@ -12,10 +12,9 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from pydantic import AfterValidator, BeforeValidator
 
 from api import pages
-from api.db import blocking
-from api.deps import Reader, ServicesDep, Writer
+from api.deps import IdempotencyDep, MetricsDep, PrefectDep, Reader, SettingsDep, Writer
 from api.jsonbody import JsonRoute
-from api.prefect_gateway import FINAL, RunRecord, unknown_flow
+from api.prefect_gateway import FINAL, PrefectGateway, RunRecord, unknown_flow
 from api.problems import Problem
 from api.requestid import current_request_id
 from api.routers import PROBLEM_RESPONSES
@@ -30,6 +29,7 @@ from api.schemas import (
     RunState,
     StateTypeName,
 )
+from api.settings import ApiSettings
 from api.validation import parameter_errors
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
@@ -38,9 +38,9 @@ router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
 # -- presenting runs ---------------------------------------------------------------------
 
 
-def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
+def present(settings: ApiSettings, request: Request, record: RunRecord) -> Run:
     run, tables = record.run, record.tables
-    base = f"{(svc.settings.api_public_url or str(request.base_url)).rstrip('/')}/runs/{run.id}"
+    base = f"{(settings.api_public_url or str(request.base_url)).rstrip('/')}/runs/{run.id}"
     state = run.state
     state_type = state.type.value if state else "SCHEDULED"
     metrics = model = registry = error = None
@@ -61,7 +61,7 @@ def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
         )
     if state_type in ("FAILED", "CRASHED"):
         error = state.message if state else None
-    ui = svc.settings.prefect_ui_url
+    ui = settings.prefect_ui_url
     return Run(
         id=run.id,
         flow=record.flow,
@@ -89,9 +89,12 @@ def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
     )
 
 
-async def summary(svc: ServicesDep, request: Request, run: FlowRun) -> Run:
+async def summary(
+    settings: ApiSettings, prefect: PrefectGateway, request: Request, run: FlowRun
+) -> Run:
     """A run as lists show it: without its result tables."""
-    return present(svc, request, RunRecord(run, await svc.prefect.flow_name(run.flow_id), {}))
+    flow = await prefect.flow_name(run.flow_id)
+    return present(settings, request, RunRecord(run, flow, {}))
 
 
 def _iso_only(value: object) -> object:
@@ -154,7 +157,10 @@ async def create_run(
     body: RunRequest,
     request: Request,
     response: Response,
-    svc: ServicesDep,
+    settings: SettingsDep,
+    prefect: PrefectDep,
+    keys: IdempotencyDep,
+    metrics: MetricsDep,
     caller: Writer,
     idempotency_key: Annotated[
         str | None,
@@ -166,7 +172,7 @@ async def create_run(
         ),
     ] = None,
 ) -> Run:
-    deployment = await svc.prefect.deployment(body.flow)
+    deployment = await prefect.deployment(body.flow)
     errors = parameter_errors(deployment.parameter_openapi_schema or {}, body.parameters)
     if errors:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -174,14 +180,7 @@ async def create_run(
 
     claim, prefect_key, body_hash = None, None, request_hash(body)
     if idempotency_key is not None:
-        await svc.forget_expired_keys()
-        claim = await blocking(
-            svc.database.claim,
-            caller,
-            idempotency_key,
-            body_hash,
-            svc.settings.idempotency_retention_hours,
-        )
+        claim = await keys.claim(caller, idempotency_key, body_hash)
         if not claim.same_request:
             raise Problem(
                 409,
@@ -194,21 +193,16 @@ async def create_run(
     tags = ["api", f"caller:{caller}", f"request:{current_request_id()}"]
     # A failure here leaves the claim unbound: the same request retried reuses its nonce
     # (Prefect returns the run if one was made after all); a different one may take the key.
-    run = await svc.prefect.create_run(deployment, body.parameters, tags, prefect_key)
+    run = await prefect.create_run(deployment, body.parameters, tags, prefect_key)
     replayed = False
     if claim is not None and idempotency_key is not None:
-        replayed = claim.bound or not await blocking(
-            svc.database.bind,
-            caller,
-            idempotency_key,
-            body_hash,
-            claim.nonce,
-            str(run.id),
+        replayed = claim.bound or not await keys.bind(
+            caller, idempotency_key, body_hash, claim.nonce, str(run.id)
         )
         response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
     if not replayed:
-        svc.metrics.runs_triggered.labels(body.flow).inc()
-    presented = await summary(svc, request, run)
+        metrics.runs_triggered.labels(body.flow).inc()
+    presented = await summary(settings, prefect, request, run)
     response.headers["Location"] = presented.links.self
     return presented
 
@@ -216,16 +210,19 @@ async def create_run(
 @router.get(
     "/{run_id}", operation_id="read_run", response_model=Run, summary="A run's state and results"
 )
-async def read_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: Reader) -> Run:
+async def read_run(
+    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Reader
+) -> Run:
     """A final run is read once and then served from memory; a run that is still going can
     be up to `API_READ_CACHE_SECONDS` (1 s) stale."""
-    return present(svc, request, await svc.prefect.record(run_id))
+    return present(settings, request, await prefect.record(run_id))
 
 
 @router.get("", operation_id="list_runs", response_model=RunPage, summary="List runs, newest first")
 async def list_runs(
     request: Request,
-    svc: ServicesDep,
+    settings: SettingsDep,
+    prefect: PrefectDep,
     _: Reader,
     flow: Annotated[
         str | None, Query(max_length=100, description="Only this flow (see GET /flows).")
@@ -240,7 +237,7 @@ async def list_runs(
 ) -> RunPage:
     scope = f"runs:{flow}:{state}:{since.isoformat() if since else ''}"
     at = _cursor(cursor, scope)
-    flows = await svc.prefect.flows()
+    flows = await prefect.flows()
     if flow is not None and flow not in flows:
         message = unknown_flow(flow, flows)
         raise Problem(
@@ -251,12 +248,12 @@ async def list_runs(
         return RunPage(runs=[])
     read = pages.plan(at, limit)
     before = None if read.start is None else pages.moment(read.start, newest_first=True)
-    runs = await svc.prefect.runs(
+    runs = await prefect.runs(
         deployment_ids, StateType(state) if state else None, since, before, read.size
     )
     page = pages.turn(at, read, runs, _run_key, window=pages.RUNS_WINDOW)
     return RunPage(
-        runs=[await summary(svc, request, run) for run in page.items],
+        runs=[await summary(settings, prefect, request, run) for run in page.items],
         next=_next_url(request, page.cursor, scope) if page.more else None,
     )
 
@@ -273,8 +270,9 @@ def _run_key(run: FlowRun) -> tuple[int, uuid.UUID]:
     summary="Cancel a run (idempotent)",
     responses={409: PROBLEM_RESPONSES[422] | {"description": "The run already finished"}},
 )
-async def cancel_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: Writer) -> Run:
-    prefect = svc.prefect
+async def cancel_run(
+    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Writer
+) -> Run:
     run = await prefect.run(run_id)
     if run.state and run.state.type in FINAL:
         raise Problem(
@@ -286,7 +284,7 @@ async def cancel_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: W
     if not (run.state and run.state.type == StateType.CANCELLING):
         await prefect.cancel(run_id)
         run = await prefect.run(run_id)
-    return await summary(svc, request, run)
+    return await summary(settings, prefect, request, run)
 
 
 @router.get(
@@ -298,17 +296,17 @@ async def cancel_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: W
 async def read_run_logs(
     run_id: uuid.UUID,
     request: Request,
-    svc: ServicesDep,
+    prefect: PrefectDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> LogPage:
     scope = f"logs:{run_id}"
     at = _cursor(cursor, scope)
-    record = await svc.prefect.record(run_id)  # 404 for an unknown run, not an empty page
+    record = await prefect.record(run_id)  # 404 for an unknown run, not an empty page
     read = pages.plan(at, limit)
     since = None if read.start is None else pages.moment(read.start)
-    logs = await svc.prefect.logs(run_id, since, read.size)
+    logs = await prefect.logs(run_id, since, read.size)
     page = pages.turn(at, read, logs, lambda log: (pages.position(log.timestamp), log.id))
     state = record.run.state
     settled = pages.settled(state.timestamp if record.final and state else None)
