@@ -215,3 +215,11 @@ def prepare_database(database: Database, api_key: str | None) -> None:
                 ) from error
             logger.warning("waiting for the database: %s", str(error).strip())
             time.sleep(1)
+
+
+async def open_database(url: str, api_key: str | None) -> Database:
+    """A pool on `url`, its tables made and `api_key` stored: what each service that checks
+    keys opens in its lifespan (and closes at its end)."""
+    database = Database(url)
+    await anyio.to_thread.run_sync(prepare_database, database, api_key)
+    return database

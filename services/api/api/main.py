@@ -6,13 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api import problems
 from api.auth import Authenticator, KeyChecker
-from api.db import Database, prepare_database
+from api.db import open_database
 from api.deps import ApiMetrics
 from api.edge import EdgeMiddleware
 from api.idempotency import IdempotencyKeys
@@ -27,9 +26,8 @@ logger = logging.getLogger("api")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
-    database = Database(settings.database_url)
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    await anyio.to_thread.run_sync(prepare_database, database, key)
+    database = await open_database(settings.database_url, key)
     if settings.api_insecure_dev_mode:
         logger.warning(
             "INSECURE DEV MODE: requests without an API key are accepted. "

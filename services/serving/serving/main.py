@@ -7,13 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api import problems
 from api.auth import Authenticator, KeyChecker
-from api.db import Database, prepare_database
+from api.db import open_database
 from api.edge import EdgeMiddleware
 from api.ratelimit import RateLimiter
 from serving.deps import ServingMetrics
@@ -29,9 +28,8 @@ BYTES_PER_TRIP = 80
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The key store (tables made, API_KEY stored) and the champions' follower."""
     settings: ServingSettings = app.state.settings
-    database = Database(settings.database_url)
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    await anyio.to_thread.run_sync(prepare_database, database, key)
+    database = await open_database(settings.database_url, key)
     app.state.auth = Authenticator(
         KeyChecker(database),
         RateLimiter(settings.serving_rate_limit_per_second, settings.serving_rate_limit_burst),
