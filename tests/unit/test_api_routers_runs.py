@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prefect.client.schemas.objects import State, StateType
 
-from testkit.apps import AUTH, FakeDatabase, FakePrefect, api_app
+from testkit.apps import AUTH, KEY, FakeDatabase, FakePrefect, api_app
 
 MONTH = {"type": "string", "pattern": r"^\d{4}-\d{2}$", "description": "A month, YYYY-MM."}
 NOW = dt.datetime.now(dt.UTC)
@@ -160,7 +160,7 @@ def test_a_key_reused_for_another_request_is_a_409(client: TestClient) -> None:
 
 def test_keys_are_per_caller(prefect: FakePrefect) -> None:
     other = "other-key-" + "o" * 32
-    app = api_app(prefect, FakeDatabase({AUTH["Authorization"][7:]: "ci", other: "cd"}))
+    app = api_app(prefect, FakeDatabase({KEY: "ci", other: "cd"}))
     client = TestClient(app)
     mine = start(client, key="shared").json()
     theirs = client.post(
