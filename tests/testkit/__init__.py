@@ -9,6 +9,8 @@
 - `faults`: what the fault tests share, local and in Compose: `wait_running`, `wait_final`,
   `ApiWatch` and `burst_of_triggers`.
 - `reference`: the seed's reference pipeline, the oracle of tests and benchmarks.
+- `apps`: the API and serving apps in-process over fakes (`FakePrefect`, `FakeDatabase`,
+  `FakeRegistry`) put in through `app.dependency_overrides`: `api_app`, `serving_app`.
 - `bench`: `start_stack` (a whole local stack on free ports) and the percentiles `p50`,
   `p95` and `percentile`.
 

@@ -1,22 +1,19 @@
 """What the routes depend on, as typed `Annotated` dependencies (tests override them with
-`app.dependency_overrides`): the app's services, and the caller of a request."""
+`app.dependency_overrides`): the settings and metrics (`create_app` sets them), the Prefect
+gateway, the database and the idempotency keys (the lifespan opens them), and the caller of
+a request (`api.auth`)."""
 
-import time
 from typing import Annotated
 
 from fastapi import Depends, Request
 from prometheus_client import Counter, Gauge
 
 from api.db import ApiDatabase
+from api.idempotency import IdempotencyKeys
 from api.prefect_gateway import PrefectGateway
 from api.settings import ApiSettings
-from common.web.auth import Authenticator, KeyChecker, reader, writer
-from common.web.db import blocking
+from common.web.auth import reader, writer
 from common.web.edge import Metrics
-from common.web.ratelimit import RateLimiter
-
-# How often expired idempotency keys are deleted, at most, per process.
-CLEANUP_SECONDS = 60.0
 
 
 class ApiMetrics(Metrics):
@@ -35,40 +32,37 @@ class ApiMetrics(Metrics):
         )
 
 
-class Services:
-    """What the routes share for the app's lifetime."""
-
-    def __init__(
-        self,
-        settings: ApiSettings,
-        database: ApiDatabase,
-        prefect: PrefectGateway,
-        metrics: ApiMetrics,
-    ) -> None:
-        self.settings, self.database, self.prefect = settings, database, prefect
-        self.metrics = metrics
-        metrics.prefect_run_reads.set_function(lambda: prefect.records.fetches)
-        self.auth = Authenticator(
-            KeyChecker(database),
-            RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
-            insecure_dev_mode=settings.api_insecure_dev_mode,
-            reads_require_key=settings.api_reads_require_key,
-        )
-        self._last_cleanup = float("-inf")
-
-    async def forget_expired_keys(self) -> None:
-        """Drop expired idempotency keys, at most once every CLEANUP_SECONDS."""
-        if time.monotonic() - self._last_cleanup > CLEANUP_SECONDS:
-            self._last_cleanup = time.monotonic()
-            await blocking(self.database.forget_expired, self.settings.idempotency_retention_hours)
+# Each reads what `api.main` put in `app.state`.
+def get_app_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def get_metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+def get_prefect(request: Request) -> PrefectGateway:
+    prefect: PrefectGateway = request.app.state.prefect
+    return prefect
+
+
+def get_database(request: Request) -> ApiDatabase:
+    database: ApiDatabase = request.app.state.database
+    return database
+
+
+def get_idempotency_keys(request: Request) -> IdempotencyKeys:
+    idempotency_keys: IdempotencyKeys = request.app.state.idempotency_keys
+    return idempotency_keys
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+PrefectDep = Annotated[PrefectGateway, Depends(get_prefect)]
+DatabaseDep = Annotated[ApiDatabase, Depends(get_database)]
+IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
 # The caller's name (its key's, or its address for an open read), rate limit applied.
 Writer = Annotated[str, Depends(writer)]
 Reader = Annotated[str, Depends(reader)]

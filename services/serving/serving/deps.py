@@ -1,5 +1,6 @@
-"""What the routes depend on, as typed `Annotated` dependencies: the app's shared pieces
-(`Serving`), and the caller of a request (the API's keys and rate limits)."""
+"""What the routes depend on, as typed `Annotated` dependencies (tests override them with
+`app.dependency_overrides`): the settings, the champions (the registry behind them), the
+metrics, and the caller of a request (the API's keys and rate limits)."""
 
 from typing import Annotated
 
@@ -23,23 +24,26 @@ class ServingMetrics(Metrics):
         )
 
 
-class Serving:
-    """What the routes share for the app's lifetime: `app.state.serving`."""
-
-    def __init__(
-        self, settings: ServingSettings, champions: Champions, metrics: ServingMetrics
-    ) -> None:
-        self.settings, self.champions, self.metrics = settings, champions, metrics
-
-    def retry_after(self) -> str:
-        """Seconds until the champions are next looked at."""
-        return str(max(1, round(self.settings.serving_poll_seconds)))
+# Each reads what `serving.main.create_app` put in `app.state`.
+def get_app_settings(request: Request) -> ServingSettings:
+    return request.app.state.settings
 
 
-def get_serving(request: Request) -> Serving:
-    return request.app.state.serving
+def get_champions(request: Request) -> Champions:
+    return request.app.state.champions
 
 
-ServingDep = Annotated[Serving, Depends(get_serving)]
-# The caller's key name, rate limit applied (common.web.auth; `app.state.auth` is set at start-up).
+def get_metrics(request: Request) -> ServingMetrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[ServingSettings, Depends(get_app_settings)]
+ChampionsDep = Annotated[Champions, Depends(get_champions)]
+MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+# The caller's key name, rate limit applied (api.auth; `app.state.auth` is set at start-up).
 Writer = Annotated[str, Depends(writer)]
+
+
+def retry_after(settings: ServingSettings) -> str:
+    """Seconds until the champions are next looked at."""
+    return str(max(1, round(settings.serving_poll_seconds)))

@@ -2,14 +2,14 @@
 
 from fastapi import APIRouter
 
-from api.deps import Reader, ServicesDep
+from api.deps import PrefectDep, Reader
 from api.schemas import Flow
 
 router = APIRouter(prefix="/flows", tags=["flows"])
 
 
 @router.get("", operation_id="list_flows", response_model=list[Flow], summary="Flows the API runs")
-async def list_flows(svc: ServicesDep, _: Reader) -> list[Flow]:
+async def list_flows(prefect: PrefectDep, _: Reader) -> list[Flow]:
     """Every deployment named DEPLOYMENT_NAME on the work pool (narrowed by API_FLOWS): a new
     flow appears here, and can be started, within 5 s of its registration."""
     return [
@@ -19,5 +19,5 @@ async def list_flows(svc: ServicesDep, _: Reader) -> list[Flow]:
             description=deployment.description,
             parameters=deployment.parameter_openapi_schema or {},
         )
-        for name, deployment in (await svc.prefect.flows()).items()
+        for name, deployment in (await prefect.flows()).items()
     ]

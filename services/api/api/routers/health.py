@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ServicesDep
+from api.deps import DatabaseDep, MetricsDep, PrefectDep
 from api.schemas import Health
 from common.web import problems
 from common.web.db import blocking
@@ -26,10 +26,10 @@ async def healthz() -> Health:
     summary="Prefect and the database are reachable",
     responses={503: {"model": Health, "description": "Not ready (see Retry-After)"}},
 )
-async def readyz(svc: ServicesDep, response: Response) -> Health:
-    checks = {"prefect": await svc.prefect.ready() or "ok"}
+async def readyz(prefect: PrefectDep, database: DatabaseDep, response: Response) -> Health:
+    checks = {"prefect": await prefect.ready() or "ok"}
     try:
-        await blocking(svc.database.ping)
+        await blocking(database.ping)
         checks["database"] = "ok"
     except Problem as problem:
         checks["database"] = problem.detail
@@ -43,5 +43,5 @@ async def readyz(svc: ServicesDep, response: Response) -> Health:
 @router.get(
     "/metrics", operation_id="metrics", summary="Prometheus metrics", response_class=Response
 )
-async def prometheus_metrics(svc: ServicesDep) -> Response:
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -12,8 +12,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from pydantic import AfterValidator, BeforeValidator
 
 from api import pages
-from api.deps import Reader, ServicesDep, Writer
-from api.prefect_gateway import FINAL, RunRecord, unknown_flow
+from api.deps import IdempotencyDep, MetricsDep, PrefectDep, Reader, SettingsDep, Writer
+from api.prefect_gateway import FINAL, PrefectGateway, RunRecord, unknown_flow
 from api.routers import PROBLEM_RESPONSES
 from api.schemas import (
     LogLine,
@@ -26,9 +26,9 @@ from api.schemas import (
     RunState,
     StateTypeName,
 )
+from api.settings import ApiSettings
 from api.validation import parameter_errors
 from common.results import LiveMetrics, ModelMetrics, ModelRegistry
-from common.web.db import blocking
 from common.web.jsonbody import JsonRoute
 from common.web.problems import Problem
 from common.web.requestid import current_request_id
@@ -39,9 +39,9 @@ router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
 # -- presenting runs ---------------------------------------------------------------------
 
 
-def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
+def present(settings: ApiSettings, request: Request, record: RunRecord) -> Run:
     run, tables = record.run, record.tables
-    base = f"{(svc.settings.api_public_url or str(request.base_url)).rstrip('/')}/runs/{run.id}"
+    base = f"{(settings.api_public_url or str(request.base_url)).rstrip('/')}/runs/{run.id}"
     state = run.state
     state_type = state.type.value if state else "SCHEDULED"
     metrics = model = registry = error = None
@@ -60,7 +60,7 @@ def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
         )
     if state_type in ("FAILED", "CRASHED"):
         error = state.message if state else None
-    ui = svc.settings.prefect_ui_url
+    ui = settings.prefect_ui_url
     return Run(
         id=run.id,
         flow=record.flow,
@@ -88,9 +88,12 @@ def present(svc: ServicesDep, request: Request, record: RunRecord) -> Run:
     )
 
 
-async def summary(svc: ServicesDep, request: Request, run: FlowRun) -> Run:
+async def summary(
+    settings: ApiSettings, prefect: PrefectGateway, request: Request, run: FlowRun
+) -> Run:
     """A run as lists show it: without its result tables."""
-    return present(svc, request, RunRecord(run, await svc.prefect.flow_name(run.flow_id), {}))
+    flow = await prefect.flow_name(run.flow_id)
+    return present(settings, request, RunRecord(run, flow, {}))
 
 
 def _iso_only(value: object) -> object:
@@ -153,7 +156,10 @@ async def create_run(
     body: RunRequest,
     request: Request,
     response: Response,
-    svc: ServicesDep,
+    settings: SettingsDep,
+    prefect: PrefectDep,
+    keys: IdempotencyDep,
+    metrics: MetricsDep,
     caller: Writer,
     idempotency_key: Annotated[
         str | None,
@@ -165,7 +171,7 @@ async def create_run(
         ),
     ] = None,
 ) -> Run:
-    deployment = await svc.prefect.deployment(body.flow)
+    deployment = await prefect.deployment(body.flow)
     errors = parameter_errors(deployment.parameter_openapi_schema or {}, body.parameters)
     if errors:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -173,14 +179,7 @@ async def create_run(
 
     claim, prefect_key, body_hash = None, None, request_hash(body)
     if idempotency_key is not None:
-        await svc.forget_expired_keys()
-        claim = await blocking(
-            svc.database.claim,
-            caller,
-            idempotency_key,
-            body_hash,
-            svc.settings.idempotency_retention_hours,
-        )
+        claim = await keys.claim(caller, idempotency_key, body_hash)
         if not claim.same_request:
             raise Problem(
                 409,
@@ -193,21 +192,16 @@ async def create_run(
     tags = ["api", f"caller:{caller}", f"request:{current_request_id()}"]
     # A failure here leaves the claim unbound: the same request retried reuses its nonce
     # (Prefect returns the run if one was made after all); a different one may take the key.
-    run = await svc.prefect.create_run(deployment, body.parameters, tags, prefect_key)
+    run = await prefect.create_run(deployment, body.parameters, tags, prefect_key)
     replayed = False
     if claim is not None and idempotency_key is not None:
-        replayed = claim.bound or not await blocking(
-            svc.database.bind,
-            caller,
-            idempotency_key,
-            body_hash,
-            claim.nonce,
-            str(run.id),
+        replayed = claim.bound or not await keys.bind(
+            caller, idempotency_key, body_hash, claim.nonce, str(run.id)
         )
         response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
     if not replayed:
-        svc.metrics.runs_triggered.labels(body.flow).inc()
-    presented = await summary(svc, request, run)
+        metrics.runs_triggered.labels(body.flow).inc()
+    presented = await summary(settings, prefect, request, run)
     response.headers["Location"] = presented.links.self
     return presented
 
@@ -215,16 +209,19 @@ async def create_run(
 @router.get(
     "/{run_id}", operation_id="read_run", response_model=Run, summary="A run's state and results"
 )
-async def read_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: Reader) -> Run:
+async def read_run(
+    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Reader
+) -> Run:
     """A final run is read once and then served from memory; a run that is still going can
     be up to `API_READ_CACHE_SECONDS` (1 s) stale."""
-    return present(svc, request, await svc.prefect.record(run_id))
+    return present(settings, request, await prefect.record(run_id))
 
 
 @router.get("", operation_id="list_runs", response_model=RunPage, summary="List runs, newest first")
 async def list_runs(
     request: Request,
-    svc: ServicesDep,
+    settings: SettingsDep,
+    prefect: PrefectDep,
     _: Reader,
     flow: Annotated[
         str | None, Query(max_length=100, description="Only this flow (see GET /flows).")
@@ -239,7 +236,7 @@ async def list_runs(
 ) -> RunPage:
     scope = f"runs:{flow}:{state}:{since.isoformat() if since else ''}"
     at = _cursor(cursor, scope)
-    flows = await svc.prefect.flows()
+    flows = await prefect.flows()
     if flow is not None and flow not in flows:
         message = unknown_flow(flow, flows)
         raise Problem(
@@ -250,12 +247,12 @@ async def list_runs(
         return RunPage(runs=[])
     read = pages.plan(at, limit)
     before = None if read.start is None else pages.moment(read.start, newest_first=True)
-    runs = await svc.prefect.runs(
+    runs = await prefect.runs(
         deployment_ids, StateType(state) if state else None, since, before, read.size
     )
     page = pages.turn(at, read, runs, _run_key, window=pages.RUNS_WINDOW)
     return RunPage(
-        runs=[await summary(svc, request, run) for run in page.items],
+        runs=[await summary(settings, prefect, request, run) for run in page.items],
         next=_next_url(request, page.cursor, scope) if page.more else None,
     )
 
@@ -274,8 +271,9 @@ def _run_key(run: FlowRun) -> tuple[int, uuid.UUID]:
     summary="Cancel a run (idempotent)",
     responses={409: PROBLEM_RESPONSES[422] | {"description": "The run already finished"}},
 )
-async def cancel_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: Writer) -> Run:
-    prefect = svc.prefect
+async def cancel_run(
+    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Writer
+) -> Run:
     run = await prefect.run(run_id)
     if run.state and run.state.type in FINAL:
         raise Problem(
@@ -287,7 +285,7 @@ async def cancel_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: W
     if not (run.state and run.state.type == StateType.CANCELLING):
         await prefect.cancel(run_id)
         run = await prefect.run(run_id)
-    return await summary(svc, request, run)
+    return await summary(settings, prefect, request, run)
 
 
 @router.get(
@@ -299,17 +297,17 @@ async def cancel_run(run_id: uuid.UUID, request: Request, svc: ServicesDep, _: W
 async def read_run_logs(
     run_id: uuid.UUID,
     request: Request,
-    svc: ServicesDep,
+    prefect: PrefectDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> LogPage:
     scope = f"logs:{run_id}"
     at = _cursor(cursor, scope)
-    record = await svc.prefect.record(run_id)  # 404 for an unknown run, not an empty page
+    record = await prefect.record(run_id)  # 404 for an unknown run, not an empty page
     read = pages.plan(at, limit)
     since = None if read.start is None else pages.moment(read.start)
-    logs = await svc.prefect.logs(run_id, since, read.size)
+    logs = await prefect.logs(run_id, since, read.size)
     page = pages.turn(at, read, logs, lambda log: (pages.position(log.timestamp), log.id))
     state = record.run.state
     settled = pages.settled(state.timestamp if record.final and state else None)

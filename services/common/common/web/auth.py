@@ -3,12 +3,12 @@ rate limit. Shared by the API and the serving service (one implementation of bot
 
 import hmac
 import time
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from common.web.db import Database, blocking, hash_key
+from common.web.db import blocking, hash_key
 from common.web.problems import Problem
 from common.web.ratelimit import RateLimiter
 
@@ -20,10 +20,18 @@ CACHE_SECONDS = 30.0
 RELOAD_ON_MISS_SECONDS = 1.0
 
 
+class KeyStore(Protocol):
+    """Where the keys' hashes are kept (`common.web.db.Database`; a fake in tests)."""
+
+    def key_hashes(self) -> dict[str, str]:
+        """Name of each key, by the SHA-256 of the key. Blocking."""
+        ...
+
+
 class KeyChecker:
     """Which caller a bearer token belongs to, if any. Hashes are cached briefly."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: KeyStore) -> None:
         self.database = database
         self._hashes: dict[str, str] = {}
         self._loaded_at = float("-inf")
@@ -64,7 +72,8 @@ class Authenticator:
     dev mode (not rate limited); its IP for a read that needs no key. Then the caller's token
     bucket.
 
-    An app puts one in `app.state.auth`; the `writer` and `reader` dependencies use it.
+    An app puts one in `app.state.auth`; the `writer` and `reader` dependencies take it
+    through `authenticator`.
     """
 
     def __init__(
@@ -115,17 +124,20 @@ class Authenticator:
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def _auth(request: Request) -> Authenticator:
+def authenticator(request: Request) -> Authenticator:
+    """The app's authenticator (set at start-up); tests override this dependency."""
     auth: Authenticator = request.app.state.auth
     return auth
 
 
-async def writer(request: Request, credentials: Credentials) -> str:
+Auth = Annotated[Authenticator, Depends(authenticator)]
+
+
+async def writer(request: Request, credentials: Credentials, auth: Auth) -> str:
     """A caller with a key (or insecure dev mode): for requests that change or compute."""
-    return await _auth(request).caller(request, credentials, required=True)
+    return await auth.caller(request, credentials, required=True)
 
 
-async def reader(request: Request, credentials: Credentials) -> str:
+async def reader(request: Request, credentials: Credentials, auth: Auth) -> str:
     """A caller for a read: a key, unless API_READS_REQUIRE_KEY=false."""
-    auth = _auth(request)
     return await auth.caller(request, credentials, required=auth.reads_require_key)

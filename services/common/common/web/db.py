@@ -36,6 +36,7 @@ POOL_WAIT_SECONDS = 10.0
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+D = TypeVar("D", bound="Database")
 
 
 async def blocking(call: Callable[..., T], *args: Any) -> T:
@@ -134,3 +135,11 @@ def prepare_database(database: Database, api_key: str | None) -> None:
                 ) from error
             logger.warning("waiting for the database: %s", str(error).strip())
             time.sleep(1)
+
+
+async def open_database(url: str, api_key: str | None, kind: type[D]) -> D:
+    """A pool on `url` (a `kind` of Database: its tables), its tables made and `api_key`
+    stored: what each service that checks keys opens in its lifespan (and closes at its end)."""
+    database = kind(url)
+    await anyio.to_thread.run_sync(prepare_database, database, api_key)
+    return database

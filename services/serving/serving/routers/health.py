@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.deps import ServingDep
+from serving.deps import ChampionsDep, MetricsDep, SettingsDep, retry_after
 from serving.schemas import Readiness
 
 router = APIRouter(tags=["operations"])
@@ -21,16 +21,16 @@ async def healthz() -> dict[str, str]:
     summary="Every configured dataset has a champion loaded",
     responses={503: {"model": Readiness, "description": "Not ready (see Retry-After)"}},
 )
-async def readyz(svc: ServingDep, response: Response) -> Readiness:
-    missing = [d for d in svc.champions.datasets if svc.champions.get(d) is None]
+async def readyz(champions: ChampionsDep, settings: SettingsDep, response: Response) -> Readiness:
+    missing = [d for d in champions.datasets if champions.get(d) is None]
     if missing:
         response.status_code = 503
-        response.headers["Retry-After"] = svc.retry_after()
+        response.headers["Retry-After"] = retry_after(settings)
     return Readiness(status="unavailable" if missing else "ok", missing=missing)
 
 
 @router.get(
     "/metrics", operation_id="metrics", summary="Prometheus metrics", response_class=Response
 )
-async def prometheus_metrics(svc: ServingDep) -> Response:
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

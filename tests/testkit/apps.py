@@ -1,0 +1,299 @@
+"""The API and serving apps in-process, their I/O replaced by in-memory fakes through
+`app.dependency_overrides` (tests/unit/test_api_routers_*.py, test_serving_routers_*.py).
+
+- `FakeDatabase`: the key store, the idempotency table and `ping`, as `api.db.ApiDatabase`
+  answers them; `down = True` makes every call fail as PostgreSQL away does (a 503).
+- `FakePrefect`: a `PrefectGateway` whose Prefect is a few dicts (its caches are the real
+  ones); `down = True` makes Prefect unreachable.
+- `FakeRegistry`: the MLflow registry `Champions` reads (`champion` alias, model loading).
+- `api_app` and `serving_app` build each app with `create_app(settings)` and override its
+  dependencies with these; no lifespan runs, so nothing is opened.
+"""
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import psycopg2
+from fastapi import FastAPI
+from prefect.client.schemas.objects import FlowRun, Log, State, StateType
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.states import Cancelling
+
+from api.db import Claim
+from api.deps import get_database, get_idempotency_keys, get_prefect
+from api.idempotency import IdempotencyKeys
+from api.main import create_app as create_api
+from api.prefect_gateway import PrefectGateway
+from api.settings import ApiSettings
+from common.web.auth import Authenticator, KeyChecker, authenticator
+from common.web.db import hash_key, new_key
+from common.web.problems import Problem, unavailable
+from common.web.ratelimit import RateLimiter
+from serving.champions import Champions
+from serving.deps import get_champions
+from serving.main import create_app as create_serving
+from serving.registry import model_name
+from serving.settings import ServingSettings
+
+KEY = "test-key-" + "k" * 32
+AUTH = {"Authorization": f"Bearer {KEY}"}
+UNUSED_DATABASE = "postgresql://unused/x"
+
+
+def _database_away() -> psycopg2.OperationalError:
+    return psycopg2.OperationalError("connection refused")
+
+
+class FakeDatabase:
+    """One key (`KEY`, named "ci") and an idempotency table with `api.db`'s rules."""
+
+    def __init__(self, keys: dict[str, str] | None = None) -> None:
+        self.hashes = {hash_key(key): name for key, name in (keys or {KEY: "ci"}).items()}
+        # (caller, key) -> [request hash, nonce, run id or None]
+        self.idempotency: dict[tuple[str, str], list[Any]] = {}
+        self.down = False
+
+    def _reach(self) -> None:
+        if self.down:
+            raise _database_away()
+
+    def ping(self) -> None:
+        self._reach()
+
+    def key_hashes(self) -> dict[str, str]:
+        self._reach()
+        return dict(self.hashes)
+
+    def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
+        self._reach()
+        row = self.idempotency.get((caller, key))
+        if row is None or (row[2] is None and row[0] != request_hash):
+            row = self.idempotency[(caller, key)] = [request_hash, new_key(), None]
+            return Claim(row[1], same_request=True, bound=False)
+        return Claim(row[1], same_request=row[0] == request_hash, bound=row[2] is not None)
+
+    def bind(self, caller: str, key: str, request_hash: str, nonce: str, flow_run_id: str) -> bool:
+        self._reach()
+        row = self.idempotency.setdefault((caller, key), [request_hash, nonce, None])
+        if row[1] != nonce or row[2] is not None:
+            return False
+        row[2] = flow_run_id
+        return True
+
+    def forget_expired(self, retention_hours: float) -> int:
+        self._reach()
+        return 0
+
+
+class FakePrefect(PrefectGateway):
+    """The gateway over flows, runs, logs and tables held here instead of in Prefect."""
+
+    def __init__(self, *, read_cache_seconds: float = 1.0) -> None:
+        super().__init__(
+            None,  # type: ignore[arg-type]  # no client: every method that calls it is replaced
+            "monthly",
+            "training",
+            read_cache_seconds=read_cache_seconds,
+        )
+        self.deployments: dict[str, DeploymentResponse] = {}
+        self.flow_runs: dict[uuid.UUID, FlowRun] = {}
+        self.log_lines: dict[uuid.UUID, list[Log]] = {}
+        self.artifacts: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {}
+        self.by_key: dict[str, FlowRun] = {}
+        self.down = False
+
+    def add_flow(self, name: str, parameters: dict[str, Any] | None = None) -> DeploymentResponse:
+        """A deployment of flow `name` on the pool; `parameters`: name -> JSON schema."""
+        deployment = DeploymentResponse(
+            id=uuid.uuid4(),
+            name=self.deployment_name,
+            flow_id=uuid.uuid4(),
+            description=f"The {name} flow.",
+            parameter_openapi_schema={"type": "object", "properties": parameters or {}},
+        )
+        self._flow_names[deployment.flow_id] = name
+        self.deployments[name] = deployment
+        return deployment
+
+    def add_run(
+        self,
+        flow: str,
+        state: StateType = StateType.SCHEDULED,
+        *,
+        message: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        expected: dt.datetime | None = None,
+    ) -> FlowRun:
+        deployment = self.deployments[flow]
+        now = dt.datetime.now(dt.UTC)
+        run = FlowRun(
+            id=uuid.uuid4(),
+            name=f"run-{len(self.flow_runs)}",
+            flow_id=deployment.flow_id,
+            deployment_id=deployment.id,
+            state=State(type=state, message=message),
+            parameters=parameters or {},
+            tags=tags or [],
+            created=now,
+            expected_start_time=expected or now,
+        )
+        self.flow_runs[run.id] = run
+        return run
+
+    def add_log(self, run: FlowRun, message: str, at: dt.datetime) -> None:
+        line = Log(name="flow", level=20, message=message, timestamp=at, flow_run_id=run.id)
+        self.log_lines.setdefault(run.id, []).append(line)
+
+    def _reach(self) -> None:
+        if self.down:
+            raise unavailable("the Prefect API", httpx.ConnectError("connection refused"))
+
+    async def ready(self) -> str | None:
+        return "ConnectError: connection refused" if self.down else None
+
+    async def _read_flows(self) -> dict[str, DeploymentResponse]:
+        self._reach()
+        return dict(sorted(self.deployments.items()))
+
+    async def create_run(
+        self,
+        deployment: DeploymentResponse,
+        parameters: dict[str, Any],
+        tags: list[str],
+        idempotency_key: str | None,
+    ) -> FlowRun:
+        self._reach()
+        if idempotency_key in self.by_key:
+            return self.by_key[idempotency_key]
+        flow = self._flow_names[deployment.flow_id]
+        run = self.add_run(flow, parameters=parameters, tags=tags)
+        if idempotency_key is not None:
+            self.by_key[idempotency_key] = run
+        return run
+
+    async def run(self, run_id: uuid.UUID) -> FlowRun:
+        self._reach()
+        if run_id not in self.flow_runs:
+            raise Problem(404, "not-found", f"run {run_id} not found")
+        return self.flow_runs[run_id].model_copy()
+
+    async def flow_name(self, flow_id: uuid.UUID) -> str:
+        return self._flow_names[flow_id]
+
+    async def runs(
+        self,
+        deployment_ids: list[uuid.UUID],
+        state: StateType | None,
+        since: dt.datetime | None,
+        before: dt.datetime | None,
+        limit: int,
+    ) -> list[FlowRun]:
+        self._reach()
+        found = [
+            run
+            for run in self.flow_runs.values()
+            if run.deployment_id in deployment_ids
+            and (state is None or (run.state and run.state.type == state))
+            and (since is None or run.expected_start_time >= since)  # type: ignore[operator]
+            and (before is None or run.expected_start_time <= before)  # type: ignore[operator]
+        ]
+        found.sort(key=lambda run: run.expected_start_time, reverse=True)  # type: ignore[arg-type,return-value]
+        return found[:limit]
+
+    async def cancel(self, run_id: uuid.UUID) -> None:
+        self._reach()
+        self.flow_runs[run_id].state = Cancelling()
+        self.records.forget(run_id)
+
+    async def logs(self, run_id: uuid.UUID, since: dt.datetime | None, limit: int) -> list[Log]:
+        self._reach()
+        lines = sorted(self.log_lines.get(run_id, []), key=lambda line: line.timestamp)
+        return [line for line in lines if since is None or line.timestamp >= since][:limit]
+
+    async def tables(self, run_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
+        self._reach()
+        return self.artifacts.get(run_id, {})
+
+
+def api_app(prefect: FakePrefect, database: FakeDatabase, **settings: Any) -> FastAPI:
+    """The API over `prefect` and `database`; `settings` are ApiSettings fields."""
+    options: dict[str, Any] = {"database_url": UNUSED_DATABASE, "api_key": KEY}
+    app = create_api(ApiSettings(**(options | settings)))
+    config: ApiSettings = app.state.settings
+    keys = IdempotencyKeys(database, config.idempotency_retention_hours)
+    app.dependency_overrides |= {
+        get_prefect: lambda: prefect,
+        get_database: lambda: database,
+        get_idempotency_keys: lambda: keys,
+    }
+    auth = Authenticator(
+        KeyChecker(database),
+        RateLimiter(config.api_rate_limit_per_second, config.api_rate_limit_burst),
+        insecure_dev_mode=config.api_insecure_dev_mode,
+        reads_require_key=config.api_reads_require_key,
+    )
+    app.dependency_overrides[authenticator] = lambda: auth
+    app.state.metrics.prefect_run_reads.set_function(lambda: prefect.records.fetches)
+    return app
+
+
+class ConstantModel:
+    """A model that predicts `minutes` plus the pickup zone / 1000, for every trip."""
+
+    def __init__(self, minutes: float, *, fails: bool = False) -> None:
+        self.minutes, self.fails = minutes, fails
+        self.feature_names_in_ = np.array(["pickup_location_id", "dropoff_location_id"])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        if self.fails:
+            raise ValueError("this model cannot predict")
+        return self.minutes + X["pickup_location_id"].to_numpy() / 1000
+
+
+class FakeRegistry:
+    """Registered versions by model name, and where `champion` points."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str], ConstantModel] = {}
+        self.champion: dict[str, str] = {}
+        self.down = False
+
+    def register(self, dataset: str, version: str, model: ConstantModel) -> None:
+        """Register `model` as `version` of the dataset's model, and make it champion."""
+        self.models[(model_name(dataset), version)] = model
+        self.champion[model_name(dataset)] = version
+
+    def champion_version(self, name: str) -> str | None:
+        if self.down:
+            raise ConnectionError("MLflow is away")
+        return self.champion.get(name)
+
+    def load(self, name: str, version: str) -> ConstantModel:
+        return self.models[(name, version)]
+
+
+def serving_app(
+    registry: FakeRegistry, database: FakeDatabase | None = None, **settings: Any
+) -> tuple[FastAPI, Champions]:
+    """Serving over `registry` and `database`, and its champions (call `refresh` to load
+    them, as the follower does); `settings` are ServingSettings fields."""
+    options: dict[str, Any] = {
+        "database_url": UNUSED_DATABASE,
+        "api_key": KEY,
+        "mlflow_tracking_uri": "http://127.0.0.1:1",  # never called: the registry is fake
+    }
+    app = create_serving(ServingSettings(**(options | settings)))
+    config: ServingSettings = app.state.settings
+    champions = Champions(config.datasets(), model_name, registry.champion_version, registry.load)
+    auth = Authenticator(
+        KeyChecker(database or FakeDatabase()),
+        RateLimiter(config.serving_rate_limit_per_second, config.serving_rate_limit_burst),
+        insecure_dev_mode=config.api_insecure_dev_mode,
+    )
+    app.dependency_overrides |= {get_champions: lambda: champions, authenticator: lambda: auth}
+    return app, champions
