@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prefect.client.schemas.objects import State, StateType
 
+from common.results import ModelMetrics
 from testkit.apps import AUTH, KEY, FakeDatabase, FakePrefect, api_app
 
 MONTH = {"type": "string", "pattern": r"^\d{4}-\d{2}$", "description": "A month, YYYY-MM."}
@@ -206,16 +207,21 @@ def test_a_completed_training_run_reports_its_tables(
     client: TestClient, prefect: FakePrefect
 ) -> None:
     run = prefect.add_run("train-model", StateType.COMPLETED, parameters={"date": "2021-08-15"})
+    trained = ModelMetrics(
+        train_rmse=6.5, val_rmse=7.46, train_rows=100, val_rows=90, features=12,
+        train_month="2021-06 (tlc)", val_month="2021-07 (tlc)", model="/data/models/fhv/x.joblib",
+    )  # fmt: skip
     prefect.artifacts[run.id] = {
-        "model-metrics": [
-            {"metric": "val_rmse", "value": 7.46},
-            {"metric": "model", "value": "/data/models/fhv/x.joblib"},
-        ],
+        "model-metrics": trained.rows(),
         "model-registry": [
             {
                 "model": "trip-duration-fhv",
                 "version": "3",
                 "alias": "champion",
+                "val_month": "2021-07",
+                "val_rmse": 7.46,
+                "champion_version": "2",
+                "champion_rmse": 7.9,
                 "decision": "beats version 2",
                 "mlflow_run": "http://mlflow/run",
                 "model_version": "http://mlflow/version",
@@ -224,7 +230,7 @@ def test_a_completed_training_run_reports_its_tables(
     }
     body = client.get(f"/runs/{run.id}", headers=AUTH).json()
     assert body["state"]["type"] == "COMPLETED"
-    assert body["metrics"] == {"val_rmse": 7.46}
+    assert body["metrics"] == trained.metrics() and body["metrics"]["val_rmse"] == 7.46
     assert body["model"] == "/data/models/fhv/x.joblib"
     assert body["registry"] == {
         "name": "trip-duration-fhv",
@@ -234,6 +240,16 @@ def test_a_completed_training_run_reports_its_tables(
         "mlflow_run": "http://mlflow/run",
         "url": "http://mlflow/version",
     }
+
+
+def test_a_table_that_breaks_its_model_is_left_out_not_a_500(
+    client: TestClient, prefect: FakePrefect
+) -> None:
+    run = prefect.add_run("train-model", StateType.COMPLETED, parameters={"date": "2021-08-15"})
+    prefect.artifacts[run.id] = {"model-metrics": [{"metric": "val_rmse", "value": "n/a"}]}
+    response = client.get(f"/runs/{run.id}", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["metrics"] is None and response.json()["model"] is None
 
 
 def test_a_failed_run_says_why(client: TestClient, prefect: FakePrefect) -> None:

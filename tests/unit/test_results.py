@@ -81,3 +81,11 @@ def test_keys_are_the_dataset_and_the_kind() -> None:
     assert kind_of("green-live-metrics") == "live-metrics"
     assert kind_of("fhv-model-metrics") == "model-metrics"
     assert kind_of("fhv-something-else") is None
+
+
+@pytest.mark.parametrize("table", [TRAINED, REGISTERED, LIVE], ids=lambda t: t.kind)
+def test_a_table_that_breaks_its_model_reads_as_absent_with_a_warning(table, caplog) -> None:
+    stored = table.rows()
+    del stored[0][next(iter(stored[0]))]  # a row without its first field
+    assert type(table).read({table.kind: stored}) is None
+    assert f"the {table.kind} table does not hold to its model" in caplog.text

@@ -4,10 +4,13 @@ GET /runs/{id} with these same models. The wire format is the tables' rows: a me
 is rows of `{"metric": name, "value": value}` in field order, a row table is one row of the
 model's fields."""
 
+import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
@@ -32,9 +35,17 @@ class ResultTable(BaseModel):
 
     @classmethod
     def read(cls, tables: Mapping[str, list[Row]]) -> Self | None:
-        """This table among a run's tables (by kind), if the run wrote it."""
+        """This table among a run's tables (by kind), if the run wrote it. A table that does
+        not hold to the model (written by another version of the flows, or edited) reads as
+        absent, with a warning: a run's report then lacks it rather than failing."""
         rows = tables.get(cls.kind)
-        return cls.from_rows(rows) if rows else None
+        if not rows:
+            return None
+        try:
+            return cls.from_rows(rows)
+        except (ValidationError, KeyError, TypeError, ValueError) as error:
+            logger.warning("the %s table does not hold to its model: %s", cls.kind, error)
+            return None
 
 
 class MetricTable(ResultTable):
