@@ -1,7 +1,7 @@
 """What the routes depend on, as typed `Annotated` dependencies (tests override them with
 `app.dependency_overrides`): the settings and metrics (`create_app` sets them), the Prefect
 gateway, the database and the idempotency keys (the lifespan opens them), and the caller of
-a request (`api.auth`)."""
+a request (`common.web.auth`)."""
 
 from typing import Annotated
 

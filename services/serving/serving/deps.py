@@ -40,7 +40,7 @@ def get_metrics(request: Request) -> ServingMetrics:
 SettingsDep = Annotated[ServingSettings, Depends(get_app_settings)]
 ChampionsDep = Annotated[Champions, Depends(get_champions)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
-# The caller's key name, rate limit applied (api.auth; `app.state.auth` is set at start-up).
+# The caller's key name, rate limit applied (common.web.auth; `app.state.auth` is set at start-up).
 Writer = Annotated[str, Depends(writer)]
 
 
