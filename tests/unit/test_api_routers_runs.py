@@ -1,6 +1,7 @@
 """/runs in-process, over a fake Prefect and database (testkit.apps): start, read, list,
 cancel and log pages; 4xx for bad input, 404s, 503 with Prefect or the database away,
-401 without a good key, and Idempotency-Key replays."""
+401 without a good key, and Idempotency-Key replays; and its helpers (api.routers.runs):
+request hashes and `since` read as UTC."""
 
 import datetime as dt
 import uuid
@@ -10,7 +11,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prefect.client.schemas.objects import State, StateType
+from pydantic import TypeAdapter, ValidationError
 
+from api.routers.runs import IsoDatetime, request_hash
+from api.schemas import RunRequest
 from common.results import ModelMetrics
 from testkit.apps import AUTH, KEY, FakeDatabase, FakePrefect, api_app
 
@@ -406,3 +410,29 @@ def test_a_running_runs_log_always_has_a_next_page(
 
 def test_logs_of_an_unknown_run_are_a_404(client: TestClient) -> None:
     assert_problem(client.get(f"/runs/{uuid.uuid4()}/logs", headers=AUTH), 404, "not-found")
+
+
+def test_request_hash_ignores_key_order_but_not_values() -> None:
+    a = RunRequest(flow="train-model", parameters={"date": "2021-08-15", "auto_load": True})
+    b = RunRequest(flow="train-model", parameters={"auto_load": True, "date": "2021-08-15"})
+    c = RunRequest(flow="train-model", parameters={"date": "2021-08-16", "auto_load": True})
+    assert request_hash(a) == request_hash(b) != request_hash(c)
+
+
+SINCE = TypeAdapter(IsoDatetime)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00", "1e9"],
+)
+def test_since_the_backend_could_not_take_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError):
+        SINCE.validate_python(value)
+
+
+def test_since_is_read_as_utc() -> None:
+    assert SINCE.validate_python("2021-08-15T02:00:00+02:00") == dt.datetime(
+        2021, 8, 15, tzinfo=dt.UTC
+    )
+    assert SINCE.validate_python("2021-08-15T00:00:00") == dt.datetime(2021, 8, 15, tzinfo=dt.UTC)

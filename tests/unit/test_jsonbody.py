@@ -1,18 +1,11 @@
-"""Bad input is a clear 4xx: strict JSON bodies, Prefect's refusals kept as 4xx, query
-values the backend could not take refused first. In-process, with the API's own pieces."""
+"""Strict JSON bodies (common.web.jsonbody): NaN, infinities and bad JSON a 422 that says where."""
 
-import datetime as dt
 import json
 
-import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
-from prefect.exceptions import PrefectHTTPStatusError
-from pydantic import TypeAdapter, ValidationError
 
-from api.prefect_gateway import refused
-from api.routers.runs import IsoDatetime
 from api.schemas import RunRequest
 from common.web import problems
 from common.web.jsonbody import JsonRoute
@@ -77,51 +70,3 @@ def test_a_flow_of_the_wrong_json_type_is_refused_not_coerced(
     response = client.post("/echo", json={"flow": value})
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["body.flow"]
-
-
-def _prefect_error(status: int, body: dict | str) -> PrefectHTTPStatusError:
-    request = httpx.Request("POST", "http://prefect/api/deployments/x/create_flow_run")
-    if isinstance(body, dict):
-        response = httpx.Response(status, json=body, request=request)
-    else:
-        response = httpx.Response(status, text=body, request=request)
-    return PrefectHTTPStatusError.from_httpx_error(
-        httpx.HTTPStatusError("refused", request=request, response=response)
-    )
-
-
-def test_prefect_refusals_stay_4xx_and_say_why() -> None:
-    detail = "Error creating flow run: Validation failed for field 'seconds'."
-    for status in (400, 409, 422):
-        problem = refused(_prefect_error(status, {"detail": detail}))
-        assert (problem.status, problem.slug) == (422, "validation-error")
-        assert detail in problem.detail
-    problem = refused(_prefect_error(409, "plain text"))
-    assert problem.status == 422 and "plain text" in problem.detail
-    assert refused(_prefect_error(404, {}), "run x not found").detail == "run x not found"
-
-
-def test_only_prefect_5xx_is_unavailable() -> None:
-    problem = refused(_prefect_error(500, {"exception_message": "boom"}))
-    assert problem.status == 503 and problem.headers["Retry-After"]
-    problem = refused(_prefect_error(401, {"detail": "bad auth"}))
-    assert problem.status == 500 and "Retry-After" not in problem.headers
-
-
-SINCE = TypeAdapter(IsoDatetime)
-
-
-@pytest.mark.parametrize(
-    "value",
-    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00", "1e9"],
-)
-def test_since_the_backend_could_not_take_is_refused(value: str) -> None:
-    with pytest.raises(ValidationError):
-        SINCE.validate_python(value)
-
-
-def test_since_is_read_as_utc() -> None:
-    assert SINCE.validate_python("2021-08-15T02:00:00+02:00") == dt.datetime(
-        2021, 8, 15, tzinfo=dt.UTC
-    )
-    assert SINCE.validate_python("2021-08-15T00:00:00") == dt.datetime(2021, 8, 15, tzinfo=dt.UTC)

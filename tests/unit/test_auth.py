@@ -1,0 +1,58 @@
+"""Callers (common.web.auth): the key cache, and insecure dev mode limiting nobody without a key."""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from common.web import auth
+from common.web.auth import Authenticator, KeyChecker
+from common.web.db import hash_key
+from common.web.problems import Problem
+from common.web.ratelimit import RateLimiter
+
+
+class CountingKeys:
+    """Key hashes as the database gives them, counting the reads."""
+
+    def __init__(self) -> None:
+        self.hashes = {hash_key("k1"): "alice"}
+        self.reads = 0
+
+    def key_hashes(self) -> dict[str, str]:
+        self.reads += 1
+        return dict(self.hashes)
+
+
+def test_insecure_dev_mode_limits_nobody_without_a_key() -> None:
+    limiter = RateLimiter(rate=0.001, capacity=1)
+    dev = Authenticator(KeyChecker(CountingKeys()), limiter, insecure_dev_mode=True)  # type: ignore[arg-type]
+    request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"))
+
+    async def fifty_calls() -> list[str]:
+        return [await dev.caller(request, None, required=True) for _ in range(50)]  # type: ignore[arg-type]
+
+    assert asyncio.run(fifty_calls()) == ["insecure-dev"] * 50
+    closed = Authenticator(KeyChecker(CountingKeys()), limiter, insecure_dev_mode=False)  # type: ignore[arg-type]
+    assert asyncio.run(closed.caller(request, None, required=False)) == "ip:127.0.0.1"  # type: ignore[arg-type]
+    with pytest.raises(Problem) as limited:
+        asyncio.run(closed.caller(request, None, required=False))  # type: ignore[arg-type]
+    assert limited.value.status == 429
+
+
+def test_known_keys_are_answered_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = CountingKeys()
+    assert hash_key("k1") != "k1" and len(hash_key("k1")) == 64  # stored: SHA-256 hex
+    checker = KeyChecker(keys)  # type: ignore[arg-type]
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    assert checker.cached_caller("k1") is None  # nothing loaded: ask the database
+    assert checker.caller("k1") == "alice" and keys.reads == 1
+    assert checker.cached_caller("k1") == "alice"  # no read, no thread hop
+    assert checker.cached_caller("nope") is None
+    keys.hashes[hash_key("k2")] = "bob"
+    clock[0] += 2  # a new key is found by a reload on a miss, within a second
+    assert checker.caller("k2") == "bob" and keys.reads == 2
+    clock[0] += auth.CACHE_SECONDS + 1  # stale: the cache answers nothing
+    assert checker.cached_caller("k1") is None
+    assert checker.caller("k1") == "alice" and keys.reads == 3
