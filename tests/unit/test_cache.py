@@ -1,4 +1,4 @@
-"""The API's read cache: final values kept, others for `ttl`, concurrent reads coalesced."""
+"""The API's read cache (api.cache): final values kept, others for `ttl`, reads coalesced."""
 
 import asyncio
 

@@ -1,8 +1,7 @@
-"""The promotion rule and how it is explained: pure logic, no MLflow."""
+"""The promotion rule (trainer.registry) and how it is explained: pure logic, no MLflow."""
 
 import pytest
 
-from trainer.promotion_lock import DEAD_HOLDER_SECONDS, LEASE_SECONDS
 from trainer.registry import (
     CHALLENGER,
     CHAMPION,
@@ -11,7 +10,6 @@ from trainer.registry import (
     model_name,
     not_compared,
 )
-from trainer.settings import TrainerSettings
 
 
 @pytest.mark.parametrize(
@@ -60,11 +58,3 @@ def test_a_version_not_compared_says_so() -> None:
     assert text.startswith("version 4 (validation RMSE 7.4600 on 2021-07) was not compared")
     assert "(the promotion lock was not free within 300 s)" in text
     assert f"it becomes {CHALLENGER}" in text
-
-
-def test_the_promotion_timeout_outlasts_a_killed_holders_lease() -> None:
-    """A run killed inside the lock frees it when its lease ends and the repossessor runs;
-    a waiter retries at most every 30 s. The default wait covers that, and then some."""
-    assert LEASE_SECONDS == 60  # Prefect's minimum: the server refuses shorter leases
-    default = TrainerSettings.model_fields["promotion_timeout_seconds"].default
-    assert default >= 2 * DEAD_HOLDER_SECONDS
