@@ -79,7 +79,16 @@ class Compose:
         return sizes
 
     def containers(self) -> list[dict]:
-        out = self.run("ps", "--all", "--format", "json")
+        """The project's containers. `compose ps` lists, then inspects each: a container the
+        autoscaler removes in between makes it fail ("No such container"), so ask again."""
+        for attempt in range(5):
+            try:
+                out = self.run("ps", "--all", "--format", "json")
+                break
+            except RuntimeError as error:
+                if "No such container" not in str(error) or attempt == 4:
+                    raise
+                time.sleep(0.5)
         lines = [line for line in out.splitlines() if line.strip()]
         return [json.loads(line) for line in lines]
 
