@@ -1,13 +1,15 @@
 """Callers (common.web.auth): the key cache, and insecure dev mode limiting nobody without a key."""
 
 import asyncio
+import datetime as dt
+import uuid
 from types import SimpleNamespace
 
 import pytest
 
 from common.web import auth
 from common.web.auth import Authenticator, KeyChecker
-from common.web.db import hash_key
+from common.web.db import ApiKey, hash_key
 from common.web.problems import Problem
 from common.web.ratelimit import RateLimiter
 
@@ -19,9 +21,10 @@ class CountingKeys:
         self.hashes = {hash_key("k1"): "alice"}
         self.reads = 0
 
-    def key_hashes(self) -> dict[str, str]:
+    def key_hashes(self) -> dict[str, ApiKey]:
         self.reads += 1
-        return dict(self.hashes)
+        now = dt.datetime.now(dt.UTC)
+        return {h: ApiKey(uuid.uuid4(), name, "admin", "", now) for h, name in self.hashes.items()}
 
 
 def test_insecure_dev_mode_limits_nobody_without_a_key() -> None:

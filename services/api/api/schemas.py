@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.contract import (
     CHAMPION,
@@ -14,6 +14,7 @@ from common.contract import (
     Alias,
     model_name,
 )
+from common.web.auth import Role
 
 StateTypeName = Literal[
     "SCHEDULED",
@@ -168,3 +169,76 @@ class Flow(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "ci-deploy", "role": "operator", "owner": "ana", "expires_in_days": 90}
+            ]
+        },
+    )
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$", description="Unique."
+    )
+    role: Role = Field(description="viewer, operator or admin; at most the creator's.")
+    owner: str = Field(min_length=1, max_length=200, description="Who answers for the key.")
+    expires_at: dt.datetime | None = Field(None, description="When it stops working.")
+    expires_in_days: float | None = Field(
+        None, gt=0, le=3650, description="Or: how many days from now it stops working."
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> "KeyRequest":
+        if self.expires_at is not None and self.expires_in_days is not None:
+            raise ValueError("give expires_at or expires_in_days, not both")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            self.expires_at = self.expires_at.replace(tzinfo=dt.UTC)
+        return self
+
+    def expiry(self, now: dt.datetime) -> dt.datetime | None:
+        if self.expires_in_days is not None:
+            return now + dt.timedelta(days=self.expires_in_days)
+        return self.expires_at
+
+
+class Key(BaseModel):
+    """A key as stored: never its secret."""
+
+    id: uuid.UUID
+    name: str
+    role: Role
+    owner: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+
+
+class NewKey(Key):
+    key: str = Field(description="The secret: shown this once, stored only as its SHA-256.")
+
+
+class KeyPage(BaseModel):
+    keys: list[Key]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str = Field(description="The key's name (`anonymous`: refused before it was known).")
+    role: Role | None
+    method: str
+    route: str = Field(description="The route template, e.g. /runs/{run_id}/cancel.")
+    target: str | None = Field(None, description="The run or key acted on.")
+    request_id: str
+    outcome: int = Field(description="The HTTP status of the response.")
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
