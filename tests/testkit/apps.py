@@ -57,7 +57,7 @@ class FakeDatabase:
 
     def __init__(self, keys: dict[str, str] | None = None) -> None:
         self.keys: dict[str, ApiKey] = {}  # by hash
-        for key, name in (keys or {KEY: "ci"}).items():
+        for key, name in ({KEY: "ci"} if keys is None else keys).items():
             self.keys[hash_key(key)] = ApiKey(uuid.uuid4(), name, "admin", "", _now())
         # (caller, key) -> [request hash, nonce, run id or None]
         self.idempotency: dict[tuple[str, str], list[Any]] = {}

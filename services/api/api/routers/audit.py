@@ -27,7 +27,8 @@ async def list_audit(
     _: Allowed,
     actor: Annotated[str | None, Query(max_length=200, description="Only this key.")] = None,
     method: Annotated[
-        Literal["POST", "PUT", "PATCH", "DELETE"] | None, Query(description="Only this method.")
+        Literal["POST", "PUT", "PATCH", "DELETE", "CLI"] | None,
+        Query(description="Only this method (CLI: a change by `python -m api.admin`)."),
     ] = None,
     since: Annotated[
         IsoDatetime | None, Query(description="Only entries at or after this ISO 8601 time.")

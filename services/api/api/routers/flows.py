@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from api.deps import PrefectDep, Allowed
+from api.deps import Allowed, PrefectDep
 from api.schemas import Flow
 
 router = APIRouter(prefix="/flows", tags=["flows"])

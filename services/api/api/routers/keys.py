@@ -12,7 +12,7 @@ from api import pages
 from api.deps import Allowed, DatabaseDep
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import Key, KeyPage, KeyRequest, NewKey
-from common.web.auth import Role
+from common.web.auth import Auth, Role
 from common.web.db import ApiKey, KeyNameTakenError, blocking
 from common.web.problems import Problem
 
@@ -36,7 +36,7 @@ def _key_position(key: ApiKey) -> tuple[int, uuid.UUID]:
     responses={409: PROBLEM_RESPONSES[422] | {"description": "A key of that name exists"}},
 )
 async def create_key(
-    body: KeyRequest, request: Request, database: DatabaseDep, caller: Allowed
+    body: KeyRequest, request: Request, database: DatabaseDep, auth: Auth, caller: Allowed
 ) -> NewKey:
     if body.role > caller.role:
         raise Problem(
@@ -52,6 +52,7 @@ async def create_key(
     except KeyNameTakenError as error:
         raise Problem(409, "key-name-taken", str(error)) from None
     request.state.audit_target = str(key.id)
+    auth.keys.forget()
     return NewKey(**shown(key).model_dump(), key=secret)
 
 
@@ -80,20 +81,20 @@ async def list_keys(
     response_model=NewKey,
     summary="A new secret for a key (the old one is refused at once)",
 )
-async def rotate_key(key_id: uuid.UUID, database: DatabaseDep, _: Allowed) -> NewKey:
+async def rotate_key(key_id: uuid.UUID, database: DatabaseDep, auth: Auth, _: Allowed) -> NewKey:
     rotated = await blocking(database.rotate_key, key_id)
+    auth.keys.forget()
     if rotated is None:
         raise Problem(404, "not-found", f"no key {key_id} that is not revoked")
     key, secret = rotated
     return NewKey(**shown(key).model_dump(), key=secret)
 
 
-@router.delete(
-    "/{key_id}", operation_id="revoke_key", response_model=Key, summary="Revoke a key"
-)
-async def revoke_key(key_id: uuid.UUID, database: DatabaseDep, _: Allowed) -> Key:
+@router.delete("/{key_id}", operation_id="revoke_key", response_model=Key, summary="Revoke a key")
+async def revoke_key(key_id: uuid.UUID, database: DatabaseDep, auth: Auth, _: Allowed) -> Key:
     """Idempotent: revoking a revoked key answers it as it is."""
     key = await blocking(database.revoke_key, key_id)
+    auth.keys.forget()
     if key is None:
         raise Problem(404, "not-found", f"no key {key_id}")
     return shown(key)

@@ -12,7 +12,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from pydantic import AfterValidator, BeforeValidator
 
 from api import pages
-from api.deps import IdempotencyDep, MetricsDep, PrefectDep, Allowed, SettingsDep
+from api.deps import Allowed, IdempotencyDep, MetricsDep, PrefectDep, SettingsDep
 from api.prefect_gateway import FINAL, PrefectGateway, RunRecord, unknown_flow
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import (

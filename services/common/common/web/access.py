@@ -6,6 +6,7 @@ when API_READS_REQUIRE_KEY=false. A route missing from the table is refused (403
 route has to be placed here before anyone can call it.
 """
 
+import functools
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
@@ -50,6 +51,7 @@ def needed(service: str, method: str, path: str) -> Role:
     return role
 
 
+@functools.cache  # one dependency per service: tests override it by `guard(service)`
 def guard(service: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the caller of a request to one of `service`'s routes, if their role is
     enough for it (401 without a valid key, 403 with too small a role)."""

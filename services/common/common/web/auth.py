@@ -99,6 +99,11 @@ class KeyChecker:
         key = self.cached_key(token)
         return None if key is None else key.name
 
+    def forget(self) -> None:
+        """Read the keys again at the next request: this replica made, rotated or revoked
+        one (the others see it within CACHE_SECONDS)."""
+        self._loaded_at = float("-inf")
+
     def _reload(self) -> None:
         self._keys = self.database.key_hashes()
         self._loaded_at = time.monotonic()

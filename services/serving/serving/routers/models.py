@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from serving.deps import ChampionsDep, Allowed
+from serving.deps import Allowed, ChampionsDep
 from serving.schemas import LoadedModel
 
 router = APIRouter(prefix="/models", tags=["models"])
