@@ -65,6 +65,7 @@ def test_the_log_is_read_newest_first_in_pages_and_filtered(
     assert [e["id"] for e in mine] == [5, 4, 3, 2, 1]
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     assert client.get("/audit", params={"since": future}, headers=AUTH).json()["entries"] == []
+    assert client.get("/audit", params={"actor": "a\x00"}, headers=AUTH).status_code == 422
     entry = client.get("/audit?limit=1", headers=AUTH).json()["entries"][0]
     assert entry["actor"] == "anonymous" and entry["outcome"] == 401
     assert entry["hash"] == database.audit[-1].hash
@@ -77,6 +78,10 @@ def test_a_log_that_cannot_be_written_does_not_fail_the_request(
     made = client.post("/keys", json={"name": "x", "role": "viewer", "owner": "o"}, headers=AUTH)
     assert made.status_code == 201
     assert "audit entry not stored" in caplog.text
+
+
+def test_a_target_is_kept_printable() -> None:
+    assert audit.printable("run\x00id" + "x" * 300) == "run\\x00id" + "x" * 192
 
 
 def chain(count: int) -> FakeDatabase:

@@ -58,6 +58,11 @@ def test_a_name_is_taken_once(client: TestClient) -> None:
         {"name": "x y", "role": "viewer", "owner": "a"},
         {"name": "x", "role": "viewer"},
         {"name": "x", "role": "viewer", "owner": "a", "expires_in_days": 0},
+        {"name": "x", "role": "viewer", "owner": "a", "expires_in_days": True},
+        {"name": "x", "role": "viewer", "owner": "a", "expires_at": 1_900_000_000},
+        {"name": "x", "role": "viewer", "owner": "a", "expires_at": "1900000000"},
+        {"name": 5, "role": "viewer", "owner": "a"},
+        {"name": "x", "role": "viewer", "owner": "a\u0000b"},
         {
             "name": "x",
             "role": "viewer",

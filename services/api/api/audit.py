@@ -150,7 +150,7 @@ def entry(scope: Scope, route: str, status: int) -> Entry:
     target = state.get("audit_target")
     if target is None:
         params = scope.get("path_params", {})
-        target = next((str(v) for k, v in params.items() if k.endswith("_id")), None)
+        target = next((printable(str(v)) for k, v in params.items() if k.endswith("_id")), None)
     return Entry(
         actor=caller.name if caller else ANONYMOUS,
         role=caller.role.value if caller else None,
@@ -160,6 +160,12 @@ def entry(scope: Scope, route: str, status: int) -> Entry:
         request_id=current_request_id(),
         outcome=status,
     )
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """A path parameter as the log keeps it: control characters escaped (PostgreSQL stores no
+    NUL), at most `limit` characters."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:limit]
 
 
 async def _append(sink: AuditSink, item: Entry) -> None:

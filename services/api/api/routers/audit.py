@@ -8,8 +8,7 @@ from api import pages
 from api.audit import Row
 from api.deps import Allowed, DatabaseDep
 from api.routers import next_url, page_cursor
-from api.routers.runs import IsoDatetime
-from api.schemas import AuditEntry, AuditPage
+from api.schemas import PRINTABLE, AuditEntry, AuditPage, IsoDatetime
 from common.web.auth import Role
 from common.web.db import blocking
 
@@ -25,7 +24,9 @@ async def list_audit(
     request: Request,
     database: DatabaseDep,
     _: Allowed,
-    actor: Annotated[str | None, Query(max_length=200, description="Only this key.")] = None,
+    actor: Annotated[
+        str | None, Query(max_length=200, pattern=PRINTABLE, description="Only this key.")
+    ] = None,
     method: Annotated[
         Literal["POST", "PUT", "PATCH", "DELETE", "CLI"] | None,
         Query(description="Only this method (CLI: a change by `python -m api.admin`)."),

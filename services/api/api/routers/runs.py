@@ -1,21 +1,19 @@
 """/runs: start flow runs, follow them, cancel them, read their logs."""
 
-import datetime as dt
 import hashlib
 import json
-import re
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from prefect.client.schemas.objects import FlowRun, StateType
-from pydantic import AfterValidator, BeforeValidator
 
 from api import pages
 from api.deps import Allowed, IdempotencyDep, MetricsDep, PrefectDep, SettingsDep
 from api.prefect_gateway import FINAL, PrefectGateway, RunRecord, unknown_flow
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import (
+    IsoDatetime,
     LogLine,
     LogPage,
     RegisteredModel,
@@ -94,30 +92,6 @@ async def summary(
     """A run as lists show it: without its result tables."""
     flow = await prefect.flow_name(run.flow_id)
     return present(settings, request, RunRecord(run, flow, {}))
-
-
-def _iso_only(value: object) -> object:
-    """Pydantic reads numbers as Unix times; the documented format is ISO 8601 only."""
-    if isinstance(value, str) and re.fullmatch(r"[\d.eE+-]+", value.strip()):
-        raise ValueError("expected an ISO 8601 date-time, like 2021-08-15T00:00:00Z")
-    return value
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    """In UTC (a time without an offset is taken as UTC), within the years Prefect can
-    filter on: an instant it could not take is the caller's error here, not a 5xx there."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    try:
-        value = value.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError("the time is out of range in UTC") from None
-    if not 1 < value.year < 9999:
-        raise ValueError("the year must be within 2 and 9998")
-    return value
-
-
-IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
 
 
 def request_hash(body: RunRequest) -> str:
