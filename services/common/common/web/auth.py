@@ -7,6 +7,7 @@ route needs is `common.web.access`.
 import datetime as dt
 import enum
 import hmac
+import threading
 import time
 from dataclasses import dataclass
 from typing import Annotated, Protocol
@@ -76,11 +77,15 @@ class KeyChecker:
         self.database = database
         self._keys: dict[str, ApiKey] = {}
         self._loaded_at = float("-inf")
+        # Requests that find the copy stale together wait for one read, not one read each.
+        self._reloading = threading.Lock()
 
     def key(self, token: str) -> ApiKey | None:
         """The token's key, or None. Blocking (reads the database when the cache is stale)."""
         if time.monotonic() - self._loaded_at > CACHE_SECONDS:
-            self._reload()
+            with self._reloading:
+                if time.monotonic() - self._loaded_at > CACHE_SECONDS:
+                    self._reload()
         return self._match(hash_key(token))
 
     def cached_key(self, token: str) -> ApiKey | None:
