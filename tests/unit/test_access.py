@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.web.access import ROUTES
+from common.web.access import ROUTES, needed
 from common.web.auth import Role
+from common.web.problems import Problem
 from testkit.apps import FakeDatabase, FakePrefect, FakeRegistry, api_app, serving_app
 
 
@@ -76,14 +77,19 @@ def test_each_route_answers_each_role_as_the_table_says(
         assert status != 401
 
 
-@pytest.mark.parametrize("service", ["api", "serving"])
-def test_a_route_not_in_the_table_is_refused(service: str) -> None:
-    from common.web.access import needed
-    from common.web.problems import Problem
-
-    with pytest.raises(Problem) as refused:
-        needed(service, "PUT", "/nowhere")
-    assert refused.value.status == 403
+@given(
+    service=st.sampled_from(sorted(ROUTES)),
+    method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
+    path=st.text(min_size=1, max_size=30).map(lambda p: "/" + p),
+)
+def test_a_route_not_in_the_table_is_refused(service: str, method: str, path: str) -> None:
+    role = ROUTES[service].get((method, path), "absent")
+    if role == "absent":
+        with pytest.raises(Problem) as refused:
+            needed(service, method, path)
+        assert refused.value.status == 403
+    elif role is not None:
+        assert needed(service, method, path) == role
 
 
 def test_open_reads_need_no_key_but_writes_still_do() -> None:

@@ -2,14 +2,17 @@
 (the old secret refused at once), revoked and expired (401s that say which)."""
 
 import datetime as dt
+import time
 import uuid
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.web.access import guard
-from common.web.auth import Caller, Role
+from common.web.auth import REVOCATION_SECONDS, Caller, Role
 from testkit.apps import AUTH, FakeDatabase, FakePrefect, api_app
 
 
@@ -129,3 +132,27 @@ def test_a_key_may_not_have_more_than_its_maker(database: FakeDatabase) -> None:
     assert make(client, "x", "operator").status_code == 201
     refused = make(client, "y", "admin")
     assert refused.status_code == 403 and "cannot make a admin key" in refused.json()["detail"]
+
+
+@given(maker=st.sampled_from(Role), wanted=st.sampled_from(Role))
+@settings(max_examples=30, deadline=None)
+def test_a_key_has_at_most_its_makers_role(maker: Role, wanted: Role) -> None:
+    app = api_app(FakePrefect(), FakeDatabase())
+    app.dependency_overrides[guard("api")] = lambda: Caller("maker", maker)
+    made = make(TestClient(app), f"k-{uuid.uuid4().hex[:8]}", wanted.value)
+    assert made.status_code == (201 if wanted <= maker else 403)
+
+
+def test_a_revocation_on_one_instance_reaches_another_within_a_second() -> None:
+    """Two app instances on one database, as two replicas: the other one's copy of the keys
+    is at most CACHE_SECONDS old."""
+    database = FakeDatabase()
+    one, two = (TestClient(api_app(FakePrefect(), database)) for _ in range(2))
+    made = make(one, "shared").json()
+    assert two.get("/flows", headers=bearer(made["key"])).status_code == 200
+    assert one.delete(f"/keys/{made['id']}", headers=AUTH).status_code == 200
+    revoked = time.monotonic()
+    assert one.get("/flows", headers=bearer(made["key"])).status_code == 401  # at once
+    while two.get("/flows", headers=bearer(made["key"])).status_code == 200:
+        time.sleep(0.01)
+    assert time.monotonic() - revoked < REVOCATION_SECONDS
