@@ -16,7 +16,10 @@ import httpx
 import psycopg2
 import pytest
 
+from api.db import ApiDatabase
 from common.web.auth import REVOCATION_SECONDS
+from common.web.db import hash_key, prepare_database
+from devstack.postgres import ensure_database
 from devstack.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration
@@ -150,3 +153,31 @@ def test_the_audit_chain_shows_an_edited_row(api: httpx.Client, stack: LocalStac
     assert broken.returncode == 1
     assert f"broken at row {row_id}: its fields do not match" in broken.stdout
     assert verify(stack).returncode == 0
+
+
+def test_a_key_store_from_before_roles_is_migrated(stack: LocalStack) -> None:
+    """The table as it was (name, hash, created_at) gains ids and roles: its keys are
+    admins' and keep working."""
+    url = ensure_database(stack.env["DATABASE_URL"], f"legacy_{uuid.uuid4().hex[:8]}")
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    with connection, connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE api_keys (name text PRIMARY KEY, key_sha256 text NOT NULL UNIQUE, "
+            "created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cursor.execute(
+            "INSERT INTO api_keys (name, key_sha256) VALUES ('env', %s), ('old', %s)",
+            (hash_key("the-env-key"), hash_key("an-old-key")),
+        )
+    connection.close()
+    database = ApiDatabase(url, max_connections=2)
+    try:
+        prepare_database(database, "the-env-key")
+        prepare_database(database, "the-env-key")  # every start runs it again
+        keys = database.key_hashes()
+        assert {k.name: k.role for k in keys.values()} == {"env": "admin", "old": "admin"}
+        assert len({k.id for k in keys.values()}) == 2
+        assert keys[hash_key("an-old-key")].refusal(dt.datetime.now(dt.UTC)) is None
+    finally:
+        database.close()
