@@ -1,8 +1,9 @@
 """The API and serving apps in-process, their I/O replaced by in-memory fakes through
 `app.dependency_overrides` (tests/unit/test_api_routers_*.py, test_serving_routers_*.py).
 
-- `FakeDatabase`: the key store, the idempotency table and `ping`, as `api.db.ApiDatabase`
-  answers them; `down = True` makes every call fail as PostgreSQL away does (a 503).
+- `FakeDatabase`: the key store (keys with roles, expiry, revocation), the idempotency
+  table, the audit log and `ping`, as `api.db.ApiDatabase` answers them; `down = True` makes
+  every call fail as PostgreSQL away does (a 503).
 - `FakePrefect`: a `PrefectGateway` whose Prefect is a few dicts (its caches are the real
   ones); `down = True` makes Prefect unreachable.
 - `FakeRegistry`: the MLflow registry `Champions` reads (`champion` alias, model loading).
@@ -10,6 +11,7 @@
   dependencies with these; no lifespan runs, so nothing is opened.
 """
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -23,6 +25,7 @@ from prefect.client.schemas.objects import FlowRun, Log, State, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.states import Cancelling
 
+from api.audit import GENESIS, Entry, Row, row_hash
 from api.db import Claim
 from api.deps import get_database, get_idempotency_keys, get_prefect
 from api.idempotency import IdempotencyKeys
@@ -30,7 +33,7 @@ from api.main import create_app as create_api
 from api.prefect_gateway import PrefectGateway
 from api.settings import ApiSettings
 from common.web.auth import Authenticator, KeyChecker, authenticator
-from common.web.db import hash_key, new_key
+from common.web.db import ApiKey, KeyNameTakenError, hash_key, new_key
 from common.web.problems import Problem, unavailable
 from common.web.ratelimit import RateLimiter
 from serving.champions import Champions
@@ -49,13 +52,23 @@ def _database_away() -> psycopg2.OperationalError:
 
 
 class FakeDatabase:
-    """One key (`KEY`, named "ci") and an idempotency table with `api.db`'s rules."""
+    """One key (`KEY`, named "ci", an admin's: `keys` are more, each an admin's), an
+    idempotency table with `api.db`'s rules, and an audit log chained as `api.db` chains it."""
 
     def __init__(self, keys: dict[str, str] | None = None) -> None:
-        self.hashes = {hash_key(key): name for key, name in (keys or {KEY: "ci"}).items()}
+        self.keys: dict[str, ApiKey] = {}  # by hash
+        for key, name in ({KEY: "ci"} if keys is None else keys).items():
+            self.keys[hash_key(key)] = ApiKey(uuid.uuid4(), name, "admin", "", _now())
         # (caller, key) -> [request hash, nonce, run id or None]
         self.idempotency: dict[tuple[str, str], list[Any]] = {}
+        self.audit: list[Row] = []
         self.down = False
+
+    def add_key(
+        self, name: str, role: str, *, expires_at: dt.datetime | None = None, owner: str = "t"
+    ) -> str:
+        """A key of `role`, and its secret."""
+        return self.create_key(name, role, owner, expires_at)[1]
 
     def _reach(self) -> None:
         if self.down:
@@ -64,9 +77,79 @@ class FakeDatabase:
     def ping(self) -> None:
         self._reach()
 
-    def key_hashes(self) -> dict[str, str]:
+    def key_hashes(self) -> dict[str, ApiKey]:
         self._reach()
-        return dict(self.hashes)
+        return dict(self.keys)
+
+    def create_key(
+        self, name: str, role: str, owner: str, expires_at: dt.datetime | None
+    ) -> tuple[ApiKey, str]:
+        self._reach()
+        if any(key.name == name for key in self.keys.values()):
+            raise KeyNameTakenError(f"a key named {name!r} exists already")
+        secret = new_key()
+        key = ApiKey(uuid.uuid4(), name, role, owner, _now(), expires_at)
+        self.keys[hash_key(secret)] = key
+        return key, secret
+
+    def list_keys(self, limit: int, since: dt.datetime | None = None) -> list[ApiKey]:
+        self._reach()
+        keys = sorted(self.keys.values(), key=lambda k: (k.created_at, str(k.id)))
+        return [k for k in keys if since is None or k.created_at >= since][:limit]
+
+    def _find(self, key_id: uuid.UUID) -> tuple[str, ApiKey] | None:
+        return next(((h, k) for h, k in self.keys.items() if k.id == key_id), None)
+
+    def rotate_key(self, key_id: uuid.UUID) -> tuple[ApiKey, str] | None:
+        self._reach()
+        found = self._find(key_id)
+        if found is None or found[1].revoked_at is not None:
+            return None
+        secret = new_key()
+        self.keys[hash_key(secret)] = self.keys.pop(found[0])
+        return found[1], secret
+
+    def revoke_key(self, key_id: uuid.UUID) -> ApiKey | None:
+        self._reach()
+        found = self._find(key_id)
+        if found is None:
+            return None
+        stored, key = found
+        if key.revoked_at is None:
+            key = self.keys[stored] = dataclasses.replace(key, revoked_at=_now())
+        return key
+
+    def append_audit(self, entry: Entry) -> Row:
+        self._reach()
+        prev_hash = self.audit[-1].hash if self.audit else GENESIS
+        row_id, at = len(self.audit) + 1, _now()
+        digest = row_hash(entry, row_id, at, prev_hash)
+        row = Row(**vars(entry), id=row_id, at=at, prev_hash=prev_hash, hash=digest)
+        self.audit.append(row)
+        return row
+
+    def audit_page(
+        self,
+        limit: int,
+        up_to: int | None = None,
+        actor: str | None = None,
+        method: str | None = None,
+        since: dt.datetime | None = None,
+    ) -> list[Row]:
+        self._reach()
+        rows = [
+            r
+            for r in reversed(self.audit)
+            if (up_to is None or r.id <= up_to)
+            and actor in (None, r.actor)
+            and method in (None, r.method)
+            and (since is None or r.at >= since)
+        ]
+        return rows[:limit]
+
+    def audit_rows(self, after: int, limit: int) -> list[Row]:
+        self._reach()
+        return [r for r in self.audit if r.id > after][:limit]
 
     def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
         self._reach()
@@ -87,6 +170,10 @@ class FakeDatabase:
     def forget_expired(self, retention_hours: float) -> int:
         self._reach()
         return 0
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class FakePrefect(PrefectGateway):
@@ -238,6 +325,7 @@ def api_app(prefect: FakePrefect, database: FakeDatabase, **settings: Any) -> Fa
         reads_require_key=config.api_reads_require_key,
     )
     app.dependency_overrides[authenticator] = lambda: auth
+    app.state.audit = database
     app.state.metrics.prefect_run_reads.set_function(lambda: prefect.records.fetches)
     return app
 

@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import Log
 
 from api import pages
 from api.pages import Cursor, CursorError
-from api.routers.runs import _cursor
+from api.routers import page_cursor as _cursor
 from common.web.problems import Problem
 
 SECOND = 1_000_000  # positions are microseconds

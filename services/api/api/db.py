@@ -1,13 +1,17 @@
-"""The API's own table in PostgreSQL: idempotency keys, beside the key store every service
-that checks keys shares (common.web.db).
+"""The API's own tables in PostgreSQL: idempotency keys and the audit log (api.audit),
+beside the key store every service that checks keys shares (common.web.db).
 
 Calls here block; the routes run them in a worker thread.
 """
 
+import datetime as dt
 import hmac
 from dataclasses import dataclass
 
+from api.audit import AUDIT_LOCK_ID, AUDIT_SCHEMA, GENESIS, Entry, Row, row_hash
 from common.web.db import KEYS_SCHEMA, Database, new_key
+
+AUDIT_COLUMNS = "actor, role, method, route, target, request_id, outcome, id, at, prev_hash, hash"
 
 IDEMPOTENCY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency_keys (
@@ -41,9 +45,9 @@ class Claim:
 
 
 class ApiDatabase(Database):
-    """The key store, and the API's idempotency keys."""
+    """The key store, the API's idempotency keys and its audit log."""
 
-    schema = KEYS_SCHEMA + IDEMPOTENCY_SCHEMA
+    schema = KEYS_SCHEMA + IDEMPOTENCY_SCHEMA + AUDIT_SCHEMA
 
     def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
         """Record (caller, key) for this request, or find the record an earlier one made.
@@ -104,3 +108,71 @@ class ApiDatabase(Database):
                 (retention_hours * 3600,),
             )
             return cursor.rowcount
+
+    # -- audit log (api.audit) ------------------------------------------------------------
+
+    def append_audit(self, entry: Entry) -> Row:
+        """Append `entry` to the chain, under the lock that keeps the chain one line."""
+        with self.connection() as conn:
+            conn.autocommit = False
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_ID,))
+                    cursor.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
+                    last = cursor.fetchone()
+                    prev_hash = last[0] if last else GENESIS
+                    cursor.execute("SELECT nextval('audit_log_id_seq'), clock_timestamp()")
+                    row_id, at = cursor.fetchone()  # type: ignore[misc]
+                    digest = row_hash(entry, row_id, at, prev_hash)
+                    cursor.execute(
+                        f"INSERT INTO audit_log ({AUDIT_COLUMNS}) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (
+                            entry.actor,
+                            entry.role,
+                            entry.method,
+                            entry.route,
+                            entry.target,
+                            entry.request_id,
+                            entry.outcome,
+                            row_id,
+                            at,
+                            prev_hash,
+                            digest,
+                        ),
+                    )
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return Row(**vars(entry), id=row_id, at=at, prev_hash=prev_hash, hash=digest)
+
+    def audit_page(
+        self,
+        limit: int,
+        up_to: int | None = None,
+        actor: str | None = None,
+        method: str | None = None,
+        since: dt.datetime | None = None,
+    ) -> list[Row]:
+        """Rows newest first, from id `up_to` down, filtered."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {AUDIT_COLUMNS} FROM audit_log "
+                "WHERE (%(up_to)s::bigint IS NULL OR id <= %(up_to)s) "
+                "AND (%(actor)s::text IS NULL OR actor = %(actor)s) "
+                "AND (%(method)s::text IS NULL OR method = %(method)s) "
+                "AND (%(since)s::timestamptz IS NULL OR at >= %(since)s) "
+                "ORDER BY id DESC LIMIT %(limit)s",
+                {"up_to": up_to, "actor": actor, "method": method, "since": since, "limit": limit},
+            )
+            return [Row(*row) for row in cursor.fetchall()]
+
+    def audit_rows(self, after: int, limit: int) -> list[Row]:
+        """Rows oldest first, with ids above `after` (for `verify`)."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > %s ORDER BY id LIMIT %s",
+                (after, limit),
+            )
+            return [Row(*row) for row in cursor.fetchall()]

@@ -1,7 +1,7 @@
 """What the routes depend on, as typed `Annotated` dependencies (tests override them with
 `app.dependency_overrides`): the settings and metrics (`create_app` sets them), the Prefect
 gateway, the database and the idempotency keys (the lifespan opens them), and the caller of
-a request (`common.web.auth`)."""
+a request (`common.web.access`)."""
 
 from typing import Annotated
 
@@ -12,7 +12,8 @@ from api.db import ApiDatabase
 from api.idempotency import IdempotencyKeys
 from api.prefect_gateway import PrefectGateway
 from api.settings import ApiSettings
-from common.web.auth import reader, writer
+from common.web.access import guard
+from common.web.auth import Caller
 from common.web.edge import Metrics
 
 
@@ -63,6 +64,6 @@ MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PrefectDep = Annotated[PrefectGateway, Depends(get_prefect)]
 DatabaseDep = Annotated[ApiDatabase, Depends(get_database)]
 IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
-# The caller's name (its key's, or its address for an open read), rate limit applied.
-Writer = Annotated[str, Depends(writer)]
-Reader = Annotated[str, Depends(reader)]
+# The caller (its key's name and role, or its address for an open read), allowed the route
+# by the role table (common.web.access), rate limit applied.
+Allowed = Annotated[Caller, Depends(guard("api"))]

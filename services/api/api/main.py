@@ -1,6 +1,6 @@
 """The FastAPI app: `create_app` wires the pieces (settings and metrics in `app.state`, the
-edge middleware, the routers of `api.routers`); the lifespan opens the database and the
-Prefect gateway, which the routes take as dependencies (`api.deps`)."""
+edge and audit middleware, the routers of `api.routers`); the lifespan opens the database
+and the Prefect gateway, which the routes take as dependencies (`api.deps`)."""
 
 import logging
 from collections.abc import AsyncIterator
@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from api.audit import AuditMiddleware
 from api.db import ApiDatabase
 from api.deps import ApiMetrics
 from api.idempotency import IdempotencyKeys
 from api.prefect_gateway import open_gateway
-from api.routers import PROBLEM_RESPONSES, flows, health, runs
+from api.routers import PROBLEM_RESPONSES, audit, flows, health, keys, runs
 from api.settings import ApiSettings, get_settings
 from common.web import problems
 from common.web.auth import Authenticator, KeyChecker
@@ -42,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ) as prefect:
         app.state.metrics.prefect_run_reads.set_function(lambda: prefect.records.fetches)
         app.state.prefect, app.state.database = prefect, database
+        app.state.audit = database  # where AuditMiddleware appends
         app.state.idempotency_keys = IdempotencyKeys(database, settings.idempotency_retention_hours)
         app.state.auth = Authenticator(
             KeyChecker(database),
@@ -67,9 +69,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     problems.install(app)
+    # Inside the edge: an entry carries the request id the edge chose.
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(
         EdgeMiddleware, max_body_bytes=settings.api_max_body_bytes, metrics=app.state.metrics
     )
-    for router in (runs.router, flows.router, health.router):
+    for router in (runs.router, flows.router, keys.router, audit.router, health.router):
         app.include_router(router)
     return app

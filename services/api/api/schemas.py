@@ -1,10 +1,18 @@
 """Request and response bodies, with the examples OpenAPI shows."""
 
 import datetime as dt
+import re
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from common.contract import (
     CHAMPION,
@@ -14,6 +22,34 @@ from common.contract import (
     Alias,
     model_name,
 )
+from common.web.auth import Role
+
+
+def _iso_only(value: object) -> object:
+    """Pydantic reads numbers as Unix times; the documented format is ISO 8601 only."""
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and re.fullmatch(r"[\d.eE+-]+", value.strip())
+    ):
+        raise ValueError("expected an ISO 8601 date-time, like 2021-08-15T00:00:00Z")
+    return value
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """In UTC (a time without an offset is taken as UTC), within the years Prefect can
+    filter on: an instant it could not take is the caller's error here, not a 5xx there."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        value = value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
+    if not 1 < value.year < 9999:
+        raise ValueError("the year must be within 2 and 9998")
+    return value
+
+
+IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
+
 
 StateTypeName = Literal[
     "SCHEDULED",
@@ -168,3 +204,85 @@ class Flow(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# Text PostgreSQL can store and a log can show: no control characters (NUL among them).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "ci-deploy", "role": "operator", "owner": "ana", "expires_in_days": 90}
+            ]
+        },
+    )
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$", description="Unique."
+    )
+    role: Role = Field(description="viewer, operator or admin; at most the creator's.")
+    owner: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=PRINTABLE,
+        description="Who answers for the key.",
+    )
+    expires_at: IsoDatetime | None = Field(
+        None, description="When it stops working (ISO 8601; UTC without an offset)."
+    )
+    expires_in_days: float | None = Field(
+        None, gt=0, le=3650, strict=True, description="Or: how many days from now."
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> "KeyRequest":
+        if self.expires_at is not None and self.expires_in_days is not None:
+            raise ValueError("give expires_at or expires_in_days, not both")
+        return self
+
+    def expiry(self, now: dt.datetime) -> dt.datetime | None:
+        if self.expires_in_days is not None:
+            return now + dt.timedelta(days=self.expires_in_days)
+        return self.expires_at
+
+
+class Key(BaseModel):
+    """A key as stored: never its secret."""
+
+    id: uuid.UUID
+    name: str
+    role: Role
+    owner: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+
+
+class NewKey(Key):
+    key: str = Field(description="The secret: shown this once, stored only as its SHA-256.")
+
+
+class KeyPage(BaseModel):
+    keys: list[Key]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str = Field(description="The key's name (`anonymous`: refused before it was known).")
+    role: Role | None
+    method: str
+    route: str = Field(description="The route template, e.g. /runs/{run_id}/cancel.")
+    target: str | None = Field(None, description="The run or key acted on.")
+    request_id: str
+    outcome: int = Field(description="The HTTP status of the response.")
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from prometheus_client import Counter, Gauge
 
-from common.web.auth import writer
+from common.web.access import guard
+from common.web.auth import Caller
 from common.web.edge import Metrics
 from serving.champions import Champions
 from serving.settings import ServingSettings
@@ -40,8 +41,9 @@ def get_metrics(request: Request) -> ServingMetrics:
 SettingsDep = Annotated[ServingSettings, Depends(get_app_settings)]
 ChampionsDep = Annotated[Champions, Depends(get_champions)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
-# The caller's key name, rate limit applied (common.web.auth; `app.state.auth` is set at start-up).
-Writer = Annotated[str, Depends(writer)]
+# The caller, allowed the route by the role table (common.web.access), rate limit applied
+# (`app.state.auth` is set at start-up).
+Allowed = Annotated[Caller, Depends(guard("serving"))]
 
 
 def retry_after(settings: ServingSettings) -> str:

@@ -2,14 +2,14 @@
 
 from fastapi import APIRouter
 
-from api.deps import PrefectDep, Reader
+from api.deps import Allowed, PrefectDep
 from api.schemas import Flow
 
 router = APIRouter(prefix="/flows", tags=["flows"])
 
 
 @router.get("", operation_id="list_flows", response_model=list[Flow], summary="Flows the API runs")
-async def list_flows(prefect: PrefectDep, _: Reader) -> list[Flow]:
+async def list_flows(prefect: PrefectDep, _: Allowed) -> list[Flow]:
     """Every deployment named DEPLOYMENT_NAME on the work pool (narrowed by API_FLOWS): a new
     flow appears here, and can be started, within 5 s of its registration."""
     return [

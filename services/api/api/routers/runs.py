@@ -1,21 +1,19 @@
 """/runs: start flow runs, follow them, cancel them, read their logs."""
 
-import datetime as dt
 import hashlib
 import json
-import re
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from prefect.client.schemas.objects import FlowRun, StateType
-from pydantic import AfterValidator, BeforeValidator
 
 from api import pages
-from api.deps import IdempotencyDep, MetricsDep, PrefectDep, Reader, SettingsDep, Writer
+from api.deps import Allowed, IdempotencyDep, MetricsDep, PrefectDep, SettingsDep
 from api.prefect_gateway import FINAL, PrefectGateway, RunRecord, unknown_flow
-from api.routers import PROBLEM_RESPONSES
+from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import (
+    IsoDatetime,
     LogLine,
     LogPage,
     RegisteredModel,
@@ -96,46 +94,6 @@ async def summary(
     return present(settings, request, RunRecord(run, flow, {}))
 
 
-def _iso_only(value: object) -> object:
-    """Pydantic reads numbers as Unix times; the documented format is ISO 8601 only."""
-    if isinstance(value, str) and re.fullmatch(r"[\d.eE+-]+", value.strip()):
-        raise ValueError("expected an ISO 8601 date-time, like 2021-08-15T00:00:00Z")
-    return value
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    """In UTC (a time without an offset is taken as UTC), within the years Prefect can
-    filter on: an instant it could not take is the caller's error here, not a 5xx there."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    try:
-        value = value.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError("the time is out of range in UTC") from None
-    if not 1 < value.year < 9999:
-        raise ValueError("the year must be within 2 and 9998")
-    return value
-
-
-IsoDatetime = Annotated[dt.datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
-
-
-def _cursor(text: str | None, scope: str) -> pages.Cursor:
-    try:
-        return pages.decode(text, scope)
-    except pages.CursorError as error:
-        raise Problem(
-            422,
-            "validation-error",
-            f"cursor is not one this API gave out: {error}",
-            errors=[{"field": "query.cursor", "message": str(error)}],
-        ) from None
-
-
-def _next_url(request: Request, cursor: pages.Cursor, scope: str) -> str:
-    return str(request.url.include_query_params(cursor=pages.encode(cursor, scope)))
-
-
 def request_hash(body: RunRequest) -> str:
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -160,7 +118,7 @@ async def create_run(
     prefect: PrefectDep,
     keys: IdempotencyDep,
     metrics: MetricsDep,
-    caller: Writer,
+    allowed: Allowed,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -171,6 +129,7 @@ async def create_run(
         ),
     ] = None,
 ) -> Run:
+    caller = allowed.name
     deployment = await prefect.deployment(body.flow)
     errors = parameter_errors(deployment.parameter_openapi_schema or {}, body.parameters)
     if errors:
@@ -199,6 +158,7 @@ async def create_run(
             caller, idempotency_key, body_hash, claim.nonce, str(run.id)
         )
         response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
+    request.state.audit_target = str(run.id)
     if not replayed:
         metrics.runs_triggered.labels(body.flow).inc()
     presented = await summary(settings, prefect, request, run)
@@ -210,7 +170,7 @@ async def create_run(
     "/{run_id}", operation_id="read_run", response_model=Run, summary="A run's state and results"
 )
 async def read_run(
-    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Reader
+    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Allowed
 ) -> Run:
     """A final run is read once and then served from memory; a run that is still going can
     be up to `API_READ_CACHE_SECONDS` (1 s) stale."""
@@ -222,7 +182,7 @@ async def list_runs(
     request: Request,
     settings: SettingsDep,
     prefect: PrefectDep,
-    _: Reader,
+    _: Allowed,
     flow: Annotated[
         str | None, Query(max_length=100, description="Only this flow (see GET /flows).")
     ] = None,
@@ -235,7 +195,7 @@ async def list_runs(
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> RunPage:
     scope = f"runs:{flow}:{state}:{since.isoformat() if since else ''}"
-    at = _cursor(cursor, scope)
+    at = page_cursor(cursor, scope)
     flows = await prefect.flows()
     if flow is not None and flow not in flows:
         message = unknown_flow(flow, flows)
@@ -253,7 +213,7 @@ async def list_runs(
     page = pages.turn(at, read, runs, _run_key, window=pages.RUNS_WINDOW)
     return RunPage(
         runs=[await summary(settings, prefect, request, run) for run in page.items],
-        next=_next_url(request, page.cursor, scope) if page.more else None,
+        next=next_url(request, page.cursor, scope) if page.more else None,
     )
 
 
@@ -272,7 +232,7 @@ def _run_key(run: FlowRun) -> tuple[int, uuid.UUID]:
     responses={409: PROBLEM_RESPONSES[422] | {"description": "The run already finished"}},
 )
 async def cancel_run(
-    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Writer
+    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Allowed
 ) -> Run:
     run = await prefect.run(run_id)
     if run.state and run.state.type in FINAL:
@@ -298,12 +258,12 @@ async def read_run_logs(
     run_id: uuid.UUID,
     request: Request,
     prefect: PrefectDep,
-    _: Reader,
+    _: Allowed,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> LogPage:
     scope = f"logs:{run_id}"
-    at = _cursor(cursor, scope)
+    at = page_cursor(cursor, scope)
     record = await prefect.record(run_id)  # 404 for an unknown run, not an empty page
     read = pages.plan(at, limit)
     since = None if read.start is None else pages.moment(read.start)
@@ -315,5 +275,5 @@ async def read_run_logs(
         lines=[
             LogLine(timestamp=x.timestamp, level=x.level, message=x.message) for x in page.items
         ],
-        next=_next_url(request, page.cursor, scope) if page.more or not settled else None,
+        next=next_url(request, page.cursor, scope) if page.more or not settled else None,
     )

@@ -1,78 +1,133 @@
-"""API keys: stored as SHA-256 hashes, compared in constant time; who is calling, and their
-rate limit. Shared by the API and the serving service (one implementation of both)."""
+"""API keys and roles: who is calling (a key's name and role, checked against its SHA-256
+in constant time), whether the key is still valid (revoked, expired), and their rate limit.
+Shared by the API and the serving service (one implementation of both); which role each
+route needs is `common.web.access`.
+"""
 
+import datetime as dt
+import enum
 import hmac
+import threading
 import time
+from dataclasses import dataclass
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from common.web.db import blocking, hash_key
+from common.web.db import ApiKey, blocking, hash_key
 from common.web.problems import Problem
 from common.web.ratelimit import RateLimiter
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
-CACHE_SECONDS = 30.0
-# An unknown key reloads the hashes at most this often, so a new key works within a second.
-RELOAD_ON_MISS_SECONDS = 1.0
+# The promise: a key revoked (or rotated) on one replica is refused on every replica within
+# this long. Each replica reloads the keys when its copy is older than CACHE_SECONDS (one
+# small query per replica at most twice a second, and only while requests come).
+REVOCATION_SECONDS = 1.0
+CACHE_SECONDS = 0.5
+
+
+class Role(enum.Enum):
+    """What a caller may do; each role may do everything the roles before it may."""
+
+    viewer = "viewer"  # read runs, logs, flows, models
+    operator = "operator"  # also trigger and cancel runs, predict
+    admin = "admin"  # also keys and the audit log
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def __lt__(self, other: "Role") -> bool:
+        return self.rank < other.rank
+
+    def __le__(self, other: "Role") -> bool:
+        return self.rank <= other.rank
+
+    def __gt__(self, other: "Role") -> bool:
+        return self.rank > other.rank
+
+    def __ge__(self, other: "Role") -> bool:
+        return self.rank >= other.rank
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a key's name (or `insecure-dev`, or `ip:<address>` for an open read)
+    and what they may do."""
+
+    name: str
+    role: Role
 
 
 class KeyStore(Protocol):
-    """Where the keys' hashes are kept (`common.web.db.Database`; a fake in tests)."""
+    """Where the keys are kept (`common.web.db.Database`; a fake in tests)."""
 
-    def key_hashes(self) -> dict[str, str]:
-        """Name of each key, by the SHA-256 of the key. Blocking."""
+    def key_hashes(self) -> dict[str, ApiKey]:
+        """Every key (revoked and expired too), by the SHA-256 of its secret. Blocking."""
         ...
 
 
 class KeyChecker:
-    """Which caller a bearer token belongs to, if any. Hashes are cached briefly."""
+    """Which key a bearer token is, if any. The keys are cached for CACHE_SECONDS."""
 
     def __init__(self, database: KeyStore) -> None:
         self.database = database
-        self._hashes: dict[str, str] = {}
+        self._keys: dict[str, ApiKey] = {}
         self._loaded_at = float("-inf")
+        # Requests that find the copy stale together wait for one read, not one read each.
+        self._reloading = threading.Lock()
 
-    def caller(self, token: str) -> str | None:
-        """The key's name, or None. Blocking (may read the database)."""
-        age = time.monotonic() - self._loaded_at
-        if age > CACHE_SECONDS:
-            self._reload()
-        found = self._match(hash_key(token))
-        if found is None and RELOAD_ON_MISS_SECONDS < age <= CACHE_SECONDS:
-            self._reload()
-            found = self._match(hash_key(token))
-        return found
+    def key(self, token: str) -> ApiKey | None:
+        """The token's key, or None. Blocking (reads the database when the cache is stale)."""
+        if time.monotonic() - self._loaded_at > CACHE_SECONDS:
+            with self._reloading:
+                if time.monotonic() - self._loaded_at > CACHE_SECONDS:
+                    self._reload()
+        return self._match(hash_key(token))
 
-    def cached_caller(self, token: str) -> str | None:
-        """The key's name if the cache is fresh and holds it, else None (then ask `caller`).
+    def cached_key(self, token: str) -> ApiKey | None:
+        """The token's key if the cache is fresh and holds it, else None (then ask `key`).
         Never blocks: a known key costs no thread hop."""
         if time.monotonic() - self._loaded_at > CACHE_SECONDS:
             return None
         return self._match(hash_key(token))
 
+    def caller(self, token: str) -> str | None:
+        """The key's name, or None. Blocking."""
+        key = self.key(token)
+        return None if key is None else key.name
+
+    def cached_caller(self, token: str) -> str | None:
+        key = self.cached_key(token)
+        return None if key is None else key.name
+
+    def forget(self) -> None:
+        """Read the keys again at the next request: this replica made, rotated or revoked
+        one (the others see it within CACHE_SECONDS)."""
+        self._loaded_at = float("-inf")
+
     def _reload(self) -> None:
-        self._hashes = self.database.key_hashes()
+        self._keys = self.database.key_hashes()
         self._loaded_at = time.monotonic()
 
-    def _match(self, presented: str) -> str | None:
+    def _match(self, presented: str) -> ApiKey | None:
         found = None
-        for stored, name in self._hashes.items():
+        for stored, key in self._keys.items():
             # Compare against every key, so the time taken does not depend on which matched.
             if hmac.compare_digest(stored, presented):
-                found = name
+                found = key
         return found
 
 
 class Authenticator:
-    """The caller of a request: the name of its key; "insecure-dev" without one in insecure
-    dev mode (not rate limited); its IP for a read that needs no key. Then the caller's token
-    bucket.
+    """The caller of a request: its key's name and role; "insecure-dev" (an admin) without
+    one in insecure dev mode (not rate limited); its IP (a viewer) for a read that needs no
+    key. Then the caller's token bucket.
 
-    An app puts one in `app.state.auth`; the `writer` and `reader` dependencies take it
+    An app puts one in `app.state.auth`; the route guards (`common.web.access`) take it
     through `authenticator`.
     """
 
@@ -88,19 +143,24 @@ class Authenticator:
         self.insecure_dev_mode = insecure_dev_mode
         self.reads_require_key = reads_require_key
 
-    async def caller(
+    async def identify(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None, required: bool
-    ) -> str:
+    ) -> Caller:
         caller = None
         if credentials is not None:
             token = credentials.credentials
-            caller = self.keys.cached_caller(token) or await blocking(self.keys.caller, token)
-            if caller is None:
+            key = self.keys.cached_key(token) or await blocking(self.keys.key, token)
+            if key is None:
                 raise Problem(401, "unauthorized", "the API key is not valid", headers=CHALLENGE)
+            refusal = key.refusal(dt.datetime.now(dt.UTC))
+            if refusal is not None:
+                _remember(request, Caller(key.name, Role(key.role)))
+                raise Problem(401, "unauthorized", refusal, headers=CHALLENGE)
+            caller = Caller(key.name, Role(key.role))
         if caller is None:
             if self.insecure_dev_mode:
                 # No identity to limit: every local client would share one bucket.
-                return "insecure-dev"
+                return _remember(request, Caller("insecure-dev", Role.admin))
             if required:
                 raise Problem(
                     401,
@@ -109,19 +169,35 @@ class Authenticator:
                     headers=CHALLENGE,
                 )
             else:
-                caller = f"ip:{request.client.host if request.client else 'unknown'}"
-        wait = self.limiter.retry_after(caller)
+                address = request.client.host if request.client else "unknown"
+                caller = Caller(f"ip:{address}", Role.viewer)
+        _remember(request, caller)
+        wait = self.limiter.retry_after(caller.name)
         if wait:
             raise Problem(
                 429,
                 "rate-limited",
-                f"rate limit reached for {caller}; retry in {wait} s",
+                f"rate limit reached for {caller.name}; retry in {wait} s",
                 headers={"Retry-After": str(wait)},
             )
         return caller
 
+    async def caller(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None, required: bool
+    ) -> str:
+        """The caller's name (`identify`)."""
+        return (await self.identify(request, credentials, required)).name
+
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _remember(request: Request, caller: Caller) -> Caller:
+    """Keep the caller on the request, for the audit log (the state outlives the route)."""
+    state = getattr(request, "state", None)
+    if state is not None:
+        state.caller = caller
+    return caller
 
 
 def authenticator(request: Request) -> Authenticator:
@@ -131,13 +207,3 @@ def authenticator(request: Request) -> Authenticator:
 
 
 Auth = Annotated[Authenticator, Depends(authenticator)]
-
-
-async def writer(request: Request, credentials: Credentials, auth: Auth) -> str:
-    """A caller with a key (or insecure dev mode): for requests that change or compute."""
-    return await auth.caller(request, credentials, required=True)
-
-
-async def reader(request: Request, credentials: Credentials, auth: Auth) -> str:
-    """A caller for a read: a key, unless API_READS_REQUIRE_KEY=false."""
-    return await auth.caller(request, credentials, required=auth.reads_require_key)

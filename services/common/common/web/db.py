@@ -1,17 +1,21 @@
 """The key store in PostgreSQL (psycopg2, a thread-safe pool): the API keys every service that
-checks keys reads, and the pool and schema set-up a service's own tables build on (the API's
-idempotency keys).
+checks keys reads (each with a role, an owner, an optional expiry, and only its SHA-256
+stored), and the pool and schema set-up a service's own tables build on (the API's
+idempotency keys and audit log).
 
 Calls here block; the routes run them in a worker thread.
 """
 
+import datetime as dt
 import hashlib
 import logging
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -27,7 +31,16 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_sha256  text NOT NULL UNIQUE,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Roles, owners, expiry and revocation came later: a key stored before them (the one from
+-- API_KEY, named `env`) is an admin's, owned by nobody in particular, that never expires.
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS id uuid NOT NULL DEFAULT gen_random_uuid();
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'admin';
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS owner text NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_id ON api_keys (id);
 """
+KEY_COLUMNS = "id, name, role, owner, created_at, expires_at, revoked_at"
 # Creating tables from several processes at once (API replicas, serving) can race; one lock
 # serialises it.
 SCHEMA_LOCK_ID = 7_391_204
@@ -52,7 +65,37 @@ def hash_key(key: str) -> str:
 
 
 def new_key() -> str:
-    return secrets.token_urlsafe(32)
+    return secrets.token_urlsafe(32)  # 256 random bits
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as stored, without its secret. `role` is a `common.web.auth.Role` value."""
+
+    id: uuid.UUID
+    name: str
+    role: str
+    owner: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+
+    def refusal(self, now: dt.datetime) -> str | None:
+        """Why the key is refused now (revoked, expired), or None: it is valid."""
+        if self.revoked_at is not None:
+            return f"the API key {self.name!r} was revoked at {self.revoked_at.isoformat()}"
+        if self.expires_at is not None and self.expires_at <= now:
+            return f"the API key {self.name!r} expired at {self.expires_at.isoformat()}"
+        return None
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKey:
+    """A row of KEY_COLUMNS (psycopg2 gives a uuid column as text)."""
+    return ApiKey(uuid.UUID(str(row[0])), *row[1:])
+
+
+class KeyNameTakenError(ValueError):
+    """A key of that name exists already (names are the actors of the audit log)."""
 
 
 class Database:
@@ -103,18 +146,72 @@ class Database:
     # -- API keys --------------------------------------------------------------------------
 
     def store_key(self, name: str, key: str) -> None:
-        """Store a key's hash under `name`, replacing the key that name had."""
+        """Store a key's hash under `name` (an admin's), replacing the key that name had.
+        Its role and revocation stay as they were: a revoked `env` key stays revoked."""
         with self.connection() as conn, conn.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO api_keys (name, key_sha256) VALUES (%s, %s) "
+                "INSERT INTO api_keys (name, key_sha256, role) VALUES (%s, %s, 'admin') "
                 "ON CONFLICT (name) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256",
                 (name, hash_key(key)),
             )
 
-    def key_hashes(self) -> dict[str, str]:
+    def key_hashes(self) -> dict[str, ApiKey]:
+        """Every key (revoked and expired ones too, to say why they are refused), by the
+        SHA-256 of its secret."""
         with self.connection() as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT key_sha256, name FROM api_keys")
-            return dict(cursor.fetchall())
+            cursor.execute(f"SELECT key_sha256, {KEY_COLUMNS} FROM api_keys")
+            return {row[0]: _api_key(row[1:]) for row in cursor.fetchall()}
+
+    def create_key(
+        self, name: str, role: str, owner: str, expires_at: dt.datetime | None
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret (shown once; only its hash is kept)."""
+        secret = new_key()
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO api_keys (name, key_sha256, role, owner, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING "
+                f"RETURNING {KEY_COLUMNS}",
+                (name, hash_key(secret), role, owner, expires_at),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise KeyNameTakenError(f"a key named {name!r} exists already")
+        return _api_key(row), secret
+
+    def list_keys(self, limit: int, since: dt.datetime | None = None) -> list[ApiKey]:
+        """Keys oldest first, created at `since` or later."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {KEY_COLUMNS} FROM api_keys "
+                "WHERE %s::timestamptz IS NULL OR created_at >= %s "
+                "ORDER BY created_at, id LIMIT %s",
+                (since, since, limit),
+            )
+            return [_api_key(row) for row in cursor.fetchall()]
+
+    def rotate_key(self, key_id: uuid.UUID) -> tuple[ApiKey, str] | None:
+        """A new secret for a key that is not revoked (the old one stops working), or None."""
+        secret = new_key()
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE api_keys SET key_sha256 = %s WHERE id = %s AND revoked_at IS NULL "
+                f"RETURNING {KEY_COLUMNS}",
+                (hash_key(secret), str(key_id)),
+            )
+            row = cursor.fetchone()
+        return None if row is None else (_api_key(row), secret)
+
+    def revoke_key(self, key_id: uuid.UUID) -> ApiKey | None:
+        """Revoke a key (revoking it again keeps the first time), or None: no such key."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s "
+                f"RETURNING {KEY_COLUMNS}",
+                (str(key_id),),
+            )
+            row = cursor.fetchone()
+        return None if row is None else _api_key(row)
 
 
 def prepare_database(database: Database, api_key: str | None) -> None:

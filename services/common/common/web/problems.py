@@ -22,6 +22,8 @@ RETRY_AFTER_SECONDS = 5
 TITLES = {
     "validation-error": "The request is not valid",
     "unauthorized": "A valid API key is required",
+    "forbidden": "The key's role does not allow this",
+    "key-name-taken": "A key of that name exists",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "idempotency-key-reused": "Idempotency-Key reused with a different request",

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from common.contract import model_name
 from common.web.jsonbody import JsonRoute
 from common.web.problems import Problem
-from serving.deps import ChampionsDep, MetricsDep, SettingsDep, Writer, retry_after
+from serving.deps import Allowed, ChampionsDep, MetricsDep, SettingsDep, retry_after
 from serving.schemas import Prediction, PredictRequest
 
 # Bodies parsed by orjson, as the API parses them (common.web.jsonbody): strict JSON, and 2.5x
@@ -25,7 +25,7 @@ async def predict(
     champions: ChampionsDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    _: Writer,
+    _: Allowed,
 ) -> Prediction:
     """The minutes of each trip, from the `champion` of trip-duration-<dataset>: a 503 until
     one is loaded, a 404 for a dataset not served."""
