@@ -100,6 +100,11 @@ class FakeDatabase:
     def _find(self, key_id: uuid.UUID) -> tuple[str, ApiKey] | None:
         return next(((h, k) for h, k in self.keys.items() if k.id == key_id), None)
 
+    def read_key(self, key_id: uuid.UUID) -> ApiKey | None:
+        self._reach()
+        found = self._find(key_id)
+        return None if found is None else found[1]
+
     def rotate_key(self, key_id: uuid.UUID) -> tuple[ApiKey, str] | None:
         self._reach()
         found = self._find(key_id)

@@ -109,6 +109,22 @@ def test_a_revoked_key_is_a_401_that_says_so(client: TestClient) -> None:
     assert client.post(f"/keys/{made['id']}/rotate", headers=AUTH).status_code == 404
 
 
+def test_api_keys_own_key_is_neither_rotated_nor_revoked_here(
+    client: TestClient, database: FakeDatabase
+) -> None:
+    """The `env` key is API_KEY's: serving and send-requests are given it too."""
+    secret = database.add_key("env", "admin")
+    [env] = [key for key in database.keys.values() if key.name == "env"]
+    for response in (
+        client.post(f"/keys/{env.id}/rotate", headers=AUTH),
+        client.delete(f"/keys/{env.id}", headers=AUTH),
+    ):
+        assert response.status_code == 409
+        assert response.json()["type"].endswith("/key-from-environment")
+        assert "API_KEY" in response.json()["detail"]
+    assert client.get("/flows", headers=bearer(secret)).status_code == 200
+
+
 def test_an_expired_key_is_a_401_that_says_so(client: TestClient, database: FakeDatabase) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     secret = database.add_key("old", "viewer", expires_at=past)

@@ -4,7 +4,7 @@ replica within a second (common.web.auth.REVOCATION_SECONDS)."""
 
 import datetime as dt
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -13,7 +13,7 @@ from api.deps import Allowed, DatabaseDep
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import Key, KeyPage, KeyRequest, NewKey
 from common.web.auth import Auth, Role
-from common.web.db import ApiKey, KeyNameTakenError, blocking
+from common.web.db import ENV_KEY, ApiKey, KeyNameTakenError, blocking
 from common.web.problems import Problem
 
 router = APIRouter(prefix="/keys", tags=["keys"])
@@ -21,6 +21,24 @@ router = APIRouter(prefix="/keys", tags=["keys"])
 
 def shown(key: ApiKey) -> Key:
     return Key(**vars(key) | {"role": Role(key.role)})
+
+
+async def _changeable(database: DatabaseDep, key_id: uuid.UUID) -> None:
+    """API_KEY's own key is configuration: rotating or revoking it here would lock out every
+    service that is given API_KEY (serving, send-requests) until the environment changed."""
+    key = await blocking(database.read_key, key_id)
+    if key is not None and key.name == ENV_KEY:
+        raise Problem(
+            409,
+            "key-from-environment",
+            f"key {key_id} is API_KEY's ({ENV_KEY!r}): change API_KEY and restart the services "
+            "to rotate it",
+        )
+
+
+ENV_KEY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    409: PROBLEM_RESPONSES[422] | {"description": "The key is API_KEY's"}
+}
 
 
 def _key_position(key: ApiKey) -> tuple[int, uuid.UUID]:
@@ -80,8 +98,10 @@ async def list_keys(
     operation_id="rotate_key",
     response_model=NewKey,
     summary="A new secret for a key (the old one is refused at once)",
+    responses=ENV_KEY_RESPONSE,
 )
 async def rotate_key(key_id: uuid.UUID, database: DatabaseDep, auth: Auth, _: Allowed) -> NewKey:
+    await _changeable(database, key_id)
     rotated = await blocking(database.rotate_key, key_id)
     auth.keys.forget()
     if rotated is None:
@@ -90,9 +110,17 @@ async def rotate_key(key_id: uuid.UUID, database: DatabaseDep, auth: Auth, _: Al
     return NewKey(**shown(key).model_dump(), key=secret)
 
 
-@router.delete("/{key_id}", operation_id="revoke_key", response_model=Key, summary="Revoke a key")
+@router.delete(
+    "/{key_id}",
+    operation_id="revoke_key",
+    response_model=Key,
+    summary="Revoke a key",
+    responses=ENV_KEY_RESPONSE,
+)
 async def revoke_key(key_id: uuid.UUID, database: DatabaseDep, auth: Auth, _: Allowed) -> Key:
-    """Idempotent: revoking a revoked key answers it as it is."""
+    """Idempotent: revoking a revoked key answers it as it is. API_KEY's key is refused (409):
+    it is changed in the environment."""
+    await _changeable(database, key_id)
     key = await blocking(database.revoke_key, key_id)
     auth.keys.forget()
     if key is None:

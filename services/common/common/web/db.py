@@ -94,6 +94,11 @@ def _api_key(row: tuple[Any, ...]) -> ApiKey:
     return ApiKey(uuid.UUID(str(row[0])), *row[1:])
 
 
+# The name of the key API_KEY holds (stored at every start): configuration, rotated by
+# changing API_KEY, so the API does not rotate or revoke it (other services check it too).
+ENV_KEY = "env"
+
+
 class KeyNameTakenError(ValueError):
     """A key of that name exists already (names are the actors of the audit log)."""
 
@@ -190,6 +195,13 @@ class Database:
             )
             return [_api_key(row) for row in cursor.fetchall()]
 
+    def read_key(self, key_id: uuid.UUID) -> ApiKey | None:
+        """One key (without its secret), or None."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = %s", (str(key_id),))
+            row = cursor.fetchone()
+        return None if row is None else _api_key(row)
+
     def rotate_key(self, key_id: uuid.UUID) -> tuple[ApiKey, str] | None:
         """A new secret for a key that is not revoked (the old one stops working), or None."""
         secret = new_key()
@@ -222,7 +234,7 @@ def prepare_database(database: Database, api_key: str | None) -> None:
         try:
             database.create_schema()
             if api_key is not None:
-                database.store_key("env", api_key)
+                database.store_key(ENV_KEY, api_key)
             return
         except psycopg2.OperationalError as error:
             if time.monotonic() > deadline:
