@@ -34,14 +34,18 @@ def test_insecure_dev_mode_limits_nobody_without_a_key() -> None:
     request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"))
 
     async def fifty_calls() -> list[str]:
-        return [await dev.caller(request, None, required=True) for _ in range(50)]  # type: ignore[arg-type]
+        return [(await dev.identify(request, None, required=True)).name for _ in range(50)]  # type: ignore[arg-type]
 
     assert asyncio.run(fifty_calls()) == ["insecure-dev"] * 50
     closed = Authenticator(KeyChecker(CountingKeys()), limiter, insecure_dev_mode=False)  # type: ignore[arg-type]
-    assert asyncio.run(closed.caller(request, None, required=False)) == "ip:127.0.0.1"  # type: ignore[arg-type]
+    assert asyncio.run(closed.identify(request, None, required=False)).name == "ip:127.0.0.1"  # type: ignore[arg-type]
     with pytest.raises(Problem) as limited:
-        asyncio.run(closed.caller(request, None, required=False))  # type: ignore[arg-type]
+        asyncio.run(closed.identify(request, None, required=False))  # type: ignore[arg-type]
     assert limited.value.status == 429
+
+
+def name(key: ApiKey | None) -> str | None:
+    return None if key is None else key.name
 
 
 def test_known_keys_are_answered_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,16 +54,16 @@ def test_known_keys_are_answered_from_the_cache(monkeypatch: pytest.MonkeyPatch)
     checker = KeyChecker(keys)  # type: ignore[arg-type]
     clock = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
-    assert checker.cached_caller("k1") is None  # nothing loaded: ask the database
-    assert checker.caller("k1") == "alice" and keys.reads == 1
-    assert checker.cached_caller("k1") == "alice"  # no read, no thread hop
-    assert checker.cached_caller("nope") is None
+    assert checker.cached_key("k1") is None  # nothing loaded: ask the database
+    assert name(checker.key("k1")) == "alice" and keys.reads == 1
+    assert name(checker.cached_key("k1")) == "alice"  # no read, no thread hop
+    assert checker.cached_key("nope") is None
     keys.hashes[hash_key("k2")] = "bob"
     clock[0] += 2  # a new key is found by a reload on a miss, within a second
-    assert checker.caller("k2") == "bob" and keys.reads == 2
+    assert name(checker.key("k2")) == "bob" and keys.reads == 2
     clock[0] += auth.CACHE_SECONDS + 1  # stale: the cache answers nothing
-    assert checker.cached_caller("k1") is None
-    assert checker.caller("k1") == "alice" and keys.reads == 3
+    assert checker.cached_key("k1") is None
+    assert name(checker.key("k1")) == "alice" and keys.reads == 3
 
 
 def test_a_revoked_key_is_refused_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,15 +95,6 @@ class KeyChecker:
             return None
         return self._match(hash_key(token))
 
-    def caller(self, token: str) -> str | None:
-        """The key's name, or None. Blocking."""
-        key = self.key(token)
-        return None if key is None else key.name
-
-    def cached_caller(self, token: str) -> str | None:
-        key = self.cached_key(token)
-        return None if key is None else key.name
-
     def forget(self) -> None:
         """Read the keys again at the next request: this replica made, rotated or revoked
         one (the others see it within CACHE_SECONDS)."""
@@ -181,12 +172,6 @@ class Authenticator:
                 headers={"Retry-After": str(wait)},
             )
         return caller
-
-    async def caller(
-        self, request: Request, credentials: HTTPAuthorizationCredentials | None, required: bool
-    ) -> str:
-        """The caller's name (`identify`)."""
-        return (await self.identify(request, credentials, required)).name
 
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
