@@ -65,6 +65,11 @@ class Compose:
             raise RuntimeError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result.stdout
 
+    def reset(self) -> None:
+        """Remove what a run that was killed left under this project: its containers (the
+        autoscaler's agents too) and its volumes, whose database holds another run's password."""
+        self.run("down", "-v", "--remove-orphans", timeout=300)
+
     def image_sizes(self) -> dict[str, int]:
         """Bytes of each image the stack builds, by service."""
         config = json.loads(self.run("config", "--format", "json"))
@@ -153,6 +158,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     ARTIFACTS.mkdir(exist_ok=True)
     started = time.monotonic()
     try:
+        stack.reset()
         stack.run("build", timeout=1800)
         built = time.monotonic()
         stack.sizes = stack.image_sizes()

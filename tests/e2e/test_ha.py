@@ -30,6 +30,7 @@ def ha(
 ) -> Iterator[Compose]:
     stack = Compose(write_env(tmp_path_factory.mktemp("ha") / ".env"), "stack-ha", FILES)
     try:
+        stack.reset()
         stack.run("build", timeout=1800)
         # What triggering needs; MLflow comes as the agent's dependency.
         # --wait: scripts that wait for the HA stack must see it up (server-services too).
