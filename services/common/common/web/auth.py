@@ -210,8 +210,8 @@ class Authenticator:
                 _remember(request, Caller(key.name, Role(key.role)))
                 raise Problem(401, "unauthorized", refusal, headers=CHALLENGE)
             caller = Caller(key.name, Role(key.role))
-        elif (token := self._session_token(request)) is not None:
-            caller = await self._person(token)
+        elif (cookie := self._session_token(request)) is not None:
+            caller = await self._person(cookie)
         if caller is None:
             if self.insecure_dev_mode:
                 # No identity to limit: every local client would share one bucket.

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS users (
     id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     name           text NOT NULL UNIQUE,
     role           text NOT NULL,
-    password_hash  text NOT NULL,  -- argon2id, PHC string (api.people)
+    password_hash  text NOT NULL,  -- argon2id, a PHC string (the API hashes it)
     created_at     timestamptz NOT NULL DEFAULT now(),
     disabled_at    timestamptz
 );
