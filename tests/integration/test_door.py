@@ -67,7 +67,7 @@ TABLE: list[tuple[str, str, Role | None]] = [
     ("POST", "/serving/predict", Role.operator),
     ("GET", "/prefect/", Role.viewer),
     ("POST", "/prefect/api/flow_runs/filter", Role.viewer),
-    ("POST", f"/prefect/api/deployments/{ID}/create_flow_run", Role.operator),
+    ("POST", f"/prefect/api/deployments/{ID}/create_flow_run", Role.admin),
     ("POST", f"/prefect/api/flow_runs/{ID}/set_state", Role.operator),
     ("POST", "/prefect/api/deployments/", Role.admin),
     ("DELETE", f"/prefect/api/flow_runs/{ID}", Role.admin),
@@ -95,7 +95,6 @@ def test_each_role_against_the_table(database: ApiDatabase) -> None:
     writes = [r for r in rows if r.outcome == 204]
     # Allowed writes to Prefect and MLflow only (ours are audited by the API itself).
     assert {(r.method, r.route, r.actor) for r in writes} == {
-        ("POST", "/prefect/api/deployments/{id}/create_flow_run", "operator-door"),
         ("POST", "/prefect/api/deployments/{id}/create_flow_run", "admin-door"),
         ("POST", "/prefect/api/flow_runs/{id}/set_state", "operator-door"),
         ("POST", "/prefect/api/flow_runs/{id}/set_state", "admin-door"),

@@ -10,6 +10,7 @@ from testkit.apps import FakeDatabase, FakePrefect, api_app
 
 ID = "0b5c9b3e-4c1e-4f57-9c38-2f6a3f0c7a11"
 CREATE_RUN = f"/prefect/api/deployments/{ID}/create_flow_run"
+SET_STATE = f"/prefect/api/flow_runs/{ID}/set_state"
 
 
 @pytest.fixture
@@ -44,13 +45,16 @@ def test_a_viewer_reads_and_is_named(client: TestClient, secrets: dict[Role, str
 
 
 def test_a_write_needs_its_role(client: TestClient, secrets: dict[Role, str]) -> None:
-    status, headers = check(client, "POST", CREATE_RUN, secrets[Role.viewer])
+    status, headers = check(client, "POST", SET_STATE, secrets[Role.viewer])
     assert status == 403
     assert headers["x-door-reason"] == (
-        "viewer-key is a viewer; POST /prefect/api/deployments/{id}/create_flow_run needs operator"
+        "viewer-key is a viewer; POST /prefect/api/flow_runs/{id}/set_state needs operator"
     )
     assert headers["content-type"] == "application/problem+json"
-    assert check(client, "POST", CREATE_RUN, secrets[Role.operator])[0] == 204
+    assert check(client, "POST", SET_STATE, secrets[Role.operator])[0] == 204
+    # Its body may replace the agent's command (job_variables): an admin's.
+    assert check(client, "POST", CREATE_RUN, secrets[Role.operator])[0] == 403
+    assert check(client, "POST", CREATE_RUN, secrets[Role.admin])[0] == 204
     alias = "/mlflow/ajax-api/2.0/mlflow/registered-models/alias"
     assert check(client, "POST", alias, secrets[Role.operator])[0] == 403
     assert check(client, "POST", alias, secrets[Role.admin])[0] == 204

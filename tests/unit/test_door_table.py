@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The writes the Prefect UI (prefect/server/ui/assets: its API classes' post/put/patch/
 # delete calls, each class's routePrefix) makes, as the door sees them, and who may.
 PREFECT_UI_WRITES: list[tuple[str, str, Role]] = [
-    ("POST", f"/prefect/api/deployments/{ID}/create_flow_run", Role.operator),
+    # An admin's: job_variables in its body can replace the agent's command.
+    ("POST", f"/prefect/api/deployments/{ID}/create_flow_run", Role.admin),
     ("POST", f"/prefect/api/flow_runs/{ID}/set_state", Role.operator),
     ("POST", f"/prefect/api/flow_runs/{ID}/resume", Role.operator),
     ("DELETE", f"/prefect/api/flow_runs/{ID}", Role.admin),

@@ -68,8 +68,11 @@ ROUTES: dict[str, dict[Route, Role | None]] = {
 # What each request through the door needs, by area (a public path prefix, AREAS). Reads are
 # viewer's: GET (and HEAD), and the POSTs that only read (Prefect's `.../filter`, `.../count`,
 # `.../paginate`, `.../history`, `/ui/...`; MLflow's `.../search`). An operator may do what
-# operators do through the Prefect UI: create a flow run from a deployment, set a flow run's
-# state (cancel, retry), resume it. Every other write is an admin's. A few reads are an
+# operators do through the Prefect UI: set a flow run's state (cancel, retry), resume it.
+# Creating a flow run from a deployment is an admin's: its body may carry `job_variables`,
+# which on a process pool replace the command an agent runs, and the door does not see
+# bodies; operators trigger through our API (`POST /api/runs`), which takes parameters only.
+# Every other write is an admin's. A few reads are an
 # admin's too, because they can show secrets: Prefect's server settings and the block
 # documents' filter (its body may ask for secret values, and the door does not see bodies;
 # a GET asking `include_secrets` is an admin's too, see SECRET_QUERY), MLflow's gateway
@@ -145,7 +148,7 @@ DOOR: dict[str, dict[Route, Role | None]] = {
         ("DELETE", "/deployments/{id}"): Role.admin,
         ("GET", "/deployments/{id}"): Role.viewer,
         ("PATCH", "/deployments/{id}"): Role.admin,
-        ("POST", "/deployments/{id}/create_flow_run"): Role.operator,
+        ("POST", "/deployments/{id}/create_flow_run"): Role.admin,
         ("POST", "/deployments/{id}/create_flow_run/bulk"): Role.admin,
         ("POST", "/deployments/{id}/pause_deployment"): Role.admin,
         ("POST", "/deployments/{id}/resume_deployment"): Role.admin,
