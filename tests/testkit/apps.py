@@ -27,8 +27,9 @@ from prefect.states import Cancelling
 
 from api.audit import GENESIS, Entry, Row, row_hash
 from api.db import Claim
-from api.deps import get_database, get_idempotency_keys, get_prefect
+from api.deps import get_database, get_door_auth, get_idempotency_keys, get_prefect
 from api.idempotency import IdempotencyKeys
+from api.main import authenticators
 from api.main import create_app as create_api
 from api.prefect_gateway import PrefectGateway
 from api.settings import ApiSettings
@@ -323,13 +324,9 @@ def api_app(prefect: FakePrefect, database: FakeDatabase, **settings: Any) -> Fa
         get_database: lambda: database,
         get_idempotency_keys: lambda: keys,
     }
-    auth = Authenticator(
-        KeyChecker(database),
-        RateLimiter(config.api_rate_limit_per_second, config.api_rate_limit_burst),
-        insecure_dev_mode=config.api_insecure_dev_mode,
-        reads_require_key=config.api_reads_require_key,
-    )
+    auth, door_auth = authenticators(config, KeyChecker(database))
     app.dependency_overrides[authenticator] = lambda: auth
+    app.dependency_overrides[get_door_auth] = lambda: door_auth
     app.state.audit = database
     app.state.metrics.prefect_run_reads.set_function(lambda: prefect.records.fetches)
     return app

@@ -50,6 +50,7 @@ OPERATIONS = {
         "rotate_key": ["keys"],
         "revoke_key": ["keys"],
         "list_audit": ["audit"],
+        "door_check": ["door"],
         "healthz": ["operations"],
         "readyz": ["operations"],
         "metrics": ["operations"],

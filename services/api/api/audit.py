@@ -140,8 +140,7 @@ class AuditMiddleware:
             route = getattr(scope.get("route"), "path", None)
             sink = getattr(scope["app"].state, "audit", None) if "app" in scope else None
             if route is not None and sink is not None:
-                with anyio.CancelScope(shield=True):
-                    await _append(sink, entry(scope, route, status))
+                await append(sink, entry(scope, route, status))
 
 
 def entry(scope: Scope, route: str, status: int) -> Entry:
@@ -168,11 +167,14 @@ def printable(text: str, limit: int = 200) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:limit]
 
 
-async def _append(sink: AuditSink, item: Entry) -> None:
-    try:
-        await blocking(sink.append_audit, item)
-    except Exception as error:  # the response is out: log what could not be kept
-        logger.error("audit entry not stored (%s): %s", error, asdict(item))
+async def append(sink: AuditSink, item: Entry) -> None:
+    """Append `item`, shielded from cancellation (a client that goes away does not lose an
+    entry); an entry that cannot be stored is logged instead (the response is decided)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await blocking(sink.append_audit, item)
+        except Exception as error:
+            logger.error("audit entry not stored (%s): %s", error, asdict(item))
 
 
 def verify(read: Callable[[int, int], list[Row]], batch: int = 1000) -> tuple[int, Mismatch | None]:

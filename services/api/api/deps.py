@@ -13,7 +13,7 @@ from api.idempotency import IdempotencyKeys
 from api.prefect_gateway import PrefectGateway
 from api.settings import ApiSettings
 from common.web.access import guard
-from common.web.auth import Caller
+from common.web.auth import Authenticator, Caller
 from common.web.edge import Metrics
 
 
@@ -59,11 +59,19 @@ def get_idempotency_keys(request: Request) -> IdempotencyKeys:
     return idempotency_keys
 
 
+def get_door_auth(request: Request) -> Authenticator:
+    """The door's authenticator: the API's keys, with rate limits of its own (a request to
+    our API through the door is counted once by the door and once by the API)."""
+    auth: Authenticator = request.app.state.door_auth
+    return auth
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PrefectDep = Annotated[PrefectGateway, Depends(get_prefect)]
 DatabaseDep = Annotated[ApiDatabase, Depends(get_database)]
 IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
+DoorAuth = Annotated[Authenticator, Depends(get_door_auth)]
 # The caller (its key's name and role, or its address for an open read), allowed the route
 # by the role table (common.web.access), rate limit applied.
 Allowed = Annotated[Caller, Depends(guard("api"))]

@@ -14,7 +14,7 @@ from api.db import ApiDatabase
 from api.deps import ApiMetrics
 from api.idempotency import IdempotencyKeys
 from api.prefect_gateway import open_gateway
-from api.routers import PROBLEM_RESPONSES, audit, flows, health, keys, runs
+from api.routers import PROBLEM_RESPONSES, audit, door, flows, health, keys, runs
 from api.settings import ApiSettings, get_settings
 from common.web import problems
 from common.web.auth import Authenticator, KeyChecker
@@ -45,14 +45,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.prefect, app.state.database = prefect, database
         app.state.audit = database  # where AuditMiddleware appends
         app.state.idempotency_keys = IdempotencyKeys(database, settings.idempotency_retention_hours)
-        app.state.auth = Authenticator(
-            KeyChecker(database),
-            RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
-            insecure_dev_mode=settings.api_insecure_dev_mode,
-            reads_require_key=settings.api_reads_require_key,
-        )
+        app.state.auth, app.state.door_auth = authenticators(settings, KeyChecker(database))
         yield
     database.close()
+
+
+def authenticators(settings: ApiSettings, keys: KeyChecker) -> tuple[Authenticator, Authenticator]:
+    """The API's own authenticator and the door's: one copy of the keys, a rate limit each."""
+
+    def limiter() -> RateLimiter:
+        return RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst)
+
+    own = Authenticator(
+        keys,
+        limiter(),
+        insecure_dev_mode=settings.api_insecure_dev_mode,
+        reads_require_key=settings.api_reads_require_key,
+    )
+    door = Authenticator(keys, limiter(), insecure_dev_mode=settings.api_insecure_dev_mode)
+    return own, door
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -74,6 +85,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(
         EdgeMiddleware, max_body_bytes=settings.api_max_body_bytes, metrics=app.state.metrics
     )
-    for router in (runs.router, flows.router, keys.router, audit.router, health.router):
+    for router in (
+        runs.router,
+        flows.router,
+        keys.router,
+        audit.router,
+        door.router,
+        health.router,
+    ):
         app.include_router(router)
     return app
