@@ -145,7 +145,7 @@ upgrade: venv ## A backup, then Prefect's and MLflow's migrations, then start th
 e2e: venv ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
 	bash tests/e2e/docker_setup.sh
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	$(BIN)/python -m pytest tests/e2e/test_compose.py
+	$(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py
 	$(BIN)/python -m pytest tests/e2e/test_ha.py
 
 clean: ## Delete local state (var/: Postgres, Prefect, MLflow, data, models) and the venvs
