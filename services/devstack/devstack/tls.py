@@ -156,19 +156,18 @@ def ensure(env_file: Path) -> list[str]:
     the environment and `env_file`; returns the lines it reports. Raises TlsError for files
     named in the settings that are missing, and for half a default pair (one of
     certs/gateway.crt and .key without the other)."""
-    settings = DevSettings(_env_file=env_file)  # type: ignore[call-arg]
+    settings = DevSettings(_env_file=env_file)
     report = []
-    given = settings.tls_cert_file, settings.tls_key_file
+    cert, key = settings.tls_cert_file or DEFAULT_CERT, settings.tls_key_file or DEFAULT_KEY
+    given = settings.tls_cert_file is not None, settings.tls_key_file is not None
     if any(given):
         if not all(given):
             raise TlsError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
-        cert, key = given  # type: ignore[misc]
         missing = [str(p) for p in (cert, key) if not p.is_file()]
         if missing:
             raise TlsError(f"TLS_CERT_FILE/TLS_KEY_FILE: no such file: {', '.join(missing)}")
         report.append(f"TLS: using {cert} and {key} (TLS_CERT_FILE/TLS_KEY_FILE)")
     else:
-        cert, key = DEFAULT_CERT, DEFAULT_KEY
         present = [p.exists() for p in (cert, key)]
         if all(present):
             report.append(f"TLS: {cert} and {key} exist; kept")
