@@ -121,7 +121,7 @@ deploy: env ## Re-register the work pool and deployments (the trainer container,
 scale: env ## Run N agent containers now: make scale N=3 (the autoscaler then follows the backlog)
 	$(COMPOSE) up -d --no-recreate --scale agent=$(N) agent
 
-admin: venv ## Keys and the audit log, straight on DATABASE_URL: make admin ARGS='keys list' (keys create|list|rotate|revoke, audit verify)
+admin: venv ## People, keys and the audit log, on DATABASE_URL: make admin ARGS='users create --name alice --role admin' (users create|list|set-password|disable, keys create|list|rotate|revoke, audit verify)
 	@$(BIN)/python -m api.admin $(ARGS)
 
 run: venv ## Start a run through the API and wait for it: make run DATE=2021-08-15 (or FLOW=probe PARAMS='{"seconds": 5}')

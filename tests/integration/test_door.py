@@ -1,7 +1,8 @@
-"""The front door's authority on a real PostgreSQL (no Prefect needed: the door only reads
-keys and writes the audit log): each role against a table of routes (ours, Prefect's,
-MLflow's), a revocation reaching a second app instance within a second, and the audit
-chain holding the door's decisions."""
+"""The front door's authority and people's sessions on a real PostgreSQL (no Prefect needed:
+the door only reads keys and sessions and writes the audit log): each role against a table
+of routes (ours, Prefect's, MLflow's), a revocation reaching a second app instance within a
+second, a login whose cookie works on a read, a disabled user refused by a second instance
+within a second, only argon2id hashes stored, and the audit chain holding it all."""
 
 import time
 import uuid
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from api import audit
 from api.db import ApiDatabase
 from common.web.auth import REVOCATION_SECONDS, Role
-from common.web.db import prepare_database
+from common.web.db import hash_key, prepare_database
 from devstack.postgres import EmbeddedPostgres, ensure_database
 from testkit.apps import FakePrefect, api_app
 
@@ -124,3 +125,61 @@ def test_a_revocation_reaches_another_instance_within_a_second(database: ApiData
     while (status := door(second, "POST", uri, secret)) == 204:
         time.sleep(0.02)
     assert status == 401 and time.monotonic() - at < REVOCATION_SECONDS
+
+
+# -- people and sessions ----------------------------------------------------------------------
+
+PASSWORD = "a passphrase long enough"
+
+
+def test_a_person_logs_in_and_is_refused_within_a_second_once_disabled(
+    database: ApiDatabase,
+) -> None:
+    admin = {"Authorization": f"Bearer {ENV_KEY}"}
+    first, second = client(database), client(database)
+    made = first.post(
+        "/users", json={"name": "ana", "role": "viewer", "password": PASSWORD}, headers=admin
+    )
+    assert made.status_code == 201
+    user_id = made.json()["id"]
+    # Only the argon2id hash is stored, never the password.
+    with database.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT password_hash FROM users WHERE name = 'ana'")
+        (stored,) = cursor.fetchone()  # type: ignore[misc]
+        cursor.execute(
+            "SELECT count(*) FROM audit_log WHERE concat_ws(' ', actor, route, target) LIKE %s",
+            (f"%{PASSWORD}%",),
+        )
+        assert cursor.fetchone() == (0,)
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+    logged_in = first.post(
+        "/login", data={"username": "ana", "password": PASSWORD, "next": "/mlflow/"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/mlflow/"
+    token = first.cookies["stack_session"]
+    with database.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT token_sha256 FROM sessions")
+        assert [row[0] for row in cursor.fetchall()] == [hash_key(token)]
+    # The cookie works on a read, on this instance and (found at once) on another.
+    assert first.get("/flows").status_code == 200
+    second.cookies.set("stack_session", token)
+    assert second.get("/flows").status_code == 200
+    assert door(second, "POST", "/prefect/api/flow_runs/filter", None) == 204
+    assert door(second, "POST", f"/prefect/api/flow_runs/{ID}/set_state", None) == 403
+
+    assert first.delete(f"/users/{user_id}", headers=admin).status_code == 200
+    at = time.monotonic()
+    while (status := second.get("/flows").status_code) == 200:
+        time.sleep(0.02)
+    assert status == 401 and time.monotonic() - at < REVOCATION_SECONDS
+    assert door(second, "GET", "/prefect/", None) == 401
+    refused = first.post(
+        "/login", json={"username": "ana", "password": PASSWORD}, follow_redirects=False
+    )
+    assert refused.status_code == 401
+
+    logins = [r for r in database.audit_rows(0, 1000) if r.route == "/login"]
+    assert [(r.actor, r.outcome) for r in logins] == [("user:ana", 303), ("anonymous", 401)]
+    assert audit.verify(database.audit_rows)[1] is None

@@ -1,9 +1,9 @@
 """The API and serving apps in-process, their I/O replaced by in-memory fakes through
 `app.dependency_overrides` (tests/unit/test_api_routers_*.py, test_serving_routers_*.py).
 
-- `FakeDatabase`: the key store (keys with roles, expiry, revocation), the idempotency
-  table, the audit log and `ping`, as `api.db.ApiDatabase` answers them; `down = True` makes
-  every call fail as PostgreSQL away does (a 503).
+- `FakeDatabase`: the key store (keys with roles, expiry, revocation), people and their
+  sessions, the idempotency table, the audit log and `ping`, as `api.db.ApiDatabase` answers
+  them; `down = True` makes every call fail as PostgreSQL away does (a 503).
 - `FakePrefect`: a `PrefectGateway` whose Prefect is a few dicts (its caches are the real
   ones); `down = True` makes Prefect unreachable.
 - `FakeRegistry`: the MLflow registry `Champions` reads (`champion` alias, model loading).
@@ -13,6 +13,7 @@
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from typing import Any
 
@@ -25,16 +26,17 @@ from prefect.client.schemas.objects import FlowRun, Log, State, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.states import Cancelling
 
+from api import people
 from api.audit import GENESIS, Entry, Row, row_hash
-from api.db import Claim
+from api.db import Claim, UserNameTakenError
 from api.deps import get_database, get_door_auth, get_idempotency_keys, get_prefect
 from api.idempotency import IdempotencyKeys
 from api.main import authenticators
 from api.main import create_app as create_api
 from api.prefect_gateway import PrefectGateway
 from api.settings import ApiSettings
-from common.web.auth import Authenticator, KeyChecker, authenticator
-from common.web.db import ApiKey, KeyNameTakenError, hash_key, new_key
+from common.web.auth import Authenticator, KeyChecker, SessionChecker, authenticator
+from common.web.db import ApiKey, KeyNameTakenError, LiveSession, hash_key, new_key
 from common.web.problems import Problem, unavailable
 from common.web.ratelimit import RateLimiter
 from serving.champions import Champions
@@ -63,6 +65,10 @@ class FakeDatabase:
         # (caller, key) -> [request hash, nonce, run id or None]
         self.idempotency: dict[tuple[str, str], list[Any]] = {}
         self.audit: list[Row] = []
+        # People: by id, with their password hashes; sessions by the hash of their token.
+        self.users: dict[uuid.UUID, people.User] = {}
+        self.password_hashes: dict[uuid.UUID, str] = {}
+        self.sessions: dict[str, people.Session] = {}
         self.down = False
 
     def add_key(
@@ -125,6 +131,116 @@ class FakeDatabase:
             key = self.keys[stored] = dataclasses.replace(key, revoked_at=_now())
         return key
 
+    def add_user(self, name: str, role: str, password: str) -> people.User:
+        """A user of `role` with `password` (hashed, as the API stores it; one hash per
+        password for all the tests' users, as argon2 takes a tenth of a second)."""
+        return self.create_user(name, role, _hashed(password))
+
+    def create_user(self, name: str, role: str, password_hash: str) -> people.User:
+        self._reach()
+        if any(u.name == name for u in self.users.values()):
+            raise UserNameTakenError(f"a user named {name!r} exists already")
+        user = people.User(uuid.uuid4(), name, role, _now())
+        self.users[user.id], self.password_hashes[user.id] = user, password_hash
+        return user
+
+    def list_users(self, limit: int, since: dt.datetime | None = None) -> list[people.User]:
+        self._reach()
+        users = sorted(self.users.values(), key=lambda u: (u.created_at, str(u.id)))
+        return [u for u in users if since is None or u.created_at >= since][:limit]
+
+    def read_user(self, user_id: uuid.UUID) -> people.User | None:
+        self._reach()
+        return self.users.get(user_id)
+
+    def user_by_name(self, name: str) -> people.User | None:
+        self._reach()
+        return next((u for u in self.users.values() if u.name == name), None)
+
+    def login_hash(self, name: str) -> tuple[people.User, str] | None:
+        user = self.user_by_name(name)
+        if user is None or user.disabled_at is not None:
+            return None
+        return user, self.password_hashes[user.id]
+
+    def update_user(
+        self, user_id: uuid.UUID, role: str | None, password_hash: str | None
+    ) -> people.User | None:
+        self._reach()
+        user = self.users.get(user_id)
+        if user is None:
+            return None
+        user = self.users[user_id] = dataclasses.replace(user, role=role or user.role)
+        if password_hash is not None:
+            self.password_hashes[user_id] = password_hash
+            self._end_sessions(user_id)
+        return user
+
+    def disable_user(self, user_id: uuid.UUID) -> people.User | None:
+        self._reach()
+        user = self.users.get(user_id)
+        if user is None:
+            return None
+        if user.disabled_at is None:
+            user = self.users[user_id] = dataclasses.replace(user, disabled_at=_now())
+        self._end_sessions(user_id)
+        return user
+
+    def _end_sessions(self, user_id: uuid.UUID) -> None:
+        for digest, session in self.sessions.items():
+            if session.user_id == user_id and session.revoked_at is None:
+                self.sessions[digest] = dataclasses.replace(session, revoked_at=_now())
+
+    def create_session(self, user_id: uuid.UUID, ttl_seconds: float) -> tuple[people.Session, str]:
+        self._reach()
+        token, now = new_key(), _now()
+        user = self.users[user_id]
+        session = people.Session(
+            uuid.uuid4(), user_id, user.name, now, now + dt.timedelta(seconds=ttl_seconds)
+        )
+        self.sessions[hash_key(token)] = session
+        return session, token
+
+    def list_sessions(
+        self, limit: int, since: dt.datetime | None = None, live_only: bool = True
+    ) -> list[people.Session]:
+        self._reach()
+        now = _now()
+        found = sorted(self.sessions.values(), key=lambda s: (s.created_at, str(s.id)))
+        return [
+            s
+            for s in found
+            if (since is None or s.created_at >= since)
+            and (not live_only or (s.revoked_at is None and s.expires_at > now))
+        ][:limit]
+
+    def revoke_session(self, session_id: uuid.UUID) -> people.Session | None:
+        self._reach()
+        for digest, session in self.sessions.items():
+            if session.id == session_id:
+                if session.revoked_at is None:
+                    session = self.sessions[digest] = dataclasses.replace(
+                        session, revoked_at=_now()
+                    )
+                return session
+        return None
+
+    def end_session(self, token: str) -> people.Session | None:
+        self._reach()
+        session = self.sessions.get(hash_key(token))
+        return None if session is None else self.revoke_session(session.id)
+
+    def live_sessions(self) -> dict[str, LiveSession]:
+        self._reach()
+        now = _now()
+        return {
+            digest: LiveSession(s.id, s.user, self.users[s.user_id].role, s.expires_at)
+            for digest, s in self.sessions.items()
+            if s.revoked_at is None
+            and s.expires_at > now
+            and self.users[s.user_id].disabled_at is None
+        }
+
     def append_audit(self, entry: Entry) -> Row:
         self._reach()
         prev_hash = self.audit[-1].hash if self.audit else GENESIS
@@ -176,6 +292,11 @@ class FakeDatabase:
     def forget_expired(self, retention_hours: float) -> int:
         self._reach()
         return 0
+
+
+@functools.cache
+def _hashed(password: str) -> str:
+    return people.hash_password(password)
 
 
 def _now() -> dt.datetime:
@@ -324,7 +445,7 @@ def api_app(prefect: FakePrefect, database: FakeDatabase, **settings: Any) -> Fa
         get_database: lambda: database,
         get_idempotency_keys: lambda: keys,
     }
-    auth, door_auth = authenticators(config, KeyChecker(database))
+    auth, door_auth = authenticators(config, KeyChecker(database), SessionChecker(database))
     app.dependency_overrides[authenticator] = lambda: auth
     app.dependency_overrides[get_door_auth] = lambda: door_auth
     app.state.audit = database
@@ -380,10 +501,12 @@ def serving_app(
     app = create_serving(ServingSettings(**(options | settings)))
     config: ServingSettings = app.state.settings
     champions = Champions(config.datasets(), model_name, registry.champion_version, registry.load)
+    store = database or FakeDatabase()
     auth = Authenticator(
-        KeyChecker(database or FakeDatabase()),
+        KeyChecker(store),
         RateLimiter(config.serving_rate_limit_per_second, config.serving_rate_limit_burst),
         insecure_dev_mode=config.api_insecure_dev_mode,
+        sessions=SessionChecker(store),
     )
     app.dependency_overrides |= {get_champions: lambda: champions, authenticator: lambda: auth}
     return app, champions

@@ -2,11 +2,12 @@
 each change in the audit log; `audit verify` names a broken chain."""
 
 import dataclasses
+import io
 import uuid
 
 import pytest
 
-from api import admin
+from api import admin, people
 from common.web.db import hash_key
 from testkit.apps import FakeDatabase
 
@@ -73,3 +74,43 @@ def test_without_a_database_url_it_says_which_variable(
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
     assert admin.main(["keys", "list"]) == 2
     assert "DATABASE_URL" in capsys.readouterr().err
+
+
+def test_the_first_admin_person_from_stdin_and_a_prompt(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = FakeDatabase({})
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    argv = ["users", "create", "--name", "alice", "--role", "admin", "--password-stdin"]
+    assert run(database, *argv) == 0
+    (user,) = database.users.values()
+    assert (user.name, user.role) == ("alice", "admin")
+    stored = database.password_hashes[user.id]
+    assert stored.startswith("$argon2id$") and "a long enough password" not in stored
+    assert people.verify_password(stored, "a long enough password")
+    assert "a long enough password" not in capsys.readouterr().out
+
+    typed = iter(["too short", "too short"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(typed))
+    assert run(database, "users", "create", "--name", "bo", "--role", "viewer") == 1
+    assert "at least 12 characters" in capsys.readouterr().err
+    differ = iter(["first long password", "second long password"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(differ))
+    assert run(database, "users", "set-password", "alice") == 1
+    assert "differ" in capsys.readouterr().err
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new long password\n"))
+    assert run(database, "users", "set-password", "alice", "--password-stdin") == 0
+    assert people.verify_password(database.password_hashes[user.id], "a new long password")
+    assert run(database, "users", "list") == 0
+    assert "alice  admin" in capsys.readouterr().out
+    assert run(database, "users", "disable", "alice") == 0
+    assert database.users[user.id].disabled_at is not None
+    assert run(database, "users", "disable", "nobody") == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    assert run(database, *argv) == 1  # the name stays taken
+    assert [(r.route, r.target) for r in database.audit] == [
+        ("users create", str(user.id)),
+        ("users set-password", str(user.id)),
+        ("users disable", str(user.id)),
+    ]

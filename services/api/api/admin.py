@@ -1,5 +1,11 @@
-"""`python -m api.admin`: keys and the audit log, straight on the database (DATABASE_URL),
-for the first admin key when none exists and for operators on the host.
+"""`python -m api.admin`: people, keys and the audit log, straight on the database
+(DATABASE_URL), for the first admin (person or key) when none exists and for operators on
+the host.
+
+    python -m api.admin users create --name alice --role admin [--password-stdin]
+    python -m api.admin users list
+    python -m api.admin users set-password alice [--password-stdin]
+    python -m api.admin users disable alice
 
     python -m api.admin keys create --name ana --role admin --owner ana [--expires-in-days 90]
     python -m api.admin keys list
@@ -7,9 +13,12 @@ for the first admin key when none exists and for operators on the host.
     python -m api.admin keys revoke <key id>
     python -m api.admin audit verify
 
-A new key's secret is printed once, on its own line, and stored only as its SHA-256. Each
-key change is appended to the audit log too (actor `cli:<user>`), like one made through the
-API. `verify` walks the audit chain and names the first row that does not match (exit 1).
+A new key's secret is printed once, on its own line, and stored only as its SHA-256. A
+password is read from a prompt without echo (twice), or with `--password-stdin` from the
+first line of standard input; it has at least 12 characters and is stored only as its
+argon2id hash. Each change is appended to the audit log too (actor `cli:<user>`), like one
+made through the API. `verify` walks the audit chain and names the first row that does not
+match (exit 1).
 """
 
 import argparse
@@ -22,8 +31,8 @@ from collections.abc import Sequence
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api import audit
-from api.db import ApiDatabase
+from api import audit, people
+from api.db import ApiDatabase, UserNameTakenError
 from common.web.auth import Role
 from common.web.db import ApiKey, KeyNameTakenError
 from common.web.settings import settings_or_report
@@ -49,6 +58,17 @@ def parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="every key, without secrets")
     for action in ("rotate", "revoke"):
         keys.add_parser(action, help=f"{action} a key").add_argument("key_id", type=uuid.UUID)
+    users = what.add_parser("users", help="people (they log in at /login)")
+    user_actions = users.add_subparsers(dest="action", required=True)
+    make = user_actions.add_parser("create", help="add a person")
+    make.add_argument("--name", required=True)
+    make.add_argument("--role", required=True, choices=[r.value for r in Role])
+    make.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    user_actions.add_parser("list", help="every person (never a password)")
+    change = user_actions.add_parser("set-password", help="a new password (ends sessions)")
+    change.add_argument("name")
+    change.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    user_actions.add_parser("disable", help="disable and end sessions").add_argument("name")
     checks = what.add_parser("audit", help="the audit log")
     checks.add_subparsers(dest="action", required=True).add_parser(
         "verify", help="walk the hash chain; name the first row that does not match"
@@ -65,7 +85,65 @@ def describe(key: ApiKey) -> str:
     )
 
 
+def describe_user(user: people.User) -> str:
+    state = f"disabled={user.disabled_at.isoformat()}" if user.disabled_at else "active"
+    return f"{user.id}  {user.name}  {user.role}  created={user.created_at.isoformat()}  {state}"
+
+
+def read_password(from_stdin: bool) -> str:
+    """A new password: stdin's first line, or typed twice at a prompt without echo. Raises
+    WeakPasswordError for one that is too short (or long), ValueError for two that differ."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ")
+    people.check_password(password)
+    return password
+
+
+def run_users(args: argparse.Namespace, database: ApiDatabase) -> tuple[int, str | None]:
+    """One `users` action: its exit status and the user it changed (None: nothing)."""
+    if args.action == "list":
+        for user in database.list_users(10_000):
+            print(describe_user(user))
+        return 0, None
+    if args.action == "create":
+        password_hash = people.hash_password(read_password(args.password_stdin))
+        try:
+            user = database.create_user(args.name, args.role, password_hash)
+        except UserNameTakenError as error:
+            print(f"api.admin: {error}", file=sys.stderr)
+            return 1, None
+        print(describe_user(user))
+        return 0, str(user.id)
+    found = database.user_by_name(args.name)
+    if found is None:
+        print(f"api.admin: no user named {args.name!r}", file=sys.stderr)
+        return 1, None
+    if args.action == "set-password":
+        password_hash = people.hash_password(read_password(args.password_stdin))
+        changed = database.update_user(found.id, None, password_hash)
+    else:
+        changed = database.disable_user(found.id)
+    assert changed is not None  # it was just read; users are disabled, never deleted
+    print(describe_user(changed))
+    return 0, str(found.id)
+
+
 def run(args: argparse.Namespace, database: ApiDatabase) -> int:
+    if args.what == "users":
+        try:
+            status, user_id = run_users(args, database)
+        except ValueError as error:  # WeakPasswordError, or two passwords that differ
+            print(f"api.admin: {error}", file=sys.stderr)
+            return 1
+        if user_id is not None:
+            _audit(
+                database, f"users {args.action}", user_id, 201 if args.action == "create" else 200
+            )
+        return status
     if args.what == "audit":
         checked, mismatch = audit.verify(database.audit_rows)
         if mismatch is None:
@@ -107,18 +185,22 @@ def run(args: argparse.Namespace, database: ApiDatabase) -> int:
             return 1
         print(describe(revoked))
         target = str(args.key_id)
+    _audit(database, f"keys {args.action}", target, outcome)
+    return 0
+
+
+def _audit(database: ApiDatabase, route: str, target: str | None, outcome: int) -> None:
     database.append_audit(
         audit.Entry(
             actor=f"cli:{getpass.getuser()}",
             role=Role.admin.value,
             method="CLI",
-            route=f"keys {args.action}",
+            route=route,
             target=target,
             request_id=f"cli-{uuid.uuid4().hex[:16]}",
             outcome=outcome,
         )
     )
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,16 +1,24 @@
-"""The API's own tables in PostgreSQL: idempotency keys and the audit log (api.audit),
-beside the key store every service that checks keys shares (common.web.db).
+"""The API's own tables in PostgreSQL: idempotency keys, the audit log (api.audit), and the
+people and their sessions (api.people; the tables are common.web.db's, which every service
+that checks keys reads), beside the key store every service that checks keys shares.
 
 Calls here block; the routes run them in a worker thread.
 """
 
 import datetime as dt
 import hmac
+import uuid
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
 
 from api.audit import AUDIT_LOCK_ID, AUDIT_SCHEMA, GENESIS, Entry, Row, row_hash
-from common.web.db import KEYS_SCHEMA, Database, new_key
+from api.people import Session, User
+from common.web.db import KEYS_SCHEMA, PEOPLE_SCHEMA, Database, hash_key, new_key
 
+USER_COLUMNS = "id, name, role, created_at, disabled_at"
+SESSION_COLUMNS = "s.id, s.user_id, u.name, s.created_at, s.expires_at, s.revoked_at"
 AUDIT_COLUMNS = "actor, role, method, route, target, request_id, outcome, id, at, prev_hash, hash"
 
 IDEMPOTENCY_SCHEMA = """
@@ -47,7 +55,7 @@ class Claim:
 class ApiDatabase(Database):
     """The key store, the API's idempotency keys and its audit log."""
 
-    schema = KEYS_SCHEMA + IDEMPOTENCY_SCHEMA + AUDIT_SCHEMA
+    schema = KEYS_SCHEMA + PEOPLE_SCHEMA + IDEMPOTENCY_SCHEMA + AUDIT_SCHEMA
 
     def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
         """Record (caller, key) for this request, or find the record an earlier one made.
@@ -108,6 +116,160 @@ class ApiDatabase(Database):
                 (retention_hours * 3600,),
             )
             return cursor.rowcount
+
+    # -- people and sessions (api.people) --------------------------------------------------
+
+    def create_user(self, name: str, role: str, password_hash: str) -> User:
+        """A new user; raises UserNameTakenError when the name is taken (by anyone, disabled
+        too: names are the actors of the audit log)."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO users (name, role, password_hash) VALUES (%s, %s, %s) "
+                f"ON CONFLICT (name) DO NOTHING RETURNING {USER_COLUMNS}",
+                (name, role, password_hash),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise UserNameTakenError(f"a user named {name!r} exists already")
+        return _user(row)
+
+    def list_users(self, limit: int, since: dt.datetime | None = None) -> list[User]:
+        """Users oldest first, created at `since` or later."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {USER_COLUMNS} FROM users "
+                "WHERE %s::timestamptz IS NULL OR created_at >= %s "
+                "ORDER BY created_at, id LIMIT %s",
+                (since, since, limit),
+            )
+            return [_user(row) for row in cursor.fetchall()]
+
+    def read_user(self, user_id: uuid.UUID) -> User | None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (str(user_id),))
+            row = cursor.fetchone()
+        return None if row is None else _user(row)
+
+    def user_by_name(self, name: str) -> User | None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(f"SELECT {USER_COLUMNS} FROM users WHERE name = %s", (name,))
+            row = cursor.fetchone()
+        return None if row is None else _user(row)
+
+    def login_hash(self, name: str) -> tuple[User, str] | None:
+        """An enabled user and their password hash, for a login; None: no such user, or
+        disabled."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {USER_COLUMNS}, password_hash FROM users "
+                "WHERE name = %s AND disabled_at IS NULL",
+                (name,),
+            )
+            row = cursor.fetchone()
+        return None if row is None else (_user(row[:-1]), row[-1])
+
+    def update_user(
+        self, user_id: uuid.UUID, role: str | None, password_hash: str | None
+    ) -> User | None:
+        """Change a user's role and/or password (None: keep). A new password ends the user's
+        sessions (whoever held one must log in with it). None: no such user."""
+        with self.connection() as conn:
+            conn.autocommit = False
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(
+                        "UPDATE users SET role = coalesce(%s, role), "
+                        "password_hash = coalesce(%s, password_hash) "
+                        f"WHERE id = %s RETURNING {USER_COLUMNS}",
+                        (role, password_hash, str(user_id)),
+                    )
+                    row = cursor.fetchone()
+                    if row is not None and password_hash is not None:
+                        _end_sessions(cursor, user_id)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return None if row is None else _user(row)
+
+    def disable_user(self, user_id: uuid.UUID) -> User | None:
+        """Disable a user (disabling again keeps the first time) and end their sessions;
+        None: no such user."""
+        with self.connection() as conn:
+            conn.autocommit = False
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(
+                        "UPDATE users SET disabled_at = coalesce(disabled_at, now()) "
+                        f"WHERE id = %s RETURNING {USER_COLUMNS}",
+                        (str(user_id),),
+                    )
+                    row = cursor.fetchone()
+                    if row is not None:
+                        _end_sessions(cursor, user_id)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return None if row is None else _user(row)
+
+    def create_session(self, user_id: uuid.UUID, ttl_seconds: float) -> tuple[Session, str]:
+        """A new session for the user and its token (given to the browser once; only its
+        SHA-256 is kept). Sessions expired a day ago or more are deleted on the way."""
+        token = new_key()
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM sessions WHERE expires_at < now() - interval '1 day' "
+                "OR revoked_at < now() - interval '1 day'"
+            )
+            cursor.execute(
+                "WITH s AS (INSERT INTO sessions (token_sha256, user_id, expires_at) "
+                "VALUES (%s, %s, now() + make_interval(secs => %s)) RETURNING *) "
+                f"SELECT {SESSION_COLUMNS} FROM s JOIN users u ON u.id = s.user_id",
+                (hash_key(token), str(user_id), ttl_seconds),
+            )
+            row = cursor.fetchone()
+        assert row is not None  # the user exists: the caller just read them
+        return _session(row), token
+
+    def list_sessions(
+        self, limit: int, since: dt.datetime | None = None, live_only: bool = True
+    ) -> list[Session]:
+        """Sessions oldest first, created at `since` or later; `live_only`: not revoked, not
+        expired."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id "
+                "WHERE (%(since)s::timestamptz IS NULL OR s.created_at >= %(since)s) "
+                "AND (NOT %(live)s OR (s.revoked_at IS NULL AND s.expires_at > now())) "
+                "ORDER BY s.created_at, s.id LIMIT %(limit)s",
+                {"since": since, "live": live_only, "limit": limit},
+            )
+            return [_session(row) for row in cursor.fetchall()]
+
+    def revoke_session(self, session_id: uuid.UUID) -> Session | None:
+        """End a session (ending it again keeps the first time); None: no such session."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "WITH s AS (UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
+                "WHERE id = %s RETURNING *) "
+                f"SELECT {SESSION_COLUMNS} FROM s JOIN users u ON u.id = s.user_id",
+                (str(session_id),),
+            )
+            row = cursor.fetchone()
+        return None if row is None else _session(row)
+
+    def end_session(self, token: str) -> Session | None:
+        """End the session whose token this is (a logout); None: no such session."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "WITH s AS (UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
+                "WHERE token_sha256 = %s RETURNING *) "
+                f"SELECT {SESSION_COLUMNS} FROM s JOIN users u ON u.id = s.user_id",
+                (hash_key(token),),
+            )
+            row = cursor.fetchone()
+        return None if row is None else _session(row)
 
     # -- audit log (api.audit) ------------------------------------------------------------
 
@@ -176,3 +338,24 @@ class ApiDatabase(Database):
                 (after, limit),
             )
             return [Row(*row) for row in cursor.fetchall()]
+
+
+class UserNameTakenError(ValueError):
+    """A user of that name exists already."""
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    """A row of USER_COLUMNS (psycopg2 gives a uuid column as text)."""
+    return User(uuid.UUID(str(row[0])), *row[1:])
+
+
+def _session(row: tuple[Any, ...]) -> Session:
+    """A row of SESSION_COLUMNS."""
+    return Session(uuid.UUID(str(row[0])), uuid.UUID(str(row[1])), *row[2:])
+
+
+def _end_sessions(cursor: psycopg2.extensions.cursor, user_id: uuid.UUID) -> None:
+    cursor.execute(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL",
+        (str(user_id),),
+    )

@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge
 
 from api.db import ApiDatabase
 from api.idempotency import IdempotencyKeys
+from api.people import LoginLimiter
 from api.prefect_gateway import PrefectGateway
 from api.settings import ApiSettings
 from common.web.access import guard
@@ -59,6 +60,11 @@ def get_idempotency_keys(request: Request) -> IdempotencyKeys:
     return idempotency_keys
 
 
+def get_login_limiter(request: Request) -> LoginLimiter:
+    limiter: LoginLimiter = request.app.state.login_limiter
+    return limiter
+
+
 def get_door_auth(request: Request) -> Authenticator:
     """The door's authenticator: the API's keys, with rate limits of its own (a request to
     our API through the door is counted once by the door and once by the API)."""
@@ -71,6 +77,7 @@ MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PrefectDep = Annotated[PrefectGateway, Depends(get_prefect)]
 DatabaseDep = Annotated[ApiDatabase, Depends(get_database)]
 IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
+LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
 DoorAuth = Annotated[Authenticator, Depends(get_door_auth)]
 # The caller (its key's name and role, or its address for an open read), allowed the route
 # by the role table (common.web.access), rate limit applied.

@@ -13,11 +13,12 @@ from api.audit import AuditMiddleware
 from api.db import ApiDatabase
 from api.deps import ApiMetrics
 from api.idempotency import IdempotencyKeys
+from api.people import LoginLimiter
 from api.prefect_gateway import open_gateway
-from api.routers import PROBLEM_RESPONSES, audit, door, flows, health, keys, runs
+from api.routers import PROBLEM_RESPONSES, audit, door, flows, health, keys, login, runs, users
 from api.settings import ApiSettings, get_settings
 from common.web import problems
-from common.web.auth import Authenticator, KeyChecker
+from common.web.auth import Authenticator, KeyChecker, SessionChecker
 from common.web.db import open_database
 from common.web.edge import EdgeMiddleware
 from common.web.ratelimit import RateLimiter
@@ -45,13 +46,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.prefect, app.state.database = prefect, database
         app.state.audit = database  # where AuditMiddleware appends
         app.state.idempotency_keys = IdempotencyKeys(database, settings.idempotency_retention_hours)
-        app.state.auth, app.state.door_auth = authenticators(settings, KeyChecker(database))
+        app.state.auth, app.state.door_auth = authenticators(
+            settings, KeyChecker(database), SessionChecker(database)
+        )
         yield
     database.close()
 
 
-def authenticators(settings: ApiSettings, keys: KeyChecker) -> tuple[Authenticator, Authenticator]:
-    """The API's own authenticator and the door's: one copy of the keys, a rate limit each."""
+def authenticators(
+    settings: ApiSettings, keys: KeyChecker, sessions: SessionChecker
+) -> tuple[Authenticator, Authenticator]:
+    """The API's own authenticator and the door's: one copy of the keys and of the sessions,
+    a rate limit each."""
 
     def limiter() -> RateLimiter:
         return RateLimiter(settings.api_rate_limit_per_second, settings.api_rate_limit_burst)
@@ -61,8 +67,11 @@ def authenticators(settings: ApiSettings, keys: KeyChecker) -> tuple[Authenticat
         limiter(),
         insecure_dev_mode=settings.api_insecure_dev_mode,
         reads_require_key=settings.api_reads_require_key,
+        sessions=sessions,
     )
-    door = Authenticator(keys, limiter(), insecure_dev_mode=settings.api_insecure_dev_mode)
+    door = Authenticator(
+        keys, limiter(), insecure_dev_mode=settings.api_insecure_dev_mode, sessions=sessions
+    )
     return own, door
 
 
@@ -79,6 +88,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
+    app.state.login_limiter = LoginLimiter(
+        settings.login_max_failures, settings.login_window_seconds
+    )
     problems.install(app)
     # Inside the edge: an entry carries the request id the edge chose.
     app.add_middleware(AuditMiddleware)
@@ -90,6 +102,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         flows.router,
         keys.router,
         audit.router,
+        users.router,
+        login.router,
         door.router,
         health.router,
     ):

@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from api.people import MAX_PASSWORD, MIN_PASSWORD
 from common.contract import (
     CHAMPION,
     LOAD_DATA,
@@ -266,6 +267,75 @@ class NewKey(Key):
 
 class KeyPage(BaseModel):
     keys: list[Key]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+USER_NAME = r"^[A-Za-z0-9._@-]+$"
+
+
+class UserRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "ana", "role": "viewer", "password": "correct horse battery"}]
+        },
+    )
+    name: str = Field(min_length=1, max_length=100, pattern=USER_NAME, description="Unique.")
+    role: Role
+    password: str = Field(
+        min_length=MIN_PASSWORD,
+        max_length=MAX_PASSWORD,
+        description=f"At least {MIN_PASSWORD} characters; stored only as its argon2id hash.",
+    )
+
+
+class UserChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"role": "operator"}]}
+    )
+    role: Role | None = Field(None, description="The new role.")
+    password: str | None = Field(
+        None,
+        min_length=MIN_PASSWORD,
+        max_length=MAX_PASSWORD,
+        description="A new password (the user's sessions end).",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> "UserChange":
+        if self.role is None and self.password is None:
+            raise ValueError("give role, password or both")
+        return self
+
+
+class User(BaseModel):
+    """A person as stored: never their password or its hash."""
+
+    id: uuid.UUID
+    name: str
+    role: Role
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None = None
+
+
+class UserPage(BaseModel):
+    users: list[User]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+class Session(BaseModel):
+    """A session as stored: never its token."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    user: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+
+class SessionPage(BaseModel):
+    sessions: list[Session]
     next: str | None = Field(None, description="URL of the next page, if there is one.")
 
 

@@ -49,6 +49,21 @@ class ApiSettings(KeySettings):
         description="How stale GET /runs/{id} of a run that is not final may be (final runs "
         "are cached for good).",
     )
+    session_ttl_seconds: int = Field(
+        28_800,
+        ge=60,
+        le=30 * 86_400,
+        description="How long a person's login lasts (the session cookie's Max-Age).",
+    )
+    login_max_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed logins per user name, and per client address, within "
+        "LOGIN_WINDOW_SECONDS before further attempts wait (429; per API process).",
+    )
+    login_window_seconds: float = Field(
+        300.0, gt=0, description="The window LOGIN_MAX_FAILURES counts failures in."
+    )
     prefect_ui_url: str | None = Field(
         None, description="Prefect UI base URL, for links to runs (PREFECT_UI_URL)."
     )

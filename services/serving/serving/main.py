@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from common.web import problems
-from common.web.auth import Authenticator, KeyChecker
+from common.web.auth import Authenticator, KeyChecker, SessionChecker
 from common.web.db import Database, open_database
 from common.web.edge import EdgeMiddleware
 from common.web.ratelimit import RateLimiter
@@ -26,7 +26,8 @@ BYTES_PER_TRIP = 80
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The key store (tables made, API_KEY stored) and the champions' follower."""
+    """The key store (tables made, API_KEY stored), people's sessions and the champions'
+    follower."""
     settings: ServingSettings = app.state.settings
     key = settings.api_key.get_secret_value() if settings.api_key else None
     database = await open_database(settings.database_url, key, Database)
@@ -34,6 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         KeyChecker(database),
         RateLimiter(settings.serving_rate_limit_per_second, settings.serving_rate_limit_burst),
         insecure_dev_mode=settings.api_insecure_dev_mode,
+        sessions=SessionChecker(database),  # a logged-in person's cookie, as the API takes it
     )
     follower = asyncio.create_task(
         follow(app.state.champions, app.state.metrics, settings.serving_poll_seconds)

@@ -28,8 +28,11 @@ async def list_audit(
         str | None, Query(max_length=200, pattern=PRINTABLE, description="Only this key.")
     ] = None,
     method: Annotated[
-        Literal["POST", "PUT", "PATCH", "DELETE", "CLI"] | None,
-        Query(description="Only this method (CLI: a change by `python -m api.admin`)."),
+        Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CLI"] | None,
+        Query(
+            description="Only this method (CLI: a change by `python -m api.admin`; GET and "
+            "HEAD: reads the front door refused)."
+        ),
     ] = None,
     since: Annotated[
         IsoDatetime | None, Query(description="Only entries at or after this ISO 8601 time.")

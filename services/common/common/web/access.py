@@ -36,6 +36,17 @@ ROUTES: dict[str, dict[Route, Role | None]] = {
         ("POST", "/keys/{key_id}/rotate"): Role.admin,
         ("DELETE", "/keys/{key_id}"): Role.admin,
         ("GET", "/audit"): Role.admin,
+        ("POST", "/users"): Role.admin,
+        ("GET", "/users"): Role.admin,
+        ("PATCH", "/users/{user_id}"): Role.admin,
+        ("DELETE", "/users/{user_id}"): Role.admin,
+        ("GET", "/sessions"): Role.admin,
+        ("DELETE", "/sessions/{session_id}"): Role.admin,
+        # Open: logging in is how a person gets credentials; logging out ends the session
+        # its cookie names, if any.
+        ("GET", "/login"): None,
+        ("POST", "/login"): None,
+        ("POST", "/logout"): None,
         # Open: nginx asks it about each request's own credentials; not reachable through
         # the door itself (DOOR_INTERNAL).
         ("GET", "/door/check"): None,

@@ -1,7 +1,8 @@
-"""API keys and roles: who is calling (a key's name and role, checked against its SHA-256
-in constant time), whether the key is still valid (revoked, expired), and their rate limit.
-Shared by the API and the serving service (one implementation of both); which role each
-route needs is `common.web.access`.
+"""API keys, sessions and roles: who is calling (a key's name and role, checked against its
+SHA-256 in constant time; or a person's, by the `stack_session` cookie the API's login
+sets), whether the key or session is still valid (revoked, expired, user disabled), and
+their rate limit. Shared by the API and the serving service (one implementation of both);
+which role each route needs is `common.web.access`.
 """
 
 import datetime as dt
@@ -15,7 +16,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from common.web.db import ApiKey, blocking, hash_key
+from common.web.db import ApiKey, LiveSession, blocking, hash_key
 from common.web.problems import Problem
 from common.web.ratelimit import RateLimiter
 
@@ -23,10 +24,17 @@ bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: B
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 # The promise: a key revoked (or rotated) on one replica is refused on every replica within
-# this long. Each replica reloads the keys when its copy is older than CACHE_SECONDS (one
-# small query per replica at most twice a second, and only while requests come).
+# this long, and so is a session revoked or a user disabled. Each replica reloads the keys
+# (and the live sessions) when its copy is older than CACHE_SECONDS (one small query per
+# replica at most twice a second, and only while requests come).
 REVOCATION_SECONDS = 1.0
 CACHE_SECONDS = 0.5
+# A session token not in a copy at least this old makes the copy be read again: a session
+# made on another replica a moment ago is found at once (the browser follows the login's
+# redirect at once), and random tokens cost at most one read per replica this often.
+SESSION_MISS_SECONDS = 0.05
+SESSION_COOKIE = "stack_session"
+USER_PREFIX = "user:"  # a person's caller name: `user:<name>` (keys are plain names)
 
 
 class Role(enum.Enum):
@@ -113,10 +121,63 @@ class KeyChecker:
         return found
 
 
+class SessionStore(Protocol):
+    """Where the sessions are kept (`common.web.db.Database`; a fake in tests)."""
+
+    def live_sessions(self) -> dict[str, LiveSession]:
+        """Every usable session, by the SHA-256 of its token. Blocking."""
+        ...
+
+
+class SessionChecker:
+    """Which live session a `stack_session` token is, if any. The live sessions are cached
+    for CACHE_SECONDS, so a revoked session or a disabled user is refused within
+    REVOCATION_SECONDS on every replica."""
+
+    def __init__(self, database: SessionStore) -> None:
+        self.database = database
+        self._sessions: dict[str, LiveSession] = {}
+        self._loaded_at = float("-inf")
+        self._reloading = threading.Lock()
+
+    def session(self, token: str) -> LiveSession | None:
+        """The token's live session, or None. Blocking (reads the database when the copy is
+        stale, or holds no such token and is older than SESSION_MISS_SECONDS)."""
+        digest = hash_key(token)
+        self._reload_if_older(CACHE_SECONDS)
+        # A lookup by the token's hash: its timing tells nothing useful (no one can choose
+        # a token whose SHA-256 is near a stored one).
+        found = self._sessions.get(digest)
+        if found is None:
+            self._reload_if_older(SESSION_MISS_SECONDS)
+            found = self._sessions.get(digest)
+        return found
+
+    def cached_session(self, token: str) -> LiveSession | None:
+        """The token's session if the copy is fresh and holds it, else None (then ask
+        `session`). Never blocks."""
+        if time.monotonic() - self._loaded_at > CACHE_SECONDS:
+            return None
+        return self._sessions.get(hash_key(token))
+
+    def forget(self) -> None:
+        """Read the sessions again at the next request (this replica changed one)."""
+        self._loaded_at = float("-inf")
+
+    def _reload_if_older(self, seconds: float) -> None:
+        if time.monotonic() - self._loaded_at > seconds:
+            with self._reloading:
+                if time.monotonic() - self._loaded_at > seconds:
+                    self._sessions = self.database.live_sessions()
+                    self._loaded_at = time.monotonic()
+
+
 class Authenticator:
-    """The caller of a request: its key's name and role; "insecure-dev" (an admin) without
-    one in insecure dev mode (not rate limited); its IP (a viewer) for a read that needs no
-    key. Then the caller's token bucket.
+    """The caller of a request: its key's name and role (a bearer key); else the person
+    whose session cookie it carries (`user:<name>`, their role); "insecure-dev" (an admin)
+    without either in insecure dev mode (not rate limited); its IP (a viewer) for a read
+    that needs no key. Then the caller's token bucket. A bearer key, when sent, decides
+    alone: a bad key is a 401 even with a good cookie.
 
     An app puts one in `app.state.auth`; the route guards (`common.web.access`) take it
     through `authenticator`.
@@ -129,8 +190,9 @@ class Authenticator:
         *,
         insecure_dev_mode: bool,
         reads_require_key: bool = True,
+        sessions: SessionChecker | None = None,
     ) -> None:
-        self.keys, self.limiter = keys, limiter
+        self.keys, self.limiter, self.sessions = keys, limiter, sessions
         self.insecure_dev_mode = insecure_dev_mode
         self.reads_require_key = reads_require_key
 
@@ -148,6 +210,8 @@ class Authenticator:
                 _remember(request, Caller(key.name, Role(key.role)))
                 raise Problem(401, "unauthorized", refusal, headers=CHALLENGE)
             caller = Caller(key.name, Role(key.role))
+        elif (cookie := self._session_token(request)) is not None:
+            caller = await self._person(cookie)
         if caller is None:
             if self.insecure_dev_mode:
                 # No identity to limit: every local client would share one bucket.
@@ -156,7 +220,7 @@ class Authenticator:
                 raise Problem(
                     401,
                     "unauthorized",
-                    "send an API key: Authorization: Bearer <key>",
+                    "send an API key (Authorization: Bearer <key>) or log in (/login)",
                     headers=CHALLENGE,
                 )
             else:
@@ -172,6 +236,26 @@ class Authenticator:
                 headers={"Retry-After": str(wait)},
             )
         return caller
+
+    def _session_token(self, request: Request) -> str | None:
+        if self.sessions is None:
+            return None
+        cookies = getattr(request, "cookies", {})
+        return cookies.get(SESSION_COOKIE) or None
+
+    async def _person(self, token: str) -> Caller:
+        assert self.sessions is not None
+        session = self.sessions.cached_session(token) or await blocking(
+            self.sessions.session, token
+        )
+        if session is None:
+            raise Problem(
+                401,
+                "unauthorized",
+                "the session is not valid (expired, ended, or its user disabled): log in again",
+                headers=CHALLENGE,
+            )
+        return Caller(USER_PREFIX + session.user, Role(session.role))
 
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}

@@ -1,7 +1,8 @@
 """The key store in PostgreSQL (psycopg2, a thread-safe pool): the API keys every service that
 checks keys reads (each with a role, an owner, an optional expiry, and only its SHA-256
-stored), and the pool and schema set-up a service's own tables build on (the API's
-idempotency keys and audit log).
+stored), people's live sessions (the `stack_session` cookie; only its SHA-256 stored; the
+API makes them, `api.db`), and the pool and schema set-up a service's own tables build on
+(the API's idempotency keys and audit log).
 
 Calls here block; the routes run them in a worker thread.
 """
@@ -41,6 +42,28 @@ ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at timestamptz;
 CREATE UNIQUE INDEX IF NOT EXISTS api_keys_id ON api_keys (id);
 """
 KEY_COLUMNS = "id, name, role, owner, created_at, expires_at, revoked_at"
+# People (the API manages them: api.db, api.people) and their sessions. Here because every
+# service that checks keys also accepts a person's session cookie, and so reads these.
+PEOPLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name           text NOT NULL UNIQUE,
+    role           text NOT NULL,
+    password_hash  text NOT NULL,  -- argon2id, a PHC string (the API hashes it)
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    disabled_at    timestamptz
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    token_sha256  text NOT NULL UNIQUE,
+    user_id       uuid NOT NULL REFERENCES users (id),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL,
+    revoked_at    timestamptz
+);
+CREATE INDEX IF NOT EXISTS sessions_live ON sessions (expires_at) WHERE revoked_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+"""
 # Creating tables from several processes at once (API replicas, serving) can race; one lock
 # serialises it.
 SCHEMA_LOCK_ID = 7_391_204
@@ -89,6 +112,17 @@ class ApiKey:
         return None
 
 
+@dataclass(frozen=True)
+class LiveSession:
+    """A session that may be used now (not revoked, not expired, its user not disabled):
+    whose it is and what they may do. `role` is a `common.web.auth.Role` value."""
+
+    id: uuid.UUID
+    user: str
+    role: str
+    expires_at: dt.datetime
+
+
 def _api_key(row: tuple[Any, ...]) -> ApiKey:
     """A row of KEY_COLUMNS (psycopg2 gives a uuid column as text)."""
     return ApiKey(uuid.UUID(str(row[0])), *row[1:])
@@ -107,7 +141,7 @@ class Database:
     """A pool of connections to the stack's own database, and its API keys. A service with
     tables of its own extends `schema` (created at start by `prepare_database`)."""
 
-    schema = KEYS_SCHEMA
+    schema = KEYS_SCHEMA + PEOPLE_SCHEMA
 
     def __init__(self, url: str, *, max_connections: int = 10) -> None:
         self.pool = ThreadedConnectionPool(1, max_connections, url, connect_timeout=5)
@@ -166,6 +200,20 @@ class Database:
         with self.connection() as conn, conn.cursor() as cursor:
             cursor.execute(f"SELECT key_sha256, {KEY_COLUMNS} FROM api_keys")
             return {row[0]: _api_key(row[1:]) for row in cursor.fetchall()}
+
+    def live_sessions(self) -> dict[str, LiveSession]:
+        """Every session usable now, by the SHA-256 of its token. A revoked or expired session,
+        or one of a disabled user, is not here."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT s.token_sha256, s.id, u.name, u.role, s.expires_at "
+                "FROM sessions s JOIN users u ON u.id = s.user_id "
+                "WHERE s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL"
+            )
+            return {
+                row[0]: LiveSession(uuid.UUID(str(row[1])), row[2], row[3], row[4])
+                for row in cursor.fetchall()
+            }
 
     def create_key(
         self, name: str, role: str, owner: str, expires_at: dt.datetime | None
