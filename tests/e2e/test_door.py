@@ -2,7 +2,8 @@
 health asked of the API (`/door/check`) before it reaches Prefect, MLflow, our API or serving.
 
 Keys of each role are made through the door (`POST /api/keys`, with the stack's admin key);
-every write through the door is then in the audit log, refused or allowed."""
+every write through the door is then in the audit log, refused or allowed. A person logs in
+at the door's /login, and the session cookie opens both UIs (headless Chromium too)."""
 
 import json
 import socket
@@ -16,7 +17,18 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from e2e.conftest import API, DOOR, MLFLOW, PREFECT, PREFECT_UI, SERVING, Compose, figure
+from e2e.conftest import (
+    API,
+    ARTIFACTS,
+    DOOR,
+    MLFLOW,
+    PREFECT,
+    PREFECT_UI,
+    SERVING,
+    Compose,
+    figure,
+)
+from e2e.test_compose import browser_page, rendered
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"
@@ -200,9 +212,13 @@ def test_a_viewer_reads_prefect_and_mlflow_but_cannot_write(
         writes["refused"][where] = response.request.headers["x-request-id"]
 
 
-def test_an_operator_triggers_through_the_api_and_prefect(
+def test_an_operator_triggers_through_the_api_and_steers_prefect_runs(
     compose: Compose, operator: Key, writes: dict[str, dict[str, str]]
 ) -> None:
+    """The operator's trigger (POST /api/runs) runs to completion. Creating a flow run from a
+    deployment in Prefect's own API is an admin's (its body may replace the agent's
+    command): the stack's admin key creates one, scheduled far ahead, and the operator
+    cancels it, as the Prefect UI's Cancel button does."""
     http = compose.http
     started = time.monotonic()
     trigger_id = _request_id()
@@ -212,25 +228,36 @@ def test_an_operator_triggers_through_the_api_and_prefect(
         headers=operator.headers | {"X-Request-ID": trigger_id},
     )
     assert run.status_code == 202, run.text
-    prefect_id = _request_id()
+    deadline = time.monotonic() + 180
+    while (
+        state := http.get(f"{API}/runs/{run.json()['id']}", headers=operator.headers).json()[
+            "state"
+        ]
+    )["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert state["type"] == "COMPLETED", state
+    elapsed = time.monotonic() - started
+    figure(f"door: an operator's trigger through /api/runs completed in {elapsed:.1f} s")
+
+    admin_id = _request_id()
+    scheduled = {"type": "SCHEDULED", "state_details": {"scheduled_time": "2099-01-01T00:00:00Z"}}
     created = http.post(
         f"{PREFECT}/deployments/{_deployment_id(compose)}/create_flow_run",
-        json={"parameters": {"seconds": 0}},
-        headers=operator.headers | {"X-Request-ID": prefect_id},
+        json={"parameters": {"seconds": 0}, "state": scheduled},
+        headers={"X-Request-ID": admin_id},
     )
     assert created.status_code == 201, created.text
-    assert created.headers["x-request-id"] == prefect_id
-    for run_id in (run.json()["id"], created.json()["id"]):
-        deadline = time.monotonic() + 180
-        while (state := http.get(f"{API}/runs/{run_id}", headers=operator.headers).json()["state"])[
-            "type"
-        ] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            assert time.monotonic() < deadline, state
-            time.sleep(0.5)
-        assert state["type"] == "COMPLETED", state
-    elapsed = time.monotonic() - started
-    figure(f"door: an operator's trigger and a Prefect run, both completed in {elapsed:.1f} s")
-    writes["allowed"].update(api=trigger_id, prefect=prefect_id)
+    assert created.headers["x-request-id"] == admin_id
+    cancel_id = _request_id()
+    cancelled = http.post(
+        f"{PREFECT}/flow_runs/{created.json()['id']}/set_state",
+        json={"state": {"type": "CANCELLED"}, "force": True},
+        headers=operator.headers | {"X-Request-ID": cancel_id},
+    )
+    assert cancelled.status_code in (200, 201) and cancelled.json()["status"] == "ACCEPT"
+    assert compose.prefect().flow_run(created.json()["id"])["state"]["type"] == "CANCELLED"
+    writes["allowed"].update(api=trigger_id, prefect_admin=admin_id, prefect=cancel_id)
 
 
 def _audit(compose: Compose, request_ids: set[str]) -> dict[str, dict]:
@@ -254,7 +281,7 @@ def test_the_audit_log_shows_the_refused_and_the_allowed_writes(
     compose: Compose, viewer: Key, operator: Key, writes: dict[str, dict[str, str]]
 ) -> None:
     refused, allowed = writes["refused"], writes["allowed"]
-    assert len(refused) == 3 and len(allowed) == 2, f"runs after the writes' tests: {writes}"
+    assert len(refused) == 3 and len(allowed) == 3, f"runs after the writes' tests: {writes}"
     entries = _audit(compose, set(refused.values()) | set(allowed.values()))
     assert set(entries) == set(refused.values()) | set(allowed.values()), json.dumps(entries)
     for where, request_id in refused.items():
@@ -264,9 +291,12 @@ def test_the_audit_log_shows_the_refused_and_the_allowed_writes(
         assert entry["method"] == "POST" and entry["outcome"] == 403, (where, entry)
     for where, request_id in allowed.items():
         entry = entries[request_id]
-        assert entry["actor"] == operator.name, entry
+        assert entry["actor"] == ("env" if where == "prefect_admin" else operator.name), entry
         # Prefect's: the door's decision (204, allowed); ours: the API's own answer.
-        assert entry["outcome"] == {"prefect": 204, "api": 202}[where], (where, entry)
+        assert entry["outcome"] == {"prefect": 204, "prefect_admin": 204, "api": 202}[where], (
+            where,
+            entry,
+        )
 
 
 def test_prefect_websockets_pass_the_door_with_credentials(compose: Compose) -> None:
@@ -317,3 +347,78 @@ def test_the_running_door_s_configuration_is_valid(compose: Compose) -> None:
     logs = compose.run("logs", "--no-color", "gateway")
     lines = [json.loads(line.split("| ", 1)[1]) for line in logs.splitlines() if "| {" in line]
     assert lines and all(line["request_id"] for line in lines)
+
+
+class Person:
+    """A new person of `role`, made through the door with the stack's admin key."""
+
+    def __init__(self, compose: Compose, role: str) -> None:
+        self.name = f"door-{role}-{uuid.uuid4().hex[:8]}"
+        self.password = f"pw-{uuid.uuid4().hex}"
+        body = {"name": self.name, "role": role, "password": self.password}
+        made = compose.http.post(f"{API}/users", json=body)
+        assert made.status_code == 201, made.text
+
+
+@pytest.fixture(scope="module")
+def person(compose: Compose) -> Person:
+    return Person(compose, "viewer")
+
+
+def test_a_person_logs_in_and_the_session_opens_both_uis(compose: Compose, person: Person) -> None:
+    html = {"Accept": "text/html"}
+    with compose.client() as anonymous:
+        form = anonymous.get(f"{DOOR}/login", params={"next": "/prefect/"}, headers=html)
+        assert form.status_code == 200 and 'name="username"' in form.text
+        login = anonymous.post(
+            f"{DOOR}/login",
+            data={"username": person.name, "password": person.password, "next": "/prefect/"},
+            headers=html,
+        )
+    assert login.status_code == 303 and login.headers["location"] == "/prefect/", login.text
+    cookie = login.headers["set-cookie"]
+    for attribute in ("HttpOnly", "Secure", "SameSite=strict", "Path=/"):
+        assert attribute.lower() in cookie.lower(), cookie
+    token = cookie.split(";", 1)[0].split("=", 1)[1]
+    session = {"Cookie": f"stack_session={token}"}
+    with compose.client(headers=session) as browser:
+        prefect = browser.get(f"{PREFECT_UI}/", headers=html, follow_redirects=True)
+        assert prefect.status_code == 200 and "<html" in prefect.text.lower()
+        mlflow = browser.get(f"{MLFLOW}/", headers=html)
+        assert mlflow.status_code == 200 and "static-files/" in mlflow.text
+        runs = browser.post(f"{PREFECT}/flow_runs/filter", json={"limit": 1})
+        assert runs.status_code == 200, runs.text
+        assert browser.get(f"{API}/runs").status_code == 200
+        # A viewer's session: reads, not writes.
+        refused = browser.post(f"{API}/runs", json={"flow": "probe", "parameters": {}})
+        assert refused.status_code == 403 and refused.headers["content-type"] == PROBLEM
+        # Logged out: the session is refused at the door within a second.
+        assert browser.post(f"{DOOR}/logout").status_code in (200, 204, 303)
+        deadline = time.monotonic() + 2
+        while (after := browser.get(f"{PREFECT_UI}/runs", headers=html)).status_code != 302:
+            assert time.monotonic() < deadline, after.status_code
+            time.sleep(0.1)
+        assert after.headers["location"] == "/login?next=/prefect/runs"
+
+
+def test_a_person_logs_in_with_a_browser_and_sees_both_uis(
+    compose: Compose, person: Person
+) -> None:
+    """Headless Chromium, no key: the door sends it to the login page, then back to the
+    Prefect UI, rendered through the door (screenshots under tests/e2e/artifacts/)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shots = ARTIFACTS / "door-prefect-ui.png", ARTIFACTS / "door-mlflow-ui.png"
+    with browser_page(compose, headers={}) as page:
+        page.goto(f"{PREFECT_UI}/runs")
+        assert "/login?next=/prefect/runs" in page.url, page.url
+        page.fill("#username", person.name)
+        page.fill("#password", person.password)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{PREFECT_UI}/**", timeout=30_000)
+        rendered(page, f"{PREFECT_UI}/runs", "Completed")
+        page.screenshot(path=shots[0])
+        text = rendered(page, f"{MLFLOW}/#/experiments", "Default")
+        page.screenshot(path=shots[1])
+        assert "Experiments" in text, text[-2000:]
+    for shot in shots:
+        assert shot.stat().st_size > 10_000
