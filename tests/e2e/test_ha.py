@@ -115,9 +115,11 @@ def test_a_replica_killed_during_a_burst_loses_no_run_and_runs_none_twice(ha: Co
     for run in finals:
         assert run["run_count"] == 1, run  # none ran twice
         assert prefect.states(run["id"]).count("RUNNING") == 1
-    # The UI and its API keep answering through the balancer.
-    ui = ha.http.get(f"{PREFECT_UI}/", headers={"Accept": "text/html"})
+    # The UI and its API keep answering through the door and the balancer (the UI's entry
+    # redirects to its default version, /prefect/v2/).
+    ui = ha.http.get(f"{PREFECT_UI}/", headers={"Accept": "text/html"}, follow_redirects=True)
     assert ui.status_code == 200 and "<html" in ui.text.lower()
+    assert ui.url.path.startswith("/prefect/")
     assert prefect.http.get("/deployments/name/probe/monthly").status_code == 200
     figure(
         f"HA: one of 2 API replicas killed after 10 of {TRIGGERS} triggers: all {TRIGGERS} "
