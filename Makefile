@@ -92,18 +92,21 @@ lock: venv ## Re-resolve requirements*.lock: the stack's, then each image's agai
 			requirements.in -c ../../requirements.lock -o requirements.lock) || exit 1; \
 	done
 
-env: .env ## Create .env with random secrets (once; never overwritten)
+# .env once; then the front door's certificate (certs/gateway.crt and .key, self-signed)
+# unless TLS_CERT_FILE/TLS_KEY_FILE name yours, and TLS_KEY_GID in .env (devstack/tls.py).
+# Runs each time (`make up` too): it keeps whatever exists.
+env: $(BIN)/.installed ## Create .env with random secrets and the TLS certificate (never overwritten)
+	@if [ ! -e .env ]; then \
+		umask 077 && $(PYTHON) -c 'import secrets; print(f"POSTGRES_PASSWORD={secrets.token_hex(24)}\nAPI_KEY={secrets.token_urlsafe(32)}")' > .env && \
+		if [ -n "$(DOCKER_GID)" ]; then echo "DOCKER_GID=$(DOCKER_GID)" >> .env; \
+			else echo "# DOCKER_GID=   # group id of the Docker socket, for the autoscaler" >> .env; fi && \
+		echo "created .env with a random POSTGRES_PASSWORD and API_KEY (see .env.example for the rest)"; fi
+	@$(BIN)/python -m devstack.tls --env-file .env
 
-.env:
-	@umask 077 && $(PYTHON) -c 'import secrets; print(f"POSTGRES_PASSWORD={secrets.token_hex(24)}\nAPI_KEY={secrets.token_urlsafe(32)}")' > .env
-	@if [ -n "$(DOCKER_GID)" ]; then echo "DOCKER_GID=$(DOCKER_GID)" >> .env; \
-		else echo "# DOCKER_GID=   # group id of the Docker socket, for the autoscaler" >> .env; fi
-	@echo "created .env with a random POSTGRES_PASSWORD and API_KEY (see .env.example for the rest)"
-
-up: .env ## Build and start the Docker Compose stack in the background
+up: env ## Build and start the Docker Compose stack in the background
 	$(COMPOSE) up -d --build
 
-up-ha: .env ## The stack with a highly available Prefect server (docker-compose.ha.yaml)
+up-ha: env ## The stack with a highly available Prefect server (docker-compose.ha.yaml)
 	$(COMPOSE) -f docker-compose.yaml -f docker-compose.ha.yaml up -d --build
 
 down: ## Stop the Compose stack (volumes kept; `docker compose down -v` deletes them)
@@ -112,10 +115,10 @@ down: ## Stop the Compose stack (volumes kept; `docker compose down -v` deletes 
 logs: ## Follow the Compose services' logs
 	$(COMPOSE) logs -f --tail=100
 
-deploy: .env ## Re-register the work pool and deployments (the trainer container, once)
+deploy: env ## Re-register the work pool and deployments (the trainer container, once)
 	$(COMPOSE) run --rm --build trainer
 
-scale: .env ## Run N agent containers now: make scale N=3 (the autoscaler then follows the backlog)
+scale: env ## Run N agent containers now: make scale N=3 (the autoscaler then follows the backlog)
 	$(COMPOSE) up -d --no-recreate --scale agent=$(N) agent
 
 admin: venv ## People, keys and the audit log, on DATABASE_URL: make admin ARGS='users create --name alice --role admin' (users create|list|set-password|disable, keys create|list|rotate|revoke, audit verify)
@@ -142,7 +145,7 @@ upgrade: venv ## A backup, then Prefect's and MLflow's migrations, then start th
 e2e: venv ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
 	bash tests/e2e/docker_setup.sh
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	$(BIN)/python -m pytest tests/e2e/test_compose.py
+	$(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py
 	$(BIN)/python -m pytest tests/e2e/test_ha.py
 
 clean: ## Delete local state (var/: Postgres, Prefect, MLflow, data, models) and the venvs

@@ -2,11 +2,15 @@
 
 One stack for the session, under its own project name and env file, built from the working
 tree; always taken down with its volumes, with every service's logs printed on failure.
+Everything is reached through the front door (the gateway, the one published port, TLS with a
+certificate the session makes), with the stack's key as bearer: `Compose.http`,
+`Compose.api()` and `Compose.prefect()` are clients that trust the certificate and send it.
 """
 
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,12 +19,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.tls import write_self_signed
+from testkit.prefect_api import PrefectApi
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "stack-e2e"
-API = "http://127.0.0.1:8000"
-PREFECT = "http://127.0.0.1:4200/api"
-MLFLOW = "http://127.0.0.1:5000"
-SERVING = "http://127.0.0.1:8001"
+# The front door, and each service behind it.
+DOOR = "https://127.0.0.1:8443"
+API = f"{DOOR}/api"
+PREFECT = f"{DOOR}/prefect/api"
+PREFECT_UI = f"{DOOR}/prefect"
+MLFLOW = f"{DOOR}/mlflow"
+SERVING = f"{DOOR}/serving"
 ARTIFACTS = REPO / "tests" / "e2e" / "artifacts"
 STARTUP_SECONDS = 600
 # Figures the tests measure (image sizes, timings, fault recoveries): shown at the end of the
@@ -52,8 +62,14 @@ class Compose:
         files: tuple[str, ...] = ("docker-compose.yaml",),
     ) -> None:
         self.env_file, self.project, self.files = env_file, project, files
-        self.api_key = _read_env(env_file)["API_KEY"]
+        env = _read_env(env_file)
+        self.api_key = env["API_KEY"]
         self.auth = {"Authorization": f"Bearer {self.api_key}"}
+        # The door's certificate, the only one these clients trust.
+        self.certificate = Path(env["TLS_CERT_FILE"])
+        self.tls = ssl.create_default_context(cafile=str(self.certificate))
+        # Any service behind the door, with the stack's key (absolute URLs).
+        self.http = httpx.Client(headers=self.auth, verify=self.tls, timeout=30)
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> str:
         files = [option for name in self.files for option in ("-f", name)]
@@ -120,8 +136,17 @@ class Compose:
         raise TimeoutError(f"stack not healthy after {timeout:.0f} s: {self.containers()}")
 
     def api(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=API, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30
+        """Our API through the door, with the stack's key."""
+        return httpx.Client(base_url=API, headers=self.auth, verify=self.tls, timeout=30)
+
+    def client(self, **options) -> httpx.Client:
+        """A client of the door that trusts its certificate and sends no credentials."""
+        return httpx.Client(verify=self.tls, timeout=30, **options)
+
+    def prefect(self, headers: dict[str, str] | None = None) -> PrefectApi:
+        """Prefect's API through the door (the stack's key unless `headers` say otherwise)."""
+        return PrefectApi(
+            PREFECT, headers=self.auth if headers is None else headers, verify=self.tls
         )
 
 
@@ -131,8 +156,12 @@ def _read_env(path: Path) -> dict[str, str]:
 
 
 def write_env(env_file: Path) -> Path:
-    """A .env with fresh random secrets, and settings that keep the tests quick."""
+    """A .env with fresh random secrets, a new certificate for the door (as `make env` makes
+    one), and settings that keep the tests quick."""
+    cert, key = env_file.parent / "gateway.crt", env_file.parent / "gateway.key"
+    write_self_signed(cert, key)
     env_file.write_text(
+        f"TLS_CERT_FILE={cert}\nTLS_KEY_FILE={key}\nTLS_KEY_GID={key.stat().st_gid}\n"
         f"POSTGRES_PASSWORD={secrets.token_hex(16)}\n"
         f"API_KEY={secrets.token_urlsafe(32)}\n"
         "SYNTHETIC_ROWS=20000\n"

@@ -1,4 +1,5 @@
-"""End to end: the Compose stack on a real Docker engine, driven over HTTP like a user."""
+"""End to end: the Compose stack on a real Docker engine, driven over HTTP like a user,
+through the front door (the gateway), as every user reaches it."""
 
 import contextlib
 import os
@@ -19,7 +20,7 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from devstack.stack import wait_until
-from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT, PROJECT, REPO, SERVING, Compose, figure
+from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT_UI, PROJECT, REPO, SERVING, Compose, figure
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from e2e.conftest import AUTOSCALER_STANDBY_AGENTS as STANDBY_AGENTS
 from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
@@ -62,15 +63,19 @@ def test_images_are_slim(compose: Compose) -> None:
     assert over == {}, f"over target: {over} (targets {IMAGE_TARGETS_MB})"
 
 
-def test_containers_run_as_non_root_and_postgres_is_not_published(compose: Compose) -> None:
+def test_containers_run_as_non_root_and_only_the_door_is_published(compose: Compose) -> None:
     for service in ("server", "agent", "autoscaler", "api", "mlflow", "serving"):
         uid = compose.run("exec", "-T", service, "id", "-u").strip()
         assert uid == "10001", f"{service} runs as {uid}"
+    assert compose.run("exec", "-T", "gateway", "id", "-u").strip() == "101"
     ports = {c["Service"]: c.get("Publishers") or [] for c in compose.containers()}
-    assert not [p for p in ports["postgres"] if p.get("PublishedPort")]
+    published = {
+        s: [p["PublishedPort"] for p in ps if p.get("PublishedPort")] for s, ps in ports.items()
+    }
+    assert {s: p for s, p in published.items() if p} == {"gateway": [8443]}
 
 
-def test_train_through_the_api(api: httpx.Client) -> None:
+def test_train_through_the_api(compose: Compose, api: httpx.Client) -> None:
     for month in ("2021-06", "2021-07"):
         loaded = follow(api, start(api, "load-data", month=month, source="synthetic"))
         assert loaded["state"]["type"] == "COMPLETED", loaded
@@ -88,7 +93,7 @@ def test_train_through_the_api(api: httpx.Client) -> None:
     )
     assert registry["url"] == f"{MLFLOW}/#/models/trip-duration-fhv/versions/1"
     assert registry["mlflow_run"].startswith(f"{MLFLOW}/#/experiments/")
-    champion = httpx.get(
+    champion = compose.http.get(
         f"{MLFLOW}/api/2.0/mlflow/registered-models/alias",
         params={"name": "trip-duration-fhv", "alias": "champion"},
     )
@@ -100,7 +105,7 @@ def test_train_through_the_api(api: httpx.Client) -> None:
 
 
 def _served(compose: Compose) -> str | None:
-    models = httpx.get(f"{SERVING}/models", headers=compose.auth, timeout=10)
+    models = compose.http.get(f"{SERVING}/models", timeout=10)
     return models.json()[0]["version"] if models.status_code == 200 and models.json() else None
 
 
@@ -111,10 +116,9 @@ def test_send_requests_on_a_drifted_month_retrains_and_serves_the_new_champion(
     take longer by zone from 2021-08 on. send-requests on 2021-09 sees it, retrains on
     2021-08 and 2021-09, and the new version takes champion and is served."""
     wait_until(lambda: _served(compose) == "1", 60, "serving version 1")
-    predicted = httpx.post(
+    predicted = compose.http.post(
         f"{SERVING}/predict",
         json={"trips": [{"pickup_location_id": 132, "dropoff_location_id": 7}]},
-        headers=compose.auth,
     )
     assert predicted.status_code == 200 and predicted.json()["version"] == "1", predicted.text
     for month in ("2021-08", "2021-09"):
@@ -134,8 +138,10 @@ def test_send_requests_on_a_drifted_month_retrains_and_serves_the_new_champion(
 
 
 @contextmanager
-def browser_page() -> Iterator[Page]:
-    """Debian's headless chromium, driven by Playwright: screenshots wait for the page."""
+def browser_page(compose: Compose, headers: dict[str, str] | None = None) -> Iterator[Page]:
+    """Debian's headless chromium, driven by Playwright: screenshots wait for the page. It
+    trusts the door's certificate (as a user who accepted it) and sends `headers` (the
+    stack's key unless given: `{}` for none) with every request."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=shutil.which("chromium"),
@@ -147,7 +153,12 @@ def browser_page() -> Iterator[Page]:
             ],
         )  # fmt: skip
         try:
-            yield browser.new_page(viewport={"width": 1400, "height": 900})
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 900},
+                ignore_https_errors=True,
+                extra_http_headers=compose.auth if headers is None else headers,
+            )
+            yield context.new_page()
         finally:
             browser.close()
 
@@ -166,10 +177,10 @@ def rendered(page: Page, url: str, text: str, timeout: float = 60) -> str:
 def test_prefect_ui_shows_deployments_and_runs(compose: Compose) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "prefect-ui-runs.png"
-    with browser_page() as page:
-        deployments = rendered(page, "http://127.0.0.1:4200/deployments", "train-model")
+    with browser_page(compose) as page:
+        deployments = rendered(page, f"{PREFECT_UI}/deployments", "train-model")
         assert "load-data" in deployments and "monthly" in deployments
-        rendered(page, "http://127.0.0.1:4200/runs", "Completed")
+        rendered(page, f"{PREFECT_UI}/runs", "Completed")
         page.screenshot(path=screenshot)
     assert screenshot.stat().st_size > 10_000
 
@@ -177,7 +188,7 @@ def test_prefect_ui_shows_deployments_and_runs(compose: Compose) -> None:
 def test_mlflow_ui_shows_the_registered_model_and_its_champion(compose: Compose) -> None:
     """After the drift test: two versions, one of them the champion."""
     screenshot = ARTIFACTS / "mlflow-ui-model.png"
-    with browser_page() as page:
+    with browser_page(compose) as page:
         text = rendered(page, f"{MLFLOW}/#/models/trip-duration-fhv", "champion")
         page.screenshot(path=screenshot)
     # The alias chip reads "@ champion" (MLflow puts a non-breaking space in it).
@@ -218,7 +229,7 @@ def test_autoscaler_adds_agent_containers_for_a_burst_and_removes_them(compose: 
         time.sleep(1)
     [standby] = _healthy_standbys(compose)
     standby_host = _hostname(standby)  # kept when it is promoted and renamed
-    prefect = PrefectApi(PREFECT)
+    prefect = compose.prefect()
     ids = []
     for _ in range(BURST_RUNS):
         response = prefect.create_run("probe", {"seconds": 8})
@@ -259,7 +270,7 @@ def test_server_restart_keeps_runs_and_api_answers_503(compose: Compose, api: ht
     # Runs in flight: started (RUNNING) before the restart, still running through it. (A run
     # that an agent is submitting at the moment the server goes away is reported Crashed by
     # Prefect's worker: see docs/operations.md, Troubleshooting.)
-    prefect = PrefectApi(PREFECT)
+    prefect = compose.prefect()
     ids = [prefect.create_run("probe", {"seconds": 20}).json()["id"] for _ in range(4)]
     deadline = time.monotonic() + 120
     while any(run["state"]["type"] != "RUNNING" for run in prefect.flow_runs(ids)):
@@ -308,7 +319,7 @@ def _probe_on_an_agent(compose: Compose, prefect: PrefectApi, seconds: float) ->
 def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
     compose: Compose,
 ) -> None:
-    prefect = PrefectApi(PREFECT)
+    prefect = compose.prefect()
     run_id, container = _probe_on_an_agent(compose, prefect, seconds=20)
     subprocess.run(["docker", "kill", "--signal", "KILL", container], check=True)
     killed = time.monotonic()
@@ -325,7 +336,7 @@ def test_a_killed_agent_container_s_run_is_crashed_rescheduled_and_completed(
 def test_a_stopped_agent_lets_its_run_finish_or_hands_it_back(compose: Compose) -> None:
     """`docker stop` (what `docker compose down`, a rolling restart or the autoscaler do) gives
     an agent its stop_grace_period, not Docker's 10 s: the run it holds ends Completed."""
-    prefect = PrefectApi(PREFECT)
+    prefect = compose.prefect()
     run_id, container = _probe_on_an_agent(compose, prefect, seconds=15)
     timeout = _inspect(container, "{{.Config.StopTimeout}}")
     assert timeout == "40", f"{container} has stop timeout {timeout}, not the compose file's 40 s"
@@ -379,7 +390,7 @@ def _hostname(container: str) -> str:
 def test_a_postgres_outage_mid_run_ends_completed(
     compose: Compose, api: httpx.Client, outage_seconds: int
 ) -> None:
-    prefect = PrefectApi(PREFECT)
+    prefect = compose.prefect()
     run_id = prefect.create_run("probe", {"seconds": 25}).json()["id"]
     wait_running(prefect, run_id, timeout=120)
     with ApiWatch(api, [run_id]) as watch:
@@ -398,7 +409,7 @@ def test_a_postgres_outage_mid_run_ends_completed(
 def test_a_crashed_server_container_is_restarted_and_runs_complete(
     compose: Compose, api: httpx.Client
 ) -> None:
-    prefect = PrefectApi(PREFECT)
+    prefect = compose.prefect()
     ids = [prefect.create_run("probe", {"seconds": 15}).json()["id"] for _ in range(3)]
     wait_running(prefect, ids[0], timeout=120)
     server = f"{PROJECT}-server-1"
@@ -416,8 +427,10 @@ def test_a_crashed_server_container_is_restarted_and_runs_complete(
     assert watch.statuses[500] == 0, watch.statuses
 
 
-def test_a_burst_of_triggers_with_and_without_a_shared_key(api: httpx.Client) -> None:
-    drained = burst_of_triggers(api, PrefectApi(PREFECT), load_timeout=300, drain_timeout=900)
+def test_a_burst_of_triggers_with_and_without_a_shared_key(
+    compose: Compose, api: httpx.Client
+) -> None:
+    drained = burst_of_triggers(api, compose.prefect(), load_timeout=300, drain_timeout=900)
     figure(f"250 triggers: 201 runs drained in {drained:.1f} s")
 
 
@@ -435,8 +448,8 @@ def _all_runs(prefect: PrefectApi) -> dict[str, str]:
     return runs
 
 
-def _champion() -> str | None:
-    answer = httpx.get(
+def _champion(compose: Compose) -> str | None:
+    answer = compose.http.get(
         f"{MLFLOW}/api/2.0/mlflow/registered-models/alias",
         params={"name": "trip-duration-fhv", "alias": "champion"},
         timeout=10,
@@ -470,8 +483,8 @@ def test_backup_then_down_v_then_restore_brings_back_runs_champion_and_serving(
     """Last: it deletes the volumes. A backup of the running stack (its runs, its champion);
     `docker compose down -v`; a fresh stack; the restore; the same runs, champion and
     predictions."""
-    prefect = PrefectApi(PREFECT)
-    runs, version = _all_runs(prefect), _champion()
+    prefect = compose.prefect()
+    runs, version = _all_runs(prefect), _champion(compose)
     assert version is not None and runs, "needs test_train_through_the_api first"
     wait_until(lambda: _served(compose) == version, 60, f"serving version {version}")
 
@@ -484,7 +497,7 @@ def test_backup_then_down_v_then_restore_brings_back_runs_champion_and_serving(
     compose.run("down", "-v", "--remove-orphans", timeout=300)
     compose.run("up", "-d", "--wait", "--wait-timeout", "600", timeout=700)
     compose.wait_healthy()
-    assert _champion() is None and len(_all_runs(prefect)) < len(runs)  # a fresh stack
+    assert _champion(compose) is None and len(_all_runs(prefect)) < len(runs)  # a fresh stack
 
     started = time.monotonic()
     out = _backup_cli(compose, "restore", "--file", str(archive))
@@ -495,12 +508,11 @@ def test_backup_then_down_v_then_restore_brings_back_runs_champion_and_serving(
 
     after = _all_runs(prefect)
     assert {run: after.get(run) for run in runs} == runs
-    assert _champion() == version
+    assert _champion(compose) == version
     wait_until(lambda: _served(compose) == version, 90, f"serving restored version {version}")
-    predicted = httpx.post(
+    predicted = compose.http.post(
         f"{SERVING}/predict",
         json={"trips": [{"pickup_location_id": 132, "dropoff_location_id": 7}]},
-        headers=compose.auth,
     )
     assert predicted.status_code == 200 and predicted.json()["version"] == version
     figure(
@@ -535,6 +547,6 @@ def test_upgrade_migrates_a_database_one_revision_behind_and_starts_the_stack(
     assert "backup written" in out and "migrations done" in out and archive.exists()
     assert _prefect_revision(compose) == head
     compose.wait_healthy()
-    version = _champion()
+    version = _champion(compose)
     wait_until(lambda: _served(compose) == version, 90, f"serving version {version}")
     figure(f"upgrade (backup, build, migrations, start) {upgraded:.1f} s")

@@ -3,7 +3,8 @@ API replicas behind nginx, the background services apart, messaging and leases o
 migrations by an init service. One replica is killed during a burst of 50 triggers.
 
 Its own Compose project, after the main stack is down (`make e2e` runs it second): both
-publish the same ports on 127.0.0.1."""
+publish the same port, the front door's, on 127.0.0.1; there its Prefect upstream is the
+load balancer."""
 
 import subprocess
 import threading
@@ -15,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from e2e.conftest import PREFECT, Compose, figure, write_env
+from e2e.conftest import PREFECT, PREFECT_UI, Compose, figure, write_env
 from testkit.faults import wait_final
-from testkit.prefect_api import PrefectApi
 
 pytestmark = pytest.mark.e2e
 FILES = ("docker-compose.yaml", "docker-compose.ha.yaml")
@@ -35,10 +35,11 @@ def ha(
         # What triggering needs; MLflow comes as the agent's dependency.
         # --wait: scripts that wait for the HA stack must see it up (server-services too).
         stack.run(
-            "up", "-d", "--wait", "--wait-timeout", "600", "lb", "server-services", "api", "agent",
+            "up", "-d", "--wait", "--wait-timeout", "600",
+            "lb", "server-services", "api", "agent", "gateway",
             timeout=700,
         )  # fmt: skip
-        stack.wait_healthy(services=("lb", "server", "agent", "api"))
+        stack.wait_healthy(services=("lb", "server", "agent", "api", "gateway"))
         yield stack
     finally:
         if request.session.testsfailed:
@@ -67,11 +68,15 @@ def test_two_api_replicas_services_once_migrations_once(ha: Compose) -> None:
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         assert "--no-services" in ps.replace("\0", " ")
-    assert httpx.get(f"{PREFECT}/health", timeout=10).status_code == 200
+    # Open health through the door, which reaches the replicas through the balancer.
+    with ha.client() as door:
+        assert door.get(f"{PREFECT}/health").status_code == 200
+    upstream = ha.run("exec", "-T", "gateway", "cat", "/etc/nginx/door/prefect-upstream.conf")
+    assert "default lb:4200;" in upstream
 
 
 def test_a_replica_killed_during_a_burst_loses_no_run_and_runs_none_twice(ha: Compose) -> None:
-    api, prefect = ha.api(), PrefectApi(PREFECT)
+    api, prefect = ha.api(), ha.prefect()
     victim = _by_service(ha)["server"][0]["Name"]
     body = {"flow": "probe", "parameters": {"seconds": 1}}
     answered: list[int] = []
@@ -110,10 +115,12 @@ def test_a_replica_killed_during_a_burst_loses_no_run_and_runs_none_twice(ha: Co
     for run in finals:
         assert run["run_count"] == 1, run  # none ran twice
         assert prefect.states(run["id"]).count("RUNNING") == 1
-    # The UI and its API keep answering through the balancer.
-    ui = httpx.get("http://127.0.0.1:4200/", timeout=10)
+    # The UI and its API keep answering through the door and the balancer (the UI's entry
+    # redirects to its default version, /prefect/v2/).
+    ui = ha.http.get(f"{PREFECT_UI}/", headers={"Accept": "text/html"}, follow_redirects=True)
     assert ui.status_code == 200 and "<html" in ui.text.lower()
-    assert httpx.get(f"{PREFECT}/deployments/name/probe/monthly", timeout=10).status_code == 200
+    assert ui.url.path.startswith("/prefect/")
+    assert prefect.http.get("/deployments/name/probe/monthly").status_code == 200
     figure(
         f"HA: one of 2 API replicas killed after 10 of {TRIGGERS} triggers: all {TRIGGERS} "
         f"accepted ({retried[503]} retried after a 503), all completed, each once; "

@@ -1,6 +1,7 @@
 """A small REST client of the Prefect API, for tests and benchmarks to drive real runs; and
 the head of the installed Prefect's PostgreSQL schema, which a migrated database is at."""
 
+import ssl
 import time
 from datetime import datetime
 from pathlib import Path
@@ -12,8 +13,15 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
 class PrefectApi:
-    def __init__(self, api_url: str) -> None:
-        self.http = httpx.Client(base_url=api_url, timeout=30)
+    def __init__(
+        self,
+        api_url: str,
+        headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """`api_url`: Prefect's API (…/api); `headers` go with every request (a bearer key
+        through the front door); `verify`: how the door's certificate is checked."""
+        self.http = httpx.Client(base_url=api_url, headers=headers, verify=verify, timeout=30)
 
     def deployment(self, flow: str, name: str = "monthly") -> dict[str, Any]:
         response = self.http.get(f"/deployments/name/{flow}/{name}")

@@ -15,20 +15,15 @@ marker, and checks, for each service in a setting's "read by" column:
 documented setting reaches every service.
 """
 
-import json
 import re
-import subprocess
-from functools import cache
 from pathlib import Path
 
-import compose
 import pytest
 import yaml
 
 from devstack.stack import REPO
+from testkit.compose_config import FILES, resolve
 
-DOCKER_COMPOSE = Path(compose.__file__).parent / "docker-compose"
-FILES = [("docker-compose.yaml",), ("docker-compose.yaml", "docker-compose.ha.yaml")]
 # "read by" names that are not containers.
 NOT_SERVICES = {"devstack", "compose", "Makefile"}
 NAME = re.compile(r"`([A-Z][A-Z0-9_]+)`")
@@ -50,17 +45,6 @@ def marker(name: str) -> str:
     return f"marker-{name.lower()}"
 
 
-@cache
-def resolved(files: tuple[str, ...], env_file: Path) -> dict:
-    options = [option for name in files for option in ("-f", str(REPO / name))]
-    result = subprocess.run(
-        [str(DOCKER_COMPOSE), *options, "--env-file", str(env_file), "config", "--format", "json"],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def fixed() -> dict[str, set[str]]:
     """Service -> the settings fixed per container (the compose file's one list of them)."""
     spec = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["x-fixed-per-container"]
@@ -70,9 +54,10 @@ def fixed() -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def marked_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("compose") / ".env"
-    # Compose's own variables (DOCKER_SOCKET, DOCKER_GID) stay real: they shape the file.
+    # Compose's own variables (DOCKER_SOCKET, DOCKER_GID, TLS_KEY_GID) stay real: they shape
+    # the file.
     names = [name for name, readers in documented().items() if readers]
-    compose_own = "DOCKER_GID=1\nPOSTGRES_PASSWORD=secret\n"
+    compose_own = "DOCKER_GID=1\nTLS_KEY_GID=1\nPOSTGRES_PASSWORD=secret\n"
     path.write_text("".join(f"{name}={marker(name)}\n" for name in names) + compose_own)
     return path
 
@@ -88,7 +73,7 @@ def test_the_table_is_read() -> None:
 def test_every_documented_setting_reaches_every_service_that_reads_it(
     files: tuple[str, ...], marked_env: Path
 ) -> None:
-    services = resolved(files, marked_env)["services"]
+    services = resolve(files, marked_env)["services"]
     pinned = fixed()
     dropped, overridden = [], []
     for name, readers in sorted(documented().items()):

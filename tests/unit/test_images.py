@@ -65,15 +65,21 @@ def test_every_image_builds_its_venv_by_the_one_recipe() -> None:
     assert "!services/build/venv.sh" in (REPO / ".dockerignore").read_text()
 
 
-def test_compose_publishes_only_the_uis_and_the_api_on_loopback() -> None:
+def test_compose_publishes_only_the_front_door() -> None:
+    """One published port, the gateway's (resolved values: tests/unit/test_gateway.py)."""
     compose = Path(REPO / "docker-compose.yaml").read_text()
-    published = re.findall(r'^\s+- "([\d.]+:\d+:\d+)"$', compose, flags=re.M)
-    assert published == [
-        "127.0.0.1:4200:4200",
-        "127.0.0.1:5000:5000",
-        "127.0.0.1:8000:8000",
-        "127.0.0.1:8001:8001",
-    ]
+    published = re.findall(r'^\s+- "(.*:\d+)"$', compose, flags=re.M)
+    assert published == ["${GATEWAY_BIND:-127.0.0.1:8443}:8443"]
+
+
+def test_the_gateway_image_runs_nginx_as_non_root_with_our_config() -> None:
+    text = _dockerfile("gateway")
+    assert text.startswith("# ") and "\nFROM nginx:1.27\n" in text
+    assert re.search(r"^USER 101:101$", text, flags=re.M)
+    assert "COPY services/gateway/nginx.conf /etc/nginx/nginx.conf" in text
+    assert json.loads(re.findall(r"^CMD (\[.*\])$", text, flags=re.M)[0])[0] == "nginx"
+    ignored = (REPO / ".dockerignore").read_text()
+    assert "!services/gateway/nginx.conf" in ignored and "!services/gateway/door/" in ignored
 
 
 class StrictLoader(yaml.SafeLoader):

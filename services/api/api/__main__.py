@@ -25,6 +25,8 @@ def main() -> int:
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
+        # Behind the front door at /api (prefix stripped): links in /docs name /api/...
+        root_path=settings.api_root_path,
         # On SIGTERM uvicorn stops accepting, then waits this long for in-flight requests.
         # Typed int, but a timeout of asyncio.wait_for, which takes seconds as a float.
         timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,  # type: ignore[arg-type]

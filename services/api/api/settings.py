@@ -17,6 +17,12 @@ class ApiSettings(KeySettings):
         None,
         description="Base URL of the API as callers see it, for links (default: the request's).",
     )
+    api_root_path: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path prefix a reverse proxy strips before the API (Compose: `/api`, "
+        "the front door's), so that /docs and the OpenAPI document name the public paths.",
+    )
     api_rate_limit_per_second: float = Field(20.0, gt=0, description="Token refill rate per key.")
     api_rate_limit_burst: int = Field(100, ge=1, description="Token bucket size per key.")
     api_max_body_bytes: int = Field(65_536, ge=1_024, description="Largest request body (413).")

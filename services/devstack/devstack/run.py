@@ -1,18 +1,22 @@
 """`make run`: start a flow run through the stack's API and wait for it, with progress.
 
 Works against both stacks: it reads `.env` (python-dotenv, so cron values with spaces are
-fine) beneath the environment, calls the API at `API_PUBLIC_URL` (else 127.0.0.1 on
-`API_PORT`), and sends `API_KEY` only when one is set (`make dev` without a key runs the API
-in insecure dev mode). `FLOW` (default train-model), `PARAMS` (a JSON object) and, for
-train-model, `DATE` say what to run. Exit status: 0 when the run completed, 1 when it ended
-otherwise or could not be started, 2 for bad arguments.
+fine) beneath the environment, calls the API at `API_PUBLIC_URL`, else through the Compose
+stack's front door (`GATEWAY_PUBLIC_URL`/api, by default https://127.0.0.1:8443/api, trusting
+the door's certificate, TLS_CERT_FILE or certs/gateway.crt) when it answers, else `make dev`'s
+API on 127.0.0.1 at `API_PORT`; it sends `API_KEY` only when one is set (`make dev`
+without a key runs the API in insecure dev mode). `FLOW` (default train-model), `PARAMS`
+(a JSON object) and, for train-model, `DATE` say what to run. Exit status: 0 when the run
+completed, 1 when it ended otherwise or could not be started, 2 for bad arguments.
 """
 
 import json
 import os
+import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import httpx
 from dotenv import dotenv_values
@@ -36,10 +40,34 @@ def settings(environ: Mapping[str, str], dotenv: Mapping[str, str | None]) -> di
     return merged
 
 
-def api_url(env: Mapping[str, str]) -> str:
-    return (env.get("API_PUBLIC_URL") or f"http://127.0.0.1:{env.get('API_PORT') or 8000}").rstrip(
-        "/"
-    )
+DEFAULT_DOOR = "https://127.0.0.1:8443"
+DEFAULT_CERT = "certs/gateway.crt"
+
+
+def tls_context(env: Mapping[str, str]) -> ssl.SSLContext:
+    """The system's CAs, and the door's certificate when there is one (self-signed by
+    `make env`: TLS_CERT_FILE, else certs/gateway.crt)."""
+    context = ssl.create_default_context()
+    certificate = Path(env.get("TLS_CERT_FILE") or DEFAULT_CERT)
+    if certificate.is_file():
+        context.load_verify_locations(cafile=str(certificate))
+    return context
+
+
+def api_urls(env: Mapping[str, str]) -> list[str]:
+    """Where the API may be, in the order to try: API_PUBLIC_URL alone when set; else the
+    front door's /api (Compose), then make dev's API on loopback."""
+    if env.get("API_PUBLIC_URL"):
+        return [env["API_PUBLIC_URL"].rstrip("/")]
+    door = (env.get("GATEWAY_PUBLIC_URL") or DEFAULT_DOOR).rstrip("/")
+    return [f"{door}/api", f"http://127.0.0.1:{env.get('API_PORT') or 8000}"]
+
+
+def api_url(env: Mapping[str, str], answers: Callable[[str], bool]) -> str:
+    """The first of api_urls whose /healthz `answers`; the last one when none does (its
+    error then says where the API was looked for)."""
+    urls = api_urls(env)
+    return next((url for url in urls[:-1] if answers(url)), urls[-1])
 
 
 def run_request(env: Mapping[str, str]) -> dict[str, object]:
@@ -88,7 +116,16 @@ def main() -> int:
     key = env.get("API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     timeout = WAIT_SECONDS
-    with httpx.Client(base_url=api_url(env), headers=headers, timeout=30) as client:
+    verify = tls_context(env)
+
+    def answers(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", verify=verify, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    base_url = api_url(env, answers)
+    with httpx.Client(base_url=base_url, headers=headers, verify=verify, timeout=30) as client:
         try:
             response = client.post("/runs", json=body)
         except httpx.HTTPError as error:

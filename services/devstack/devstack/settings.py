@@ -21,3 +21,13 @@ class DevSettings(BaseSettings):
     api_port: int = Field(8000, description="Port of the stack's API.")
     mlflow_server_port: int = Field(5000, description="Port of the MLflow server and UI.")
     serving_port: int = Field(8001, description="Port of the serving service.")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="The front door's certificate (PEM). Unset: `make env` writes a "
+        "self-signed one to certs/gateway.crt.",
+    )
+    tls_key_file: Path | None = Field(
+        None,
+        description="Its private key (PEM), readable by the key's group, which the gateway "
+        "container joins (TLS_KEY_GID). Unset: certs/gateway.key.",
+    )

@@ -19,6 +19,8 @@ def main() -> int:
         factory=True,
         host=settings.serving_host,
         port=settings.serving_port,
+        # Behind the front door at /serving (prefix stripped): links in /docs name /serving/...
+        root_path=settings.serving_root_path,
         timeout_graceful_shutdown=10,
         access_log=False,
         log_config=None,

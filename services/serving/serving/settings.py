@@ -16,6 +16,12 @@ class ServingSettings(KeySettings):
     )
     serving_host: str = Field("127.0.0.1", description="Address uvicorn binds.")
     serving_port: int = Field(8001, description="Port uvicorn binds.")
+    serving_root_path: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path prefix a reverse proxy strips before serving (Compose: `/serving`, "
+        "the front door's), so that /docs and the OpenAPI document name the public paths.",
+    )
     serving_poll_seconds: float = Field(
         5.0, gt=0, description="How often the `champion` alias is checked for a new version."
     )
