@@ -173,7 +173,7 @@ def write_env(env_file: Path) -> Path:
         "AUTOSCALER_POLL_SECONDS=1\n"
         "AUTOSCALER_SCALE_DOWN_COOLDOWN_SECONDS=10\n"
         f"DOCKER_GID={os.stat('/var/run/docker.sock').st_gid}\n"
-        # The burst test sends 250 requests at once with one key.
+        # The burst test sends 100 requests at once with one key (testkit.faults).
         "API_RATE_LIMIT_PER_SECOND=1000\n"
         "API_RATE_LIMIT_BURST=1000\n"
         "SERVING_POLL_SECONDS=1\n"

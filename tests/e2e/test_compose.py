@@ -23,7 +23,7 @@ from devstack.stack import wait_until
 from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT_UI, PROJECT, REPO, SERVING, Compose, figure
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from e2e.conftest import AUTOSCALER_STANDBY_AGENTS as STANDBY_AGENTS
-from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
+from testkit.faults import BURST_SUMMARY, ApiWatch, burst_of_triggers, wait_final, wait_running
 from testkit.metrics import parse_autoscaler_metrics
 from testkit.prefect_api import PrefectApi, prefect_schema_head
 
@@ -431,7 +431,7 @@ def test_a_burst_of_triggers_with_and_without_a_shared_key(
     compose: Compose, api: httpx.Client
 ) -> None:
     drained = burst_of_triggers(api, compose.prefect(), load_timeout=300, drain_timeout=900)
-    figure(f"250 triggers: 201 runs drained in {drained:.1f} s")
+    figure(f"{BURST_SUMMARY}: drained in {drained:.1f} s")
 
 
 def _all_runs(prefect: PrefectApi) -> dict[str, str]:

@@ -50,7 +50,7 @@ def fault_stack(
             "AUTOSCALER_METRICS_PORT": str(free_port()),
             "API_KEY": API_KEY,
             "API_INSECURE_DEV_MODE": "false",
-            # The burst test sends 250 requests at once with one key.
+            # The burst test sends 100 requests at once with one key (testkit.faults).
             "API_RATE_LIMIT_BURST": "1000",
             "API_RATE_LIMIT_PER_SECOND": "1000",
         },

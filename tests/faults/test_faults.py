@@ -20,7 +20,7 @@ from faults.conftest import (
     agent_pid,
     kill_group,
 )
-from testkit.faults import ApiWatch, burst_of_triggers, wait_final, wait_running
+from testkit.faults import BURST_SUMMARY, ApiWatch, burst_of_triggers, wait_final, wait_running
 from testkit.prefect_api import PrefectApi
 from trainer.register import zombie_automation
 
@@ -270,4 +270,4 @@ def test_a_burst_of_triggers_with_and_without_a_shared_key(
     prefect: PrefectApi, api: httpx.Client
 ) -> None:
     drained = burst_of_triggers(api, prefect, load_timeout=120, drain_timeout=600)
-    RECORDS.append(("250 POST /runs (50 sharing a key)", "-", f"{drained:.1f} drain", 0))
+    RECORDS.append((BURST_SUMMARY, "-", f"{drained:.1f} drain", 0))

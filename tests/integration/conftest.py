@@ -1,4 +1,7 @@
-"""A real stack for the integration tests: embedded PostgreSQL, Prefect server, trainer, agent."""
+"""A real stack for the integration tests: embedded PostgreSQL, Prefect server, trainer, agent.
+
+One for the package (tests/integration): started by its first test that needs it, stopped
+after its last, so that it does not idle through the fault suite that follows."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ SYNTHETIC_ROWS = 20_000
 API_KEY = "test-key-" + "x" * 32
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tlc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlcServer]:
     server = TlcServer(tmp_path_factory.mktemp("tlc"))
     yield server
@@ -45,7 +48,7 @@ def new_stack(state_dir: Path, tlc: TlcServer) -> LocalStack:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, tlc: TlcServer, request: pytest.FixtureRequest
 ) -> Iterator[LocalStack]:
@@ -61,12 +64,12 @@ def running(local: LocalStack, request: pytest.FixtureRequest) -> Iterator[Local
         print(local.log_tails())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prefect(stack: LocalStack) -> PrefectApi:
     return PrefectApi(stack.api_url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(stack: LocalStack) -> Iterator[httpx.Client]:
     """A client of our API service, with the key."""
     with httpx.Client(
@@ -75,11 +78,18 @@ def api(stack: LocalStack) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def data_dir(stack: LocalStack) -> Path:
     return Path(stack.env["DATA_STORE_URL"])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `runs_last` change shared state broadly (fuzzing cancels runs it finds)."""
-    items.sort(key=lambda item: item.get_closest_marker("runs_last") is not None)
+    """Tests marked `runs_last` change shared state broadly (fuzzing cancels runs it finds):
+    after every other integration test, but before the fault suite, so that the integration
+    stack (package-scoped) is stopped before the faults start a stack of their own."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("faults") is not None,
+            item.get_closest_marker("runs_last") is not None,
+        )
+    )

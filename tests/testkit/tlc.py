@@ -168,7 +168,11 @@ class TlcServer:
         self.httpd.root, self.httpd.quirks, self.httpd.ranges = root, {}, True
         self.httpd.sent, self.httpd.requests, self.httpd.lock = Counter(), [], threading.Lock()
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll: close() waits for the serve loop's next poll, and some 30 tests each
+        # stop a server (0.5 s each at the default interval).
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     @property
