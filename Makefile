@@ -92,13 +92,33 @@ lock: venv ## Re-resolve requirements*.lock: the stack's, then each image's agai
 			requirements.in -c ../../requirements.lock -o requirements.lock) || exit 1; \
 	done
 
-env: .env ## Create .env with random secrets (once; never overwritten)
+env: .env ## Create .env with random secrets (once; never overwritten; a secret it lacks is added)
+	@$(PYTHON) -c "$$ENV_SECRETS" .env
+
+# The random secrets of .env: the PostgreSQL superuser's, each service's database role's
+# (docs/settings.md) and the first API key. Those a .env lacks are appended (a .env from
+# before the database roles gets their passwords); none is ever replaced.
+define ENV_SECRETS
+import os, re, secrets, sys
+path = sys.argv[1]
+text = open(path).read() if os.path.exists(path) else ""
+have = set(re.findall(r"^([A-Z_]+)=", text, re.M))
+names = ["POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "APP_DB_PASSWORD"]
+lines = [f"{n}={secrets.token_hex(24)}" for n in names if n not in have]
+lines += [] if "API_KEY" in have else [f"API_KEY={secrets.token_urlsafe(32)}"]
+if lines:
+    os.umask(0o077)
+    with open(path, "a") as file:
+        file.write(("" if not text or text.endswith("\n") else "\n") + "\n".join(lines) + "\n")
+    print(f"{path}: added {', '.join(line.split('=')[0] for line in lines)}")
+endef
+export ENV_SECRETS
 
 .env:
-	@umask 077 && $(PYTHON) -c 'import secrets; print(f"POSTGRES_PASSWORD={secrets.token_hex(24)}\nAPI_KEY={secrets.token_urlsafe(32)}")' > .env
+	@$(PYTHON) -c "$$ENV_SECRETS" .env
 	@if [ -n "$(DOCKER_GID)" ]; then echo "DOCKER_GID=$(DOCKER_GID)" >> .env; \
 		else echo "# DOCKER_GID=   # group id of the Docker socket, for the autoscaler" >> .env; fi
-	@echo "created .env with a random POSTGRES_PASSWORD and API_KEY (see .env.example for the rest)"
+	@echo "created .env with random secrets (see .env.example for the rest)"
 
 up: .env ## Build and start the Docker Compose stack in the background
 	$(COMPOSE) up -d --build

@@ -134,6 +134,9 @@ def write_env(env_file: Path) -> Path:
     """A .env with fresh random secrets, and settings that keep the tests quick."""
     env_file.write_text(
         f"POSTGRES_PASSWORD={secrets.token_hex(16)}\n"
+        f"PREFECT_DB_PASSWORD={secrets.token_hex(16)}\n"
+        f"MLFLOW_DB_PASSWORD={secrets.token_hex(16)}\n"
+        f"APP_DB_PASSWORD={secrets.token_hex(16)}\n"
         f"API_KEY={secrets.token_urlsafe(32)}\n"
         "SYNTHETIC_ROWS=20000\n"
         "DEFAULT_DATA_SOURCE=synthetic\n"
