@@ -8,6 +8,9 @@ breaks the next row's `prev_hash`: `verify` names the first row that does not ma
 (`python -m api.admin audit verify`). Deleting the newest rows leaves a shorter, valid
 chain: keep a copy of the newest hash elsewhere to detect that.
 
+In the stack the table is not the API's: its database role may only INSERT and SELECT it
+(services/postgres/initdb/roles.psql), so changing a row takes the superuser.
+
 The middleware appends once the response has been sent, shielded from cancellation: the
 client does not wait for it, and an entry is not lost when the client goes away.
 """
