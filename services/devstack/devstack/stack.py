@@ -393,10 +393,8 @@ class LocalStack:
             passwords = role_passwords(self._dotenv() | dict(os.environ) | self.extra_env)
             apply_roles(self.admin_url, passwords)
             services = ("prefect", "app", "mlflow")
-            prefect_db, app_db, mlflow_db = (
-                role_url(self.admin_url, s, passwords) for s in services
-            )
-            return prefect_db, app_db, mlflow_db
+            prefect, app, mlflow = (role_url(self.admin_url, s, passwords) for s in services)
+            return prefect, app, mlflow
         server_url = self.database_url
         self.admin_url = (
             make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
