@@ -92,16 +92,37 @@ lock: venv ## Re-resolve requirements*.lock: the stack's, then each image's agai
 			requirements.in -c ../../requirements.lock -o requirements.lock) || exit 1; \
 	done
 
-# .env once; then the front door's certificate (certs/gateway.crt and .key, self-signed)
-# unless TLS_CERT_FILE/TLS_KEY_FILE name yours, and TLS_KEY_GID in .env (devstack/tls.py).
+# .env: random secrets, once; a secret an older .env lacks is added, none is replaced. Then
+# the front door's certificate (certs/gateway.crt and .key, self-signed) unless
+# TLS_CERT_FILE/TLS_KEY_FILE name yours, and TLS_KEY_GID in .env (devstack/tls.py).
 # Runs each time (`make up` too): it keeps whatever exists.
-env: $(BIN)/.installed ## Create .env with random secrets and the TLS certificate (never overwritten)
+env: $(BIN)/.installed ## Create .env with random secrets and the TLS certificate (never overwritten; a secret it lacks is added)
 	@if [ ! -e .env ]; then \
-		umask 077 && $(PYTHON) -c 'import secrets; print(f"POSTGRES_PASSWORD={secrets.token_hex(24)}\nAPI_KEY={secrets.token_urlsafe(32)}")' > .env && \
+		$(BIN)/python -c "$$ENV_SECRETS" .env && \
 		if [ -n "$(DOCKER_GID)" ]; then echo "DOCKER_GID=$(DOCKER_GID)" >> .env; \
 			else echo "# DOCKER_GID=   # group id of the Docker socket, for the autoscaler" >> .env; fi && \
-		echo "created .env with a random POSTGRES_PASSWORD and API_KEY (see .env.example for the rest)"; fi
+		echo "created .env with random secrets (see .env.example for the rest)"; \
+	else $(BIN)/python -c "$$ENV_SECRETS" .env; fi
 	@$(BIN)/python -m devstack.tls --env-file .env
+
+# The random secrets of .env: the PostgreSQL superuser's, each service's database role's
+# (docs/settings.md) and the first API key. Those a .env lacks are appended (a .env from
+# before the database roles gets their passwords); none is ever replaced.
+define ENV_SECRETS
+import os, re, secrets, sys
+path = sys.argv[1]
+text = open(path).read() if os.path.exists(path) else ""
+have = set(re.findall(r"^([A-Z_]+)=", text, re.M))
+names = ["POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "APP_DB_PASSWORD"]
+lines = [f"{n}={secrets.token_hex(24)}" for n in names if n not in have]
+lines += [] if "API_KEY" in have else [f"API_KEY={secrets.token_urlsafe(32)}"]
+if lines:
+    os.umask(0o077)
+    with open(path, "a") as file:
+        file.write(("" if not text or text.endswith("\n") else "\n") + "\n".join(lines) + "\n")
+    print(f"{path}: added {', '.join(line.split('=')[0] for line in lines)}")
+endef
+export ENV_SECRETS
 
 up: env ## Build and start the Docker Compose stack in the background
 	$(COMPOSE) up -d --build
@@ -151,7 +172,7 @@ e2e: venv e2e-prepare ## End-to-end: a real Docker engine runs the Compose stack
 e2e-prepare: ## What make e2e needs before its tests: the Docker engine, Chromium, the built images
 	bash tests/e2e/docker_setup.sh
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	POSTGRES_PASSWORD=unused API_KEY=unused DOCKER_GID=0 TLS_KEY_GID=0 docker compose -p stack-e2e build
+	POSTGRES_PASSWORD=unused PREFECT_DB_PASSWORD=unused MLFLOW_DB_PASSWORD=unused APP_DB_PASSWORD=unused API_KEY=unused DOCKER_GID=0 TLS_KEY_GID=0 docker compose -p stack-e2e build
 
 clean: ## Delete local state (var/: Postgres, Prefect, MLflow, data, models) and the venvs
 	rm -rf var $(VENV) $(MLFLOW_VENV)

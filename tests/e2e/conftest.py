@@ -163,6 +163,9 @@ def write_env(env_file: Path) -> Path:
     env_file.write_text(
         f"TLS_CERT_FILE={cert}\nTLS_KEY_FILE={key}\nTLS_KEY_GID={key.stat().st_gid}\n"
         f"POSTGRES_PASSWORD={secrets.token_hex(16)}\n"
+        f"PREFECT_DB_PASSWORD={secrets.token_hex(16)}\n"
+        f"MLFLOW_DB_PASSWORD={secrets.token_hex(16)}\n"
+        f"APP_DB_PASSWORD={secrets.token_hex(16)}\n"
         f"API_KEY={secrets.token_urlsafe(32)}\n"
         "SYNTHETIC_ROWS=20000\n"
         "DEFAULT_DATA_SOURCE=synthetic\n"

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
+from sqlalchemy.engine import make_url
 
 from api.db import ApiDatabase
 from common.web.auth import REVOCATION_SECONDS
@@ -135,11 +136,18 @@ def verify(stack: LocalStack) -> subprocess.CompletedProcess[str]:
     )
 
 
+def app_as_superuser(stack: LocalStack) -> str:
+    """The app's database, as the embedded server's superuser."""
+    database = make_url(stack.env["DATABASE_URL"]).database
+    return make_url(stack.admin_url).set(database=database).render_as_string(hide_password=False)
+
+
 def test_the_audit_chain_shows_an_edited_row(api: httpx.Client, stack: LocalStack) -> None:
     make_key(api, "viewer")
     held = verify(stack)
     assert held.returncode == 0 and "audit chain holds" in held.stdout, held.stderr
-    connection = psycopg2.connect(stack.env["DATABASE_URL"])
+    # The superuser: the API's role may not UPDATE the log (test_postgres_roles).
+    connection = psycopg2.connect(app_as_superuser(stack))
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
@@ -158,7 +166,7 @@ def test_the_audit_chain_shows_an_edited_row(api: httpx.Client, stack: LocalStac
 def test_a_key_store_from_before_roles_is_migrated(stack: LocalStack) -> None:
     """The table as it was (name, hash, created_at) gains ids and roles: its keys are
     admins' and keep working."""
-    url = ensure_database(stack.env["DATABASE_URL"], f"legacy_{uuid.uuid4().hex[:8]}")
+    url = ensure_database(stack.admin_url, f"legacy_{uuid.uuid4().hex[:8]}")
     connection = psycopg2.connect(url)
     connection.autocommit = True
     with connection, connection.cursor() as cursor:

@@ -76,6 +76,9 @@ class FakeTarget:
     def stop_services(self) -> None:
         self.calls.append("stop_services")
 
+    def apply_roles(self) -> None:
+        self.calls.append("apply_roles")
+
     def migrate(self) -> None:
         self.calls.append("migrate")
 
@@ -123,6 +126,9 @@ def test_backup_then_restore_into_a_fresh_stack(stack: FakeTarget, tmp_path: Pat
     assert steps.index("stop_services") < steps.index("load prefect_restoring")
     assert max(i for i, s in enumerate(steps) if s.startswith("load")) < steps.index("ALTER")
     assert steps.index("ALTER") < steps.index("write data")
+    # pg_restore leaves the superuser owning all: each database goes back to its role.
+    last_alter = max(i for i, s in enumerate(steps) if s == "ALTER")
+    assert last_alter < steps.index("apply_roles") < steps.index("write data")
     assert steps[-1] == "close"
 
 
@@ -179,6 +185,7 @@ def test_upgrade_backs_up_with_the_stack_stopped_then_migrates(
 ) -> None:
     upgrade(stack, tmp_path / "before-upgrade.tar.gz", quiet)
     assert (tmp_path / "before-upgrade.tar.gz").exists()
-    steps = [s for s in stack.calls if s in ("stop_services", "migrate", "SELECT")]
-    assert steps == ["stop_services", "SELECT", "migrate"]
+    steps = [s for s in stack.calls if s in ("stop_services", "migrate", "SELECT", "apply_roles")]
+    # The migrations run as the services' roles: a stack from before them gets them first.
+    assert steps == ["stop_services", "SELECT", "apply_roles", "migrate"]
     assert "start" not in stack.calls  # the caller starts it (make dev runs in the foreground)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from devstack.stack import REPO
 from testkit.compose_config import FILES, resolve
@@ -57,7 +58,7 @@ def marked_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Compose's own variables (DOCKER_SOCKET, DOCKER_GID, TLS_KEY_GID) stay real: they shape
     # the file.
     names = [name for name, readers in documented().items() if readers]
-    compose_own = "DOCKER_GID=1\nTLS_KEY_GID=1\nPOSTGRES_PASSWORD=secret\n"
+    compose_own = "DOCKER_GID=1\nTLS_KEY_GID=1\n"
     path.write_text("".join(f"{name}={marker(name)}\n" for name in names) + compose_own)
     return path
 
@@ -99,3 +100,37 @@ def test_fixed_settings_are_documented_readers() -> None:
         if service not in readers.get(name, set())
     ]
     assert stale == []
+
+
+@pytest.mark.parametrize("files", FILES, ids=lambda f: "+".join(f))
+def test_no_service_connects_to_postgres_as_its_superuser(
+    files: tuple[str, ...], marked_env: Path
+) -> None:
+    """Each service's database URL names its own role, on the database of that name (which
+    the role owns: services/postgres/initdb/roles.psql), with that role's password from
+    `.env`; the superuser `stack` and its password are the postgres container's alone."""
+    services = resolve(files, marked_env)["services"]
+    postgres = services["postgres"]["environment"]
+    superuser, superpassword = postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"]
+    urls = {
+        f"{service}: {name}": make_url(value)
+        for service, spec in services.items()
+        for name, value in (spec.get("environment") or {}).items()
+        if isinstance(value, str) and value.startswith("postgresql")
+    }
+    roles = {where.split(":")[0]: url.username for where, url in urls.items()}
+    expected = {"server": "prefect", "mlflow": "mlflow", "api": "app", "serving": "app"}
+    if "docker-compose.ha.yaml" in files:
+        expected |= {"server-migrate": "prefect", "server-services": "prefect"}
+    assert {s: r for s, r in roles.items() if s in expected} == expected
+    for where, url in urls.items():
+        assert url.username != superuser, where
+        assert url.password != superpassword, where
+        assert url.database == url.username, where
+        assert url.password == marker(f"{url.username.upper()}_DB_PASSWORD"), where
+    # The postgres container makes the roles with the same passwords.
+    for role in ("prefect", "mlflow", "app"):
+        name = f"{role.upper()}_DB_PASSWORD"
+        assert postgres[name] == marker(name)
+    mounts = {v["target"]: v.get("source", "") for v in services["postgres"]["volumes"]}
+    assert mounts["/docker-entrypoint-initdb.d"] == str(REPO / "services" / "postgres" / "initdb")

@@ -20,6 +20,7 @@ MAIN = (GATEWAY / "nginx.conf").read_text()
 def env_file(tmp_path: Path, **settings: str) -> Path:
     path = tmp_path / ".env"
     base = {"POSTGRES_PASSWORD": "secret", "API_KEY": "key", "DOCKER_GID": "1", "TLS_KEY_GID": "7"}
+    base |= {f"{role}_DB_PASSWORD": role.lower() for role in ("PREFECT", "MLFLOW", "APP")}
     path.write_text("".join(f"{k}={v}\n" for k, v in {**base, **settings}.items()))
     return path
 
@@ -106,9 +107,15 @@ def test_default_tls_files_are_where_make_env_writes_them(tmp_path: Path) -> Non
 
 
 def test_without_the_key_group_compose_says_to_run_make_env(tmp_path: Path) -> None:
-    env = tmp_path / ".env"
-    env.write_text("POSTGRES_PASSWORD=secret\nAPI_KEY=key\nDOCKER_GID=1\n")
-    with pytest.raises(AssertionError, match="make env"):
+    env = env_file(tmp_path)
+    env.write_text(
+        "".join(
+            line
+            for line in env.read_text().splitlines(keepends=True)
+            if not line.startswith("TLS_KEY_GID=")
+        )
+    )
+    with pytest.raises(AssertionError, match="TLS_KEY_GID.*make env"):
         resolve(FILES[0], env)
 
 

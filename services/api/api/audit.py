@@ -8,6 +8,9 @@ breaks the next row's `prev_hash`: `verify` names the first row that does not ma
 (`python -m api.admin audit verify`). Deleting the newest rows leaves a shorter, valid
 chain: keep a copy of the newest hash elsewhere to detect that.
 
+In the stack the table is not the API's: its database role may only INSERT and SELECT it
+(services/postgres/initdb/roles.psql), so changing a row takes the superuser.
+
 The middleware appends once the response has been sent, shielded from cancellation: the
 client does not wait for it, and an entry is not lost when the client goes away.
 """
@@ -27,21 +30,30 @@ from common.web.auth import Caller
 from common.web.db import blocking
 from common.web.requestid import current_request_id
 
+# Made here only where no audit_log is found (tests, a DATABASE_URL of your own). The
+# stack's PostgreSQL makes it beforehand (services/postgres/initdb/roles.psql, the same
+# columns), in a schema `audit` the API's role does not own, where that role may only INSERT
+# and SELECT: CREATE INDEX on it, even IF NOT EXISTS, would fail there (owner only).
 AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    id          bigserial PRIMARY KEY,
-    at          timestamptz NOT NULL,
-    actor       text NOT NULL,
-    role        text,
-    method      text NOT NULL,
-    route       text NOT NULL,
-    target      text,
-    request_id  text NOT NULL,
-    outcome     integer NOT NULL,
-    prev_hash   text NOT NULL,
-    hash        text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, id);
+DO $$
+BEGIN
+    IF to_regclass('audit_log') IS NULL THEN
+        CREATE TABLE audit_log (
+            id          bigserial PRIMARY KEY,
+            at          timestamptz NOT NULL,
+            actor       text NOT NULL,
+            role        text,
+            method      text NOT NULL,
+            route       text NOT NULL,
+            target      text,
+            request_id  text NOT NULL,
+            outcome     integer NOT NULL,
+            prev_hash   text NOT NULL,
+            hash        text NOT NULL
+        );
+        CREATE INDEX audit_log_actor ON audit_log (actor, id);
+    END IF;
+END $$;
 """
 # Taken for the append's transaction: one appender at a time, across replicas.
 AUDIT_LOCK_ID = 7_391_205

@@ -6,9 +6,12 @@
   manifest (devstack.archive).
 - restore: the whole archive is read and checked against its manifest first; then, with
   nothing but PostgreSQL running, each database is restored beside the live one
-  (`<name>_restoring`) and all are swapped in only once all three loaded; then the stores.
-- upgrade: with the stack stopped (but PostgreSQL), a backup, then Prefect's and MLflow's
-  migrations; `main` then starts the stack.
+  (`<name>_restoring`) and all are swapped in only once all three loaded, then given back to
+  their roles (roles.psql: pg_restore runs as the superuser, without owners or grants, so that
+  an archive of either kind of stack loads into the other); then the stores.
+- upgrade: with the stack stopped (but PostgreSQL), a backup, then the roles, owners and
+  grants (services/postgres/initdb/roles.psql: a stack from before them gets them), then
+  Prefect's and MLflow's migrations; `main` then starts the stack.
 
 Steps and checks are here; how each kind of stack does them is in devstack.targets.
 """
@@ -165,6 +168,8 @@ def _restore_staged(target: Target, manifest: Manifest, staging: Path, say: Prog
         target.query(f'DROP DATABASE IF EXISTS "{names[role]}" WITH (FORCE)')
         target.query(f'ALTER DATABASE "{names[role] + RESTORING}" RENAME TO "{names[role]}"')
     say("  databases swapped in")
+    target.apply_roles()  # pg_restore --no-owner --no-acl: the superuser owns all
+    say("  owners and grants: each database its role's (roles.psql)")
     for store in manifest.stores:
         t0, source = time.monotonic(), staging / "stores" / store
         source.mkdir(parents=True, exist_ok=True)  # an empty store has no member
@@ -190,6 +195,8 @@ def upgrade(target: Target, out: Path, say: Progress = progress) -> Manifest:
     manifest = backup(target, out, say)
     target.open()
     try:
+        target.apply_roles()  # the migrations run as the services' roles
+        say("roles, owners and grants in place (roles.psql)")
         t0 = time.monotonic()
         say("running Prefect's and MLflow's migrations")
         target.migrate()

@@ -2,8 +2,11 @@
 
 import logging
 import os
+import secrets
 import signal
+import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg2
@@ -14,6 +17,14 @@ logger = logging.getLogger("devstack.postgres")
 
 PREFECT_DATABASE = "prefect"
 APP_DATABASE = "app"
+# The stack's roles, databases and grants: the same script the postgres container runs.
+ROLES_SQL = Path(__file__).resolve().parents[3] / "services" / "postgres" / "initdb" / "roles.psql"
+# Service -> (its role and database, the variable of its password); roles.psql's names.
+ROLES = {
+    "prefect": ("prefect", "PREFECT_DB_PASSWORD"),
+    "mlflow": ("mlflow", "MLFLOW_DB_PASSWORD"),
+    "app": ("app", "APP_DB_PASSWORD"),
+}
 
 
 class EmbeddedPostgres:
@@ -99,3 +110,44 @@ def app_database_name(database_url: str | None) -> str:
     if database_url is not None and make_url(database_url).database:
         return str(make_url(database_url).database)
     return APP_DATABASE
+
+
+def role_passwords(env: Mapping[str, str]) -> dict[str, str]:
+    """Each role's password (password variable -> value): `env`'s (the environment, `.env`),
+    else a new random one. The embedded server trusts its socket, so a password that changes
+    at each start costs nothing there; a server of `DATABASE_URL` gets no roles."""
+    return {var: env.get(var) or secrets.token_hex(24) for _, var in ROLES.values()}
+
+
+def apply_roles(admin_url: str, passwords: Mapping[str, str]) -> None:
+    """Run roles.psql as the superuser of `admin_url` (a libpq URL): the roles, their
+    databases and grants, as the postgres container makes them. Idempotent; psql is the
+    embedded server's own (roles.psql uses psql's \\getenv, \\gexec and \\connect).
+
+    Raises RuntimeError with psql's message when it fails.
+    """
+    url = make_url(admin_url).set(database="postgres")
+    env = {**os.environ, **passwords, "PGPASSWORD": url.password or ""}
+    command = [
+        str(embedded_bin_dir() / "psql"),
+        "--no-psqlrc",
+        "--quiet",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--dbname",
+        url.set(password=None).render_as_string(),
+        "--file",
+        str(ROLES_SQL),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{ROLES_SQL.name} failed (exit {result.returncode}): {result.stderr}")
+    logger.info("roles prefect, mlflow, app and app_audit in place")
+
+
+def role_url(admin_url: str, service: str, passwords: Mapping[str, str]) -> str:
+    """The libpq URL `service` (prefect, mlflow, app) connects with: its role, on its
+    database, on the server of `admin_url`."""
+    role, var = ROLES[service]
+    target = make_url(admin_url).set(username=role, password=passwords[var], database=role)
+    return target.render_as_string(hide_password=False)

@@ -25,10 +25,14 @@ from common.contract import DEFAULT_WORK_POOL
 from common.restarts import next_restart_delay
 from devstack.postgres import (
     PREFECT_DATABASE,
+    ROLES,
     EmbeddedPostgres,
     app_database_name,
+    apply_roles,
     asyncpg_url,
     ensure_database,
+    role_passwords,
+    role_url,
 )
 from devstack.settings import DevSettings
 
@@ -131,6 +135,9 @@ class LocalStack:
         self._agents = 0
         self.env: dict[str, str] = {}
         self.database_urls: dict[str, str] = {}
+        # The superuser's URL on the maintenance database `postgres` (DATABASE_URL's own user
+        # on its server): roles, backup and restore; no service connects with it.
+        self.admin_url = ""
 
     @classmethod
     def from_settings(cls, settings: DevSettings, **kwargs: Any) -> "LocalStack":
@@ -376,12 +383,22 @@ class LocalStack:
     # -- environment ---------------------------------------------------------------------
 
     def _databases(self) -> tuple[str, str, str]:
-        """Libpq URLs of Prefect's database and of the app's, created if absent, and of
-        MLflow's (which its server creates)."""
-        server_url = self.database_url
-        if server_url is None:
+        """Libpq URLs of Prefect's database, the app's and MLflow's. On the embedded server,
+        each is its own role's (roles.psql, as in Compose: made or brought up to date here);
+        on DATABASE_URL's server, DATABASE_URL's user's, Prefect's and the app's databases
+        created if absent, MLflow's by its server."""
+        if self.database_url is None:
             self.postgres = EmbeddedPostgres(self.state_dir / "postgres")
-            server_url = self.postgres.url()
+            self.admin_url = self.postgres.url()
+            passwords = role_passwords(self._dotenv() | dict(os.environ) | self.extra_env)
+            apply_roles(self.admin_url, passwords)
+            services = ("prefect", "app", "mlflow")
+            prefect, app, mlflow = (role_url(self.admin_url, s, passwords) for s in services)
+            return prefect, app, mlflow
+        server_url = self.database_url
+        self.admin_url = (
+            make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
+        )
         mlflow_db = make_url(server_url).set(database=MLFLOW_DATABASE)
         return (
             ensure_database(server_url, PREFECT_DATABASE),
@@ -389,11 +406,29 @@ class LocalStack:
             mlflow_db.render_as_string(hide_password=False),
         )
 
+    def apply_roles(self) -> None:
+        """roles.psql again on the embedded server (after a restore: owners and grants)."""
+        if self.database_url is None:
+            env = self._dotenv() | dict(os.environ) | self.extra_env
+            apply_roles(self.admin_url, role_passwords(env) | self._passwords())
+
+    def _passwords(self) -> dict[str, str]:
+        """The passwords in the services' URLs now (so that a re-run keeps them)."""
+        return {
+            var: str(make_url(self.database_urls[service]).password or "")
+            for service, (_, var) in ROLES.items()
+            if service in self.database_urls
+        }
+
+    @staticmethod
+    def _dotenv() -> dict[str, str]:
+        return {k: v for k, v in dotenv_values(REPO / ".env").items() if v is not None}
+
     def _environment(self, databases: tuple[str, str, str], *, mlflow: bool) -> dict[str, str]:
         prefect_db, app_db, mlflow_db = databases
         # `.env` fills what the environment leaves unset, for every service (Prefect's own
         # PREFECT_* variables included), as compose's env_file does for containers.
-        env = {k: v for k, v in dotenv_values(REPO / ".env").items() if v is not None}
+        env = self._dotenv()
         env.update(os.environ)
         # Defaults the user may override (in the environment or .env) ...
         for name, default in store_defaults(self.state_dir).items():

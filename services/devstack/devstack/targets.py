@@ -71,6 +71,11 @@ class Target(Protocol):
     def stop_services(self) -> None:
         """Nothing but PostgreSQL may run during a restore or migration: stop it, or refuse."""
 
+    def apply_roles(self) -> None:
+        """The roles, owners and grants of services/postgres/initdb/roles.psql, again: after
+        a restore (pg_restore --no-owner leaves the superuser owning all) and before the
+        migrations (which run as the services' roles; a stack from before them has none)."""
+
     def migrate(self) -> None:
         """Prefect's and MLflow's schema migrations."""
 
@@ -235,6 +240,12 @@ class ComposeTarget:
         # The named volumes exist, made by Compose (as `up` would), before a restore fills them.
         self.compose("create", "--no-recreate")
 
+    def apply_roles(self) -> None:
+        # Recreated when its configuration changed (the roles' passwords, the init folder):
+        # a container from before the roles has neither.
+        self.compose("up", "-d", "--wait", "postgres")
+        self.compose("exec", "-T", "postgres", "sh", "/docker-entrypoint-initdb.d/10-roles.sh")
+
     def migrate(self) -> None:
         self.compose("build")  # the new version's images, as `make up` builds them
         self.open()
@@ -271,8 +282,9 @@ class DevTarget:
         return embedded_bin_dir()
 
     def _libpq(self, database: str) -> tuple[str, dict[str, str]]:
-        """`database`'s URL without its password, and an environment with it (PGPASSWORD)."""
-        url = make_url(self.local.database_urls["prefect"]).set(database=database)
+        """`database`'s URL (the superuser's) without its password, and an environment with
+        it (PGPASSWORD)."""
+        url = make_url(self.local.admin_url).set(database=database)
         env = {**os.environ, "PGPASSWORD": url.password or ""}
         return url.set(password=None).render_as_string(), env
 
@@ -289,9 +301,8 @@ class DevTarget:
         return {role: str(make_url(url).database) for role, url in urls.items()}
 
     def query(self, statement: str) -> list[list[str]]:
-        maintenance = make_url(self.local.database_urls["prefect"]).set(database="postgres")
         try:
-            connection = psycopg2.connect(maintenance.render_as_string(hide_password=False))
+            connection = psycopg2.connect(self.local.admin_url)
             try:
                 connection.autocommit = True
                 with connection.cursor() as cursor:
@@ -352,6 +363,9 @@ class DevTarget:
                 f"processes of an earlier make dev on {state} still run (pids {others}): "
                 "start and stop make dev once (it stops them), or kill them"
             )
+
+    def apply_roles(self) -> None:
+        self.local.apply_roles()
 
     def migrate(self) -> None:
         _run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"], env=self.local.env)
