@@ -409,16 +409,28 @@ def test_a_person_logs_in_with_a_browser_and_sees_both_uis(
     ARTIFACTS.mkdir(exist_ok=True)
     shots = ARTIFACTS / "door-prefect-ui.png", ARTIFACTS / "door-mlflow-ui.png"
     with browser_page(compose, headers={}) as page:
+        # What the door or a server refused while the viewer browsed: a viewer's UI must not
+        # ask for anything a viewer may not read (Prefect's menu needs its settings).
+        refused: list[tuple[int, str, str]] = []
+        page.on(
+            "response",
+            lambda r: (
+                refused.append((r.status, r.request.method, r.url)) if r.status >= 400 else None
+            ),
+        )
         page.goto(f"{PREFECT_UI}/runs")
         assert "/login?next=/prefect/runs" in page.url, page.url
         page.fill("#username", person.name)
         page.fill("#password", person.password)
         page.click("button[type=submit]")
         page.wait_for_url(f"{PREFECT_UI}/**", timeout=30_000)
-        rendered(page, f"{PREFECT_UI}/runs", "Completed")
+        text = rendered(page, f"{PREFECT_UI}/runs", "Completed")
         page.screenshot(path=shots[0])
+        assert "Dashboard" in text, text[:2000]  # the menu, drawn once the settings are read
+        assert [r for r in refused if "/prefect/" in r[2]] == [], refused
         text = rendered(page, f"{MLFLOW}/#/experiments", "Default")
         page.screenshot(path=shots[1])
         assert "Experiments" in text, text[-2000:]
+        figure(f"viewer's browser, refused: {[r for r in refused if '/prefect/' not in r[2]]}")
     for shot in shots:
         assert shot.stat().st_size > 10_000

@@ -72,8 +72,9 @@ ROUTES: dict[str, dict[Route, Role | None]] = {
 # Creating a flow run from a deployment is an admin's: its body may carry `job_variables`,
 # which on a process pool replace the command an agent runs, and the door does not see
 # bodies; operators trigger through our API (`POST /api/runs`), which takes parameters only.
-# Every other write is an admin's. A few reads are an
-# admin's too, because they can show secrets: Prefect's server settings and the block
+# Every other write is an admin's. Prefect's server settings are a viewer's: the UI reads them
+# to draw its menu, and Prefect obfuscates every secret in them (the database URL among
+# them). A few reads are an admin's, because they can show secrets: the block
 # documents' filter (its body may ask for secret values, and the door does not see bodies;
 # a GET asking `include_secrets` is an admin's too, see SECRET_QUERY), MLflow's gateway
 # secrets and its gateway proxy. Websockets are GETs (events/out and logs/out are reads;
@@ -82,7 +83,7 @@ ROUTES: dict[str, dict[Route, Role | None]] = {
 DOOR: dict[str, dict[Route, Role | None]] = {
     # Prefect's REST API, as Prefect names its routes (public: /prefect/api/...).
     "prefect": {
-        ("GET", "/admin/settings"): Role.admin,
+        ("GET", "/admin/settings"): Role.viewer,
         ("DELETE", "/admin/storage"): Role.admin,
         ("GET", "/admin/storage"): Role.viewer,
         ("PUT", "/admin/storage"): Role.admin,
