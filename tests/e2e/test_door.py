@@ -26,6 +26,7 @@ from e2e.conftest import (
     PREFECT_UI,
     SERVING,
     Compose,
+    _read_env,
     figure,
 )
 from e2e.test_compose import browser_page, rendered
@@ -186,6 +187,12 @@ def test_a_viewer_reads_prefect_and_mlflow_but_cannot_write(
     )
     assert experiments.status_code == 200, experiments.text
     assert http.get(f"{API}/runs", headers=viewer.headers).status_code == 200
+    # The server's settings, which the Prefect UI reads for its menu: no secret of .env in them.
+    settings = http.get(f"{PREFECT}/admin/settings", headers=viewer.headers)
+    assert settings.status_code == 200, settings.text
+    for name, value in _read_env(compose.env_file).items():
+        if name.endswith(("PASSWORD", "KEY")) and len(value) >= 8:
+            assert value not in settings.text, name
 
     deployment = _deployment_id(compose)
     refused = {
