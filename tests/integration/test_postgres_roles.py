@@ -131,12 +131,13 @@ def test_the_app_role_may_append_and_read_the_audit_log_not_change_it(admin: str
         with pytest.raises(errors.InsufficientPrivilege):
             execute(app, statement)
     assert execute(app, "SELECT count(*) FROM audit_log") == [(2,)]
-    # Its own tables it owns: the key store's, which its start-up alters.
+    # Its own tables it owns (keys, idempotency, people, sessions), which its start-up alters.
     owned = execute(
         on(admin, "app"),
         "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
     )
-    assert owned == [("api_keys", "app"), ("idempotency_keys", "app")]
+    assert [owner for _, owner in owned] == ["app"] * len(owned)
+    assert {"api_keys", "idempotency_keys", "users", "sessions"} <= {name for name, _ in owned}
 
 
 def test_the_api_makes_the_same_audit_table_where_roles_psql_did_not(admin: str) -> None:
@@ -204,6 +205,8 @@ def test_a_server_from_before_the_roles_is_brought_to_them(tmp_path: Path) -> No
             ("audit.audit_log_id_seq", "app_audit"),
             ("public.api_keys", "app"),
             ("public.idempotency_keys", "app"),
+            ("public.sessions", "app"),
+            ("public.users", "app"),
         ]
         app = ApiDatabase(role_url(admin, "app", PASSWORDS), max_connections=2)
         try:

@@ -115,7 +115,7 @@ def test_without_the_key_group_compose_says_to_run_make_env(tmp_path: Path) -> N
             if not line.startswith("TLS_KEY_GID=")
         )
     )
-    with pytest.raises(AssertionError, match="TLS_KEY_GID.*make env"):
+    with pytest.raises(AssertionError, match=r"TLS_KEY_GID.*make env"):
         resolve(FILES[0], env)
 
 
