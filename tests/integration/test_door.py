@@ -178,6 +178,12 @@ def test_a_person_logs_in_and_is_refused_within_a_second_once_disabled(
         "/login", json={"username": "ana", "password": PASSWORD}, follow_redirects=False
     )
     assert refused.status_code == 401
+    # Disabling is final: a disabled person's role or password is not changed.
+    changed = first.patch(f"/users/{user_id}", json={"role": "admin"}, headers=admin)
+    assert changed.status_code == 409 and changed.json()["type"] == "/problems/user-disabled"
+    with database.connection() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT role FROM users WHERE name = 'ana'")
+        assert cursor.fetchone() == ("viewer",)
 
     logins = [r for r in database.audit_rows(0, 1000) if r.route == "/login"]
     assert [(r.actor, r.outcome) for r in logins] == [("user:ana", 303), ("anonymous", 401)]

@@ -28,7 +28,7 @@ from prefect.states import Cancelling
 
 from api import people
 from api.audit import GENESIS, Entry, Row, row_hash
-from api.db import Claim, UserNameTakenError
+from api.db import Claim, UserDisabledError, UserNameTakenError
 from api.deps import get_database, get_door_auth, get_idempotency_keys, get_prefect
 from api.idempotency import IdempotencyKeys
 from api.main import authenticators
@@ -170,6 +170,8 @@ class FakeDatabase:
         user = self.users.get(user_id)
         if user is None:
             return None
+        if user.disabled_at is not None:
+            raise UserDisabledError(f"{user.name} is disabled")
         user = self.users[user_id] = dataclasses.replace(user, role=role or user.role)
         if password_hash is not None:
             self.password_hashes[user_id] = password_hash

@@ -269,7 +269,16 @@ def test_an_admin_manages_people_and_sessions(client: TestClient, database: Fake
     assert client.get("/flows").status_code == 401
     assert log_in(client, name="kim", password="another long password").status_code == 401
     assert client.get("/sessions", headers=AUTH).json()["sessions"] == []
+    # Disabling is final: no role or password brings a disabled person back.
+    for change in ({"role": "admin"}, {"password": "a third long password"}):
+        refused = client.patch(f"/users/{kim}", json=change, headers=AUTH)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"] == "/problems/user-disabled"
+    assert log_in(client, name="kim", password="a third long password").status_code == 401
     missing = "00000000-0000-0000-0000-000000000000"
+    assert (
+        client.patch(f"/users/{missing}", json={"role": "admin"}, headers=AUTH).status_code == 404
+    )
     assert client.delete(f"/users/{missing}", headers=AUTH).status_code == 404
 
 

@@ -172,11 +172,19 @@ class ApiDatabase(Database):
         self, user_id: uuid.UUID, role: str | None, password_hash: str | None
     ) -> User | None:
         """Change a user's role and/or password (None: keep). A new password ends the user's
-        sessions (whoever held one must log in with it). None: no such user."""
+        sessions (whoever held one must log in with it). None: no such user. Raises
+        UserDisabledError for a disabled user."""
         with self.connection() as conn:
             conn.autocommit = False
             try:
                 with conn.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT name, disabled_at FROM users WHERE id = %s FOR UPDATE",
+                        (str(user_id),),
+                    )
+                    found = cursor.fetchone()
+                    if found is not None and found[1] is not None:
+                        raise UserDisabledError(f"{found[0]} is disabled")
                     cursor.execute(
                         "UPDATE users SET role = coalesce(%s, role), "
                         "password_hash = coalesce(%s, password_hash) "
@@ -342,6 +350,11 @@ class ApiDatabase(Database):
 
 class UserNameTakenError(ValueError):
     """A user of that name exists already."""
+
+
+class UserDisabledError(ValueError):
+    """The user is disabled: a disabled person is not changed (their name stays in the
+    audit log, and nothing can make them able to log in again)."""
 
 
 def _user(row: tuple[Any, ...]) -> User:

@@ -10,7 +10,7 @@ import anyio
 from fastapi import APIRouter, Query, Request
 
 from api import pages, people
-from api.db import UserNameTakenError
+from api.db import UserDisabledError, UserNameTakenError
 from api.deps import Allowed, DatabaseDep
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import Session, SessionPage, User, UserChange, UserPage, UserRequest
@@ -95,13 +95,18 @@ async def list_users(
     operation_id="change_user",
     response_model=User,
     summary="Change a person's role or password (a new password ends their sessions)",
+    responses={409: PROBLEM_RESPONSES[422] | {"description": "The user is disabled"}},
 )
 async def change_user(
     user_id: uuid.UUID, body: UserChange, database: DatabaseDep, auth: Auth, _: Allowed
 ) -> User:
+    """A disabled person is not changed (409 `user-disabled`): disabling is final."""
     password_hash = None if body.password is None else await _hash(body.password)
     role = None if body.role is None else body.role.value
-    user = await blocking(database.update_user, user_id, role, password_hash)
+    try:
+        user = await blocking(database.update_user, user_id, role, password_hash)
+    except UserDisabledError as error:
+        raise Problem(409, "user-disabled", str(error)) from None
     _forget(auth)
     if user is None:
         raise Problem(404, "not-found", f"no user {user_id}")

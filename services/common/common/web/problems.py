@@ -26,6 +26,7 @@ TITLES = {
     "key-name-taken": "A key of that name exists",
     "key-from-environment": "The key is API_KEY's: change it in the environment",
     "user-name-taken": "A user of that name exists",
+    "user-disabled": "The user is disabled",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "idempotency-key-reused": "Idempotency-Key reused with a different request",
