@@ -9,7 +9,7 @@ import datetime as dt
 import hmac
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg2
 
@@ -257,24 +257,19 @@ class ApiDatabase(Database):
 
     def revoke_session(self, session_id: uuid.UUID) -> Session | None:
         """End a session (ending it again keeps the first time); None: no such session."""
-        with self.connection() as conn, conn.cursor() as cursor:
-            cursor.execute(
-                "WITH s AS (UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
-                "WHERE id = %s RETURNING *) "
-                f"SELECT {SESSION_COLUMNS} FROM s JOIN users u ON u.id = s.user_id",
-                (str(session_id),),
-            )
-            row = cursor.fetchone()
-        return None if row is None else _session(row)
+        return self._end_session("id", str(session_id))
 
     def end_session(self, token: str) -> Session | None:
         """End the session whose token this is (a logout); None: no such session."""
+        return self._end_session("token_sha256", hash_key(token))
+
+    def _end_session(self, column: Literal["id", "token_sha256"], value: str) -> Session | None:
         with self.connection() as conn, conn.cursor() as cursor:
             cursor.execute(
                 "WITH s AS (UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
-                "WHERE token_sha256 = %s RETURNING *) "
+                f"WHERE {column} = %s RETURNING *) "
                 f"SELECT {SESSION_COLUMNS} FROM s JOIN users u ON u.id = s.user_id",
-                (hash_key(token),),
+                (value,),
             )
             row = cursor.fetchone()
         return None if row is None else _session(row)

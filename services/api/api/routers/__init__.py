@@ -1,12 +1,16 @@
 """The API's routes, one router per resource; the problems they answer with, and the
 cursor pages their lists share (api.pages)."""
 
-from typing import Any
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
 
 from api import pages
 from common.web import problems
+from common.web.db import blocking
 from common.web.problems import Problem
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = problems.responses(
@@ -38,3 +42,37 @@ def page_cursor(text: str | None, scope: str) -> pages.Cursor:
 
 def next_url(request: Request, cursor: pages.Cursor, scope: str) -> str:
     return str(request.url.include_query_params(cursor=pages.encode(cursor, scope)))
+
+
+class Created(Protocol):
+    """A stored thing listed oldest first: keys, people, sessions."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
+C = TypeVar("C", bound=Created)
+
+
+async def oldest_first(
+    request: Request,
+    text: str | None,
+    limit: int,
+    scope: str,
+    load: Callable[[int, dt.datetime | None], Sequence[C]],
+) -> tuple[list[C], str | None]:
+    """A page of a list ordered by (created_at, id), and the URL of the next one (None at
+    the end). `load(size, since)` reads up to `size` items created at or after `since`
+    (None: from the start); it blocks, so it runs in a thread."""
+    at = page_cursor(text, scope)
+    read = pages.plan(at, limit)
+    since = None if read.start is None else pages.moment(read.start)
+    found = await blocking(load, read.size, since)
+    page = pages.turn(
+        at, read, found, lambda item: (pages.position(item.created_at), item.id),
+        window=pages.RUNS_WINDOW,
+    )  # fmt: skip
+    return page.items, (next_url(request, page.cursor, scope) if page.more else None)

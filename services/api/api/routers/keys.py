@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from api import pages
 from api.deps import Allowed, DatabaseDep
-from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
+from api.routers import PROBLEM_RESPONSES, oldest_first
 from api.schemas import Key, KeyPage, KeyRequest, NewKey
 from common.web.auth import Auth, Role
 from common.web.db import ENV_KEY, ApiKey, KeyNameTakenError, blocking
@@ -39,10 +38,6 @@ async def _changeable(database: DatabaseDep, key_id: uuid.UUID) -> None:
 ENV_KEY_RESPONSE: dict[int | str, dict[str, Any]] = {
     409: PROBLEM_RESPONSES[422] | {"description": "The key is API_KEY's"}
 }
-
-
-def _key_position(key: ApiKey) -> tuple[int, uuid.UUID]:
-    return pages.position(key.created_at), key.id
 
 
 @router.post(
@@ -82,15 +77,8 @@ async def list_keys(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> KeyPage:
-    at = page_cursor(cursor, "keys")
-    read = pages.plan(at, limit)
-    since = None if read.start is None else pages.moment(read.start)
-    keys = await blocking(database.list_keys, read.size, since)
-    page = pages.turn(at, read, keys, _key_position, window=pages.RUNS_WINDOW)
-    return KeyPage(
-        keys=[shown(key) for key in page.items],
-        next=next_url(request, page.cursor, "keys") if page.more else None,
-    )
+    keys, following = await oldest_first(request, cursor, limit, "keys", database.list_keys)
+    return KeyPage(keys=[shown(key) for key in keys], next=following)
 
 
 @router.post(

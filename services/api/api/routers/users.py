@@ -9,10 +9,10 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query, Request
 
-from api import pages, people
+from api import people
 from api.db import UserDisabledError, UserNameTakenError
 from api.deps import Allowed, DatabaseDep
-from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
+from api.routers import PROBLEM_RESPONSES, oldest_first
 from api.schemas import Session, SessionPage, User, UserChange, UserPage, UserRequest
 from common.web.auth import Auth, Role
 from common.web.db import blocking
@@ -67,10 +67,6 @@ async def create_user(
     return shown(user)
 
 
-def _user_position(user: people.User) -> tuple[int, uuid.UUID]:
-    return pages.position(user.created_at), user.id
-
-
 @router.get("/users", operation_id="list_users", response_model=UserPage, summary="People")
 async def list_users(
     request: Request,
@@ -79,15 +75,8 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> UserPage:
-    at = page_cursor(cursor, "users")
-    read = pages.plan(at, limit)
-    since = None if read.start is None else pages.moment(read.start)
-    found = await blocking(database.list_users, read.size, since)
-    page = pages.turn(at, read, found, _user_position, window=pages.RUNS_WINDOW)
-    return UserPage(
-        users=[shown(user) for user in page.items],
-        next=next_url(request, page.cursor, "users") if page.more else None,
-    )
+    users, following = await oldest_first(request, cursor, limit, "users", database.list_users)
+    return UserPage(users=[shown(user) for user in users], next=following)
 
 
 @router.patch(
@@ -128,10 +117,6 @@ async def disable_user(user_id: uuid.UUID, database: DatabaseDep, auth: Auth, _:
     return shown(user)
 
 
-def _session_position(session: people.Session) -> tuple[int, uuid.UUID]:
-    return pages.position(session.created_at), session.id
-
-
 @router.get(
     "/sessions",
     operation_id="list_sessions",
@@ -145,15 +130,10 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
 ) -> SessionPage:
-    at = page_cursor(cursor, "sessions")
-    read = pages.plan(at, limit)
-    since = None if read.start is None else pages.moment(read.start)
-    found = await blocking(database.list_sessions, read.size, since)
-    page = pages.turn(at, read, found, _session_position, window=pages.RUNS_WINDOW)
-    return SessionPage(
-        sessions=[shown_session(s) for s in page.items],
-        next=next_url(request, page.cursor, "sessions") if page.more else None,
+    found, following = await oldest_first(
+        request, cursor, limit, "sessions", database.list_sessions
     )
+    return SessionPage(sessions=[shown_session(s) for s in found], next=following)
 
 
 @router.delete(
