@@ -9,7 +9,7 @@ UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 export PYTHONPATH := services/common:services/trainer:services/agent:services/autoscaler:services/api:services/devstack:services/mlflow:services/serving:tests
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test e2e-prepare test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale lock clean \
+.PHONY: help venv dev test e2e-prepare test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale bench-door lock clean \
 	env up up-ha down logs deploy scale run e2e backup restore upgrade
 COMPOSE ?= docker compose
 # The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
@@ -82,6 +82,9 @@ bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, our war
 
 bench-autoscale: venv ## Drain a burst: autoscaler vs 1 fixed agent vs max fixed; plots bench/autoscale.png
 	$(BIN)/python bench/autoscale.py
+
+bench-door: venv ## What the front door adds to GET /runs/{id}, against the running Compose stack (make up)
+	$(BIN)/python bench/door.py
 
 lock: venv ## Re-resolve requirements*.lock: the stack's, then each image's against it
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock

@@ -6,11 +6,15 @@ every write through the door is then in the audit log, refused or allowed. A per
 at the door's /login, and the session cookie opens both UIs (headless Chromium too)."""
 
 import json
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +25,12 @@ from e2e.conftest import (
     API,
     ARTIFACTS,
     DOOR,
+    DOOR_NAME,
     MLFLOW,
     PREFECT,
     PREFECT_UI,
+    PROJECT,
+    REPO,
     SERVING,
     Compose,
     _read_env,
@@ -85,6 +92,18 @@ def _request_id() -> str:
 
 def _deployment_id(compose: Compose, flow: str = "probe") -> str:
     return compose.prefect().deployment(flow)["id"]
+
+
+def _wait_completed(compose: Compose, run_id: str, headers: dict[str, str]) -> dict:
+    """The run's final state through the door, within 180 s; it must be COMPLETED."""
+    deadline = time.monotonic() + 180
+    while (state := compose.http.get(f"{API}/runs/{run_id}", headers=headers).json()["state"])[
+        "type"
+    ] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert state["type"] == "COMPLETED", state
+    return state
 
 
 def test_only_the_door_is_published_and_nothing_else_answers_on_loopback(
@@ -235,15 +254,7 @@ def test_an_operator_triggers_through_the_api_and_steers_prefect_runs(
         headers=operator.headers | {"X-Request-ID": trigger_id},
     )
     assert run.status_code == 202, run.text
-    deadline = time.monotonic() + 180
-    while (
-        state := http.get(f"{API}/runs/{run.json()['id']}", headers=operator.headers).json()[
-            "state"
-        ]
-    )["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-        assert time.monotonic() < deadline, state
-        time.sleep(0.5)
-    assert state["type"] == "COMPLETED", state
+    _wait_completed(compose, run.json()["id"], operator.headers)
     elapsed = time.monotonic() - started
     figure(f"door: an operator's trigger through /api/runs completed in {elapsed:.1f} s")
 
@@ -441,3 +452,163 @@ def test_a_person_logs_in_with_a_browser_and_sees_both_uis(
         figure(f"viewer's browser, refused: {[r for r in refused if '/prefect/' not in r[2]]}")
     for shot in shots:
         assert shot.stat().st_size > 10_000
+
+
+# --- the teammate's laptop ------------------------------------------------------------------
+TEAMMATE_NETWORK = f"{PROJECT}-teammate"
+TEAMMATE_SCRIPT = Path(__file__).with_name("teammate.py")
+# What the laptop must not reach: every service behind the door, on its own port.
+INTERNAL = {"server": 4200, "mlflow": 5000, "api": 8000, "serving": 8001, "postgres": 5432}
+
+
+def _docker(*args: str, check: bool = True, timeout: float = 300, **options) -> str:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, **options
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"docker {' '.join(args[:3])} exited {result.returncode}:\n{result.stderr}"
+        )
+    return result.stdout
+
+
+def _container(compose: Compose, service: str) -> str:
+    [container] = compose.run("ps", "-q", service).split()
+    return container
+
+
+@pytest.fixture(scope="module")
+def teammate_network(compose: Compose) -> Iterator[str]:
+    """A network of its own (the teammate's laptop's), which only the door also joins, as
+    `gateway`; removed afterwards, whatever happened."""
+    gateway = _container(compose, "gateway")
+    # A killed run's network (its containers are gone with that run's stack).
+    _docker("network", "rm", TEAMMATE_NETWORK, check=False)
+    _docker("network", "create", TEAMMATE_NETWORK)
+    try:
+        _docker("network", "connect", "--alias", DOOR_NAME, TEAMMATE_NETWORK, gateway)
+        try:
+            yield TEAMMATE_NETWORK
+        finally:
+            _docker("network", "disconnect", "--force", TEAMMATE_NETWORK, gateway, check=False)
+    finally:
+        _docker("network", "rm", TEAMMATE_NETWORK, check=False)
+
+
+def _internal_addresses(compose: Compose, network: str) -> list[tuple[str, int]]:
+    """Each service's name and port, and its container's address on the stack's network."""
+    targets = list(INTERNAL.items())
+    for service, port in INTERNAL.items():
+        [details] = json.loads(_docker("inspect", _container(compose, service)))
+        networks = details["NetworkSettings"]["Networks"]
+        addresses = [n["IPAddress"] for name, n in networks.items() if name != network]
+        assert addresses and all(addresses), (service, networks)
+        targets += [(address, port) for address in addresses]
+    return targets
+
+
+def test_a_teammate_s_laptop_reaches_only_the_door(
+    compose: Compose, teammate_network: str, viewer: Key, operator: Key
+) -> None:
+    """From a container on a network that only the door shares: no credentials, 401 but on
+    health; a viewer's writes, 403; an operator's trigger, 202 (and the run completes); an
+    admin's new key works until revoked, then is refused within 1 s; no service behind the
+    door answers directly, by name or by address; the audit log holds the writes."""
+    admin = Key(compose, "admin")
+    config = {
+        "door": f"https://{DOOR_NAME}:8443",
+        "cafile": "/door.crt",
+        "viewer": viewer.headers["Authorization"].removeprefix("Bearer "),
+        "operator": operator.headers["Authorization"].removeprefix("Bearer "),
+        "admin": admin.headers["Authorization"].removeprefix("Bearer "),
+        "deployment": _deployment_id(compose),
+        "model": "trip-duration-fhv",
+        "internal": _internal_addresses(compose, teammate_network),
+    }
+    out = _docker(
+        "run", "--rm", "--network", teammate_network,
+        "-v", f"{TEAMMATE_SCRIPT}:/teammate.py:ro",
+        "-v", f"{compose.certificate}:/door.crt:ro",
+        "-e", "TEAMMATE",  # keys in the environment, not on a command line
+        "python:3.11-slim", "python", "/teammate.py",
+        env=os.environ | {"TEAMMATE": json.dumps(config)},
+    )  # fmt: skip
+    report = json.loads(out.strip().splitlines()[-1])
+    figure(f"teammate's laptop: {json.dumps(report['anonymous'])}")
+
+    assert report["anonymous"]["protected"] == dict.fromkeys(
+        ("prefect", "mlflow", "api", "serving"), 401
+    ), report
+    assert set(report["anonymous"]["health"].values()) == {200}, report
+    viewer_writes = report["viewer"]
+    assert {n: w["status"] for n, w in viewer_writes.items()} == dict.fromkeys(
+        ("api", "prefect", "mlflow"), 403
+    ), report
+    trigger = report["operator"]
+    assert trigger["status"] == 202 and trigger["run"], report
+    _wait_completed(compose, trigger["run"], operator.headers)
+
+    lifecycle = report["admin"]
+    assert lifecycle["create"]["status"] == 201, lifecycle
+    assert lifecycle["works"] == {"api": [200, 200], "mlflow": [200, 200]}, lifecycle
+    assert lifecycle["revoke"]["status"] == 200, lifecycle
+    refused_after = lifecycle["refused_after_seconds"]
+    figure(f"teammate's revoked key refused after (s): {refused_after}")
+    assert all(s is not None and s <= 1.0 for s in refused_after.values()), lifecycle
+    assert lifecycle["later"] == {"api": 401, "mlflow": 401}, lifecycle
+
+    assert report["door_by_name"] == "connected", report
+    reached = {target: how for target, how in report["internal"].items() if how == "connected"}
+    assert reached == {}, report["internal"]
+    assert len(report["internal"]) >= 2 * len(INTERNAL), report["internal"]
+
+    refused = {w["request_id"]: w for w in viewer_writes.values()}
+    allowed = {
+        trigger["request_id"]: (operator.name, 202),
+        lifecycle["create"]["request_id"]: (admin.name, 201),
+        lifecycle["revoke"]["request_id"]: (admin.name, 200),
+    }
+    entries = _audit(compose, set(refused) | set(allowed))
+    assert set(entries) == set(refused) | set(allowed), json.dumps(entries)
+    for request_id in refused:
+        entry = entries[request_id]
+        assert (entry["actor"], entry["method"], entry["outcome"]) == (viewer.name, "POST", 403)
+    for request_id, (actor, outcome) in allowed.items():
+        entry = entries[request_id]
+        assert (entry["actor"], entry["outcome"]) == (actor, outcome), entry
+
+
+# --- the door's cost --------------------------------------------------------------------------
+BENCH = REPO / "bench" / "door.py"
+
+
+def test_the_door_s_cost_on_a_read_is_measured_side_by_side_with_the_api(
+    compose: Compose,
+) -> None:
+    """bench/door.py, as `make bench-door` runs it, against this stack: GET /runs/{id} inside
+    the network, directly and through the door. Its figures go to the e2e figures; speed is
+    reported, not asserted: every answer must be a 200."""
+    result = subprocess.run(
+        [
+            sys.executable, str(BENCH), "--project", compose.project,
+            "--env-file", str(compose.env_file), "--json",
+        ],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    ways = figures["ways"]
+    for line in result.stdout.strip().splitlines()[1:-1]:
+        figure(f"bench-door: {line}")
+    for name, way in ways.items():
+        assert way["requests"] >= 2000 and way["statuses"] == {"200": way["requests"]}, (
+            name,
+            way,
+        )
+    figure(
+        f"bench-door: p50 direct {ways['direct']['p50_ms']:.2f} ms, door "
+        f"{ways['door']['p50_ms']:.2f} ms; p50 added (ms) {figures['door']['p50_added_ms']:.2f}; "
+        f"throughput ratio (door/direct) {figures['door']['throughput_ratio']:.2f} "
+        f"(fresh verdicts: {figures['door_fresh']['p50_added_ms']:.2f} ms, "
+        f"{figures['door_fresh']['throughput_ratio']:.2f})"
+    )

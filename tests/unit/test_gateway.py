@@ -143,3 +143,41 @@ def test_the_door_blocks_its_own_check_and_keeps_health_open() -> None:
         assert re.search(rf"location = {re.escape(path)} \{{\s+auth_request off;", DOOR), path
     # Everything else asks the authority: `auth_request` at the server level.
     assert re.search(r"^    auth_request /_door;$", DOOR, flags=re.M)
+
+
+def test_the_door_keeps_only_reads_allowed_verdicts_for_half_a_second() -> None:
+    """The verdict cache (docs/gateway.md): keyed by the half-second window, the method, the
+    URI and both credentials; only 204s; writes and no-cache reads bypass it."""
+    maps = (GATEWAY / "door" / "maps.conf").read_text()
+    door = DOOR.split("location = /_door {", 1)[1].split("\n    }\n", 1)[0]
+    [key] = re.findall(r'proxy_cache_key "([^"]+)";', door)
+    assert key.split("|") == [
+        "$door_verdict_window", "$request_method", "$request_uri",
+        "$http_authorization", "$cookie_stack_session",
+    ]  # fmt: skip
+    assert re.findall(r"proxy_cache_valid (.+);", door) == ["204 1s"]
+    assert "proxy_cache_bypass $door_verdict_fresh;" in door
+    assert "proxy_no_cache $door_verdict_fresh;" in door
+    assert "keys_zone=door_verdicts:" in MAIN and "proxy_cache_path /tmp/" in MAIN
+    # The window: the second and which half of it, from $msec (nginx's PCRE named groups are
+    # `(?<name>...)`, Python's `(?P<name>...)`).
+    window = re.search(r"map \$msec \$door_verdict_window \{(.*?)\n\}", maps, re.S)[1]
+    rules = [(p.replace("(?<", "(?P<"), v) for p, v in re.findall(r'"~(\S+)" "(\S+)";', window)]
+    halves = {
+        "1700000000.000": "1700000000.0",
+        "1700000000.499": "1700000000.0",
+        "1700000000.500": "1700000000.5",
+        "1700000000.999": "1700000000.5",
+    }
+    for msec, expected in halves.items():
+        [(match, value)] = [(m, v) for p, v in rules if (m := re.match(p, msec))]
+        assert value.replace("${door_window_second}", match["door_window_second"]) == expected
+    # Fresh (no cache) unless a GET or HEAD without no-cache.
+    fresh = re.search(r"map \$request_method \$door_verdict_fresh \{(.*?)\n\}", maps, re.S)[1]
+    assert re.findall(r"^\s+(\S+) (\S+);", fresh, re.M) == [
+        ("default", "1"), ("GET", "$door_verdict_no_cache"), ("HEAD", "$door_verdict_no_cache"),
+    ]  # fmt: skip
+    no_cache = re.search(
+        r"map \$http_cache_control \$door_verdict_no_cache \{(.*?)\n\}", maps, re.S
+    )
+    assert '"~*no-cache|no-store" 1;' in no_cache[1] and 'default "";' in no_cache[1]
