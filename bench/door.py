@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 REPO = Path(__file__).resolve().parents[1]
 INSIDE_SCRIPT = "/bench/door.py"
 INSIDE_CERT = "/bench/door.crt"
@@ -94,8 +96,6 @@ def _percentile(ordered: list[float], q: int) -> float:
 # -- inside the network ----------------------------------------------------------------------
 def newest_finished_run(key: str) -> str:
     """The id of the newest finished run the API lists. Raises SystemExit when there is none."""
-    import httpx
-
     page = httpx.get(
         f"{DIRECT}/runs", params={"limit": 100}, headers=_auth(key), timeout=30
     ).raise_for_status()
@@ -115,8 +115,6 @@ def measure(
     """`requests` measured requests each way (after `warmup`), in `rounds` rounds, from
     `threads` threads with a keep-alive connection each per way. Phases are started and ended
     together (a barrier): each phase's wall time is the slowest thread's."""
-    import httpx
-
     tls = ssl.create_default_context(cafile=cafile)
     # The certificate is pinned (the only one trusted), the name not checked (module doc).
     tls.check_hostname = False
