@@ -578,6 +578,55 @@ def test_a_teammate_s_laptop_reaches_only_the_door(
         assert (entry["actor"], entry["outcome"]) == (actor, outcome), entry
 
 
+def _address(container: str) -> tuple[str, str]:
+    """A container's (network, address) on the stack's network."""
+    networks = json.loads(_docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", container))
+    [(network, settings)] = [(n, v) for n, v in networks.items() if n.endswith("_default")]
+    return network, settings["IPAddress"]
+
+
+def test_the_door_follows_a_restarted_api_to_its_new_address(compose: Compose) -> None:
+    """Docker gives a restarted container a free address, and a container started while it
+    was down (an agent the autoscaler adds) takes its old one. The door keeps connections to
+    the services open (door-run renders them as upstream groups by address) and follows the
+    move: reads and the authority answer again within seconds, with no restart of the door."""
+    api = _container(compose, "api")
+    network, before = _address(api)
+    compose.run("stop", "api")
+    squatters: list[str] = []
+    try:
+        # Containers take the lowest free address: the API's is taken within a few.
+        for _ in range(8):
+            name = f"{compose.project}-squatter-{uuid.uuid4().hex[:8]}"
+            _docker("run", "-d", "--rm", "--name", name, "--network", network,
+                    "python:3.11-slim", "sleep", "600")  # fmt: skip
+            squatters.append(name)
+            if _address(name)[1] == before:
+                break
+        assert _address(squatters[-1])[1] == before, "no container took the API's address"
+        compose.run("start", "api")
+        compose.wait_healthy(timeout=120, services=("api",))
+        after = _address(api)[1]
+        assert after != before
+        returned, deadline, status = time.monotonic(), time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            status = compose.http.get(f"{API}/runs", params={"limit": 1}).status_code
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200, f"the door still answers {status} 30 s after the API is back"
+        figure(
+            f"door: the API moved from {before} to {after}; the door answered 200 again "
+            f"{time.monotonic() - returned:.1f} s after it was healthy"
+        )
+        logs = compose.run("logs", "--no-color", "gateway")
+        assert "door-run: an upstream's address changed; nginx reloaded" in logs
+    finally:
+        for name in squatters:
+            _docker("rm", "-f", name, check=False)
+        compose.run("start", "api", check=False)
+
+
 # --- the door's cost --------------------------------------------------------------------------
 BENCH = REPO / "bench" / "door.py"
 

@@ -91,8 +91,9 @@ def test_two_api_replicas_services_once_migrations_once(ha: Compose) -> None:
     # Open health through the door, which reaches the replicas through the balancer.
     with ha.client() as door:
         assert door.get(f"{PREFECT}/health").status_code == 200
-    upstream = ha.run("exec", "-T", "gateway", "cat", "/etc/nginx/door/prefect-upstream.conf")
-    assert "default lb:4200;" in upstream
+    # The door's Prefect upstream is the balancer (door-run renders it by address).
+    rendered = ha.run("exec", "-T", "gateway", "cat", "/tmp/door-upstreams.conf")
+    assert "door_prefect lb:4200;" in rendered
 
 
 def test_a_replica_killed_during_a_burst_loses_no_run_and_runs_none_twice(ha: Compose) -> None:

@@ -2,9 +2,11 @@
 daemon): the gateway is the only service with a published port, bound to GATEWAY_BIND; the
 public links derive from GATEWAY_PUBLIC_URL; the TLS files and the HA upstream reach the
 paths the nginx configuration reads. The configuration itself runs in nginx in
-tests/e2e/test_gateway.py."""
+tests/e2e/test_door.py."""
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -119,19 +121,70 @@ def test_without_the_key_group_compose_says_to_run_make_env(tmp_path: Path) -> N
         resolve(FILES[0], env)
 
 
+def _upstreams(path: Path) -> dict[str, str]:
+    """The `group host:port` lines of a door/upstreams file."""
+    lines = [line.split() for line in path.read_text().splitlines()]
+    return {line[0]: line[1] for line in lines if line and not line[0].startswith("#")}
+
+
 def test_ha_points_the_door_at_the_load_balancer(tmp_path: Path) -> None:
     base = resolve(FILES[0], env_file(tmp_path))["services"]
     ha = resolve(FILES[1], env_file(tmp_path))["services"]
-    included = "/etc/nginx/door/prefect-upstream.conf"
-    assert f"include {included};" in MAIN
-    assert [v for v in base["gateway"]["volumes"] if v["target"] == included] == []
-    [mount] = [v for v in ha["gateway"]["volumes"] if v["target"] == included]
-    assert mount["source"] == str(GATEWAY / "door" / "prefect-upstream.ha.conf")
-    upstream = re.compile(r"map \$host \$door_prefect \{\s+default (\S+);")
-    base_upstream = (GATEWAY / "door" / "prefect-upstream.conf").read_text()
-    assert upstream.search(base_upstream)[1] == "server:4200"
-    assert upstream.search(Path(mount["source"]).read_text())[1] == "lb:4200"
+    replaced = "/etc/nginx/door/prefect-upstream"
+    assert [v for v in base["gateway"]["volumes"] if v["target"] == replaced] == []
+    [mount] = [v for v in ha["gateway"]["volumes"] if v["target"] == replaced]
+    assert mount["source"] == str(GATEWAY / "door" / "prefect-upstream.ha")
+    assert _upstreams(GATEWAY / "door" / "prefect-upstream") == {"door_prefect": "server:4200"}
+    assert _upstreams(Path(mount["source"])) == {"door_prefect": "lb:4200"}
     assert "lb" in ha and "ports" not in ha["lb"]
+
+
+def test_every_location_goes_to_a_group_door_run_renders(tmp_path: Path) -> None:
+    """door-run renders each `group host:port` line as an upstream group of the addresses the
+    name resolves to (a fake getent here), kept alive, and maps the group to its Host header;
+    a name that does not resolve becomes a closed port (nginx still starts). Every location
+    proxies to one of those groups, never to a name nginx would resolve once, at start."""
+    groups = _upstreams(GATEWAY / "door" / "upstreams")
+    groups |= _upstreams(GATEWAY / "door" / "prefect-upstream")
+    assert groups == {
+        "door_api": "api:8000", "door_mlflow": "mlflow:5000",
+        "door_serving": "serving:8001", "door_prefect": "server:4200",
+    }  # fmt: skip
+    targets = set(re.findall(r"proxy_pass http://([^/;]+)", DOOR))
+    assert targets == set(groups)
+    assert "include /tmp/door-upstreams.conf;" in MAIN and "resolver" not in DOOR
+    fake = tmp_path / "getent"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$2" in\n'
+        "  api) printf '10.0.0.7 STREAM api\\n10.0.0.7 DGRAM\\n10.0.0.3 STREAM\\n' ;;\n"
+        "  mlflow) echo '10.0.0.5 STREAM mlflow' ;;\n"
+        "  *) exit 2 ;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    config = {"DOOR_CONFIG_DIR": str(GATEWAY / "door"), "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    rendered = subprocess.run(
+        ["sh", str(GATEWAY / "door-run"), "render"],
+        env=os.environ | config,
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    servers = {
+        group: re.findall(r"^    server (\S+);", body, re.M)
+        for group, body in re.findall(r"^upstream (\S+) \{\n(.*?)^\}", rendered, re.M | re.S)
+    }
+    assert servers == {
+        "door_api": ["10.0.0.3:8000", "10.0.0.7:8000"],
+        "door_mlflow": ["10.0.0.5:5000"],
+        "door_serving": ["127.0.0.1:1"],
+        "door_prefect": ["127.0.0.1:1"],
+    }
+    assert rendered.count("keepalive 16;") == len(groups)
+    host_map = rendered.split("map $proxy_host $door_upstream_host {", 1)[1]
+    # volatile: the auth subrequest shares the request's variables, with another $proxy_host.
+    assert host_map.split("\n")[1].strip() == "volatile;"
+    assert dict(re.findall(r"^    (door_\w+) (\S+);", host_map, re.M)) == groups
+    assert "proxy_set_header Host $door_upstream_host;" in DOOR
 
 
 def test_the_door_blocks_its_own_check_and_keeps_health_open() -> None:
@@ -181,3 +234,27 @@ def test_the_door_keeps_only_reads_allowed_verdicts_for_half_a_second() -> None:
         r"map \$http_cache_control \$door_verdict_no_cache \{(.*?)\n\}", maps, re.S
     )
     assert '"~*no-cache|no-store" 1;' in no_cache[1] and 'default "";' in no_cache[1]
+
+
+def test_the_door_writes_an_access_line_only_for_what_our_services_do_not_log() -> None:
+    """Our API and serving log each request they answer with the same request id and the
+    caller (tests/unit/test_access_line.py); the door logs its refusals, every error, and
+    what it passes to Prefect and MLflow."""
+    maps = (GATEWAY / "door" / "maps.conf").read_text()
+    assert "access_log /dev/stdout door if=$door_access_line;" in MAIN
+    body = re.search(r'map "\$status \$request_uri" \$door_access_line \{(.*?)\n\}', maps, re.S)[1]
+    rules = [(p, v) for p, v in re.findall(r'"~(\S+ \S+)" (\d);', body)]
+    assert re.search(r"^\s+default 1;", body, re.M)
+
+    def logged(status: int, uri: str) -> bool:
+        found = [v for p, v in rules if re.search(p, f"{status} {uri}")]
+        return (found[0] if found else "1") == "1"
+
+    for status, uri in [(200, "/api/runs/x"), (202, "/api/runs"), (302, "/login?next=/"),
+                        (200, "/serving/predict"), (303, "/logout")]:  # fmt: skip
+        assert not logged(status, uri), (status, uri)
+    for status, uri in [(401, "/api/runs"), (403, "/api/keys"), (429, "/api/runs"),
+                        (503, "/api/runs"), (404, "/api/door/check"), (422, "/api/runs"),
+                        (200, "/prefect/api/flows/filter"), (200, "/mlflow/"),
+                        (301, "/api"), (200, "/loginx"), (401, "/login")]:  # fmt: skip
+        assert logged(status, uri), (status, uri)

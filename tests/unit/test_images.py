@@ -77,9 +77,14 @@ def test_the_gateway_image_runs_nginx_as_non_root_with_our_config() -> None:
     assert text.startswith("# ") and "\nFROM nginx:1.27\n" in text
     assert re.search(r"^USER 101:101$", text, flags=re.M)
     assert "COPY services/gateway/nginx.conf /etc/nginx/nginx.conf" in text
-    assert json.loads(re.findall(r"^CMD (\[.*\])$", text, flags=re.M)[0])[0] == "nginx"
+    # door-run renders the upstreams' addresses, then execs nginx (tests/unit/test_gateway.py).
+    assert json.loads(re.findall(r"^CMD (\[.*\])$", text, flags=re.M)[0]) == ["door-run"]
+    assert "COPY services/gateway/door-run /usr/local/bin/door-run" in text
+    assert (REPO / "services" / "gateway" / "door-run").stat().st_mode & 0o111
+    assert "exec nginx -g 'daemon off;'" in (REPO / "services" / "gateway" / "door-run").read_text()
     ignored = (REPO / ".dockerignore").read_text()
     assert "!services/gateway/nginx.conf" in ignored and "!services/gateway/door/" in ignored
+    assert "!services/gateway/door-run" in ignored
 
 
 class StrictLoader(yaml.SafeLoader):

@@ -86,13 +86,13 @@ class EdgeMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(method, route).observe(elapsed)
-            logger.info(
-                "%s %s %d",
-                method,
-                scope["path"],
-                status,
-                extra={"status": status, "route": route, "duration_ms": round(elapsed * 1e3, 1)},
-            )
+            extra = {"status": status, "route": route, "duration_ms": round(elapsed * 1e3, 1)}
+            # Who, when the request was authenticated (auth keeps the caller in the state):
+            # through the front door this is the request's only access line (docs/gateway.md).
+            caller = scope.get("state", {}).get("caller")
+            if caller is not None:
+                extra |= {"caller": caller.name, "role": caller.role.value}
+            logger.info("%s %s %d", method, scope["path"], status, extra=extra)
 
     async def _buffered(self, receive: Receive) -> Receive:
         """The whole body, read now (BodyTooLargeError past the limit), replayed to the app."""
