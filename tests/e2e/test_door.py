@@ -425,7 +425,11 @@ def test_a_person_logs_in_with_a_browser_and_sees_both_uis(
     """Headless Chromium, no key: the door sends it to the login page, then back to the
     Prefect UI, rendered through the door (screenshots under tests/e2e/artifacts/)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    shots = ARTIFACTS / "door-prefect-ui.png", ARTIFACTS / "door-mlflow-ui.png"
+    shots = (
+        ARTIFACTS / "door-login.png",
+        ARTIFACTS / "door-prefect-ui.png",
+        ARTIFACTS / "door-mlflow-ui.png",
+    )
     with browser_page(compose, headers={}) as page:
         # What the door or a server refused while the viewer browsed: a viewer's UI must not
         # ask for anything a viewer may not read (Prefect's menu needs its settings).
@@ -438,16 +442,18 @@ def test_a_person_logs_in_with_a_browser_and_sees_both_uis(
         )
         page.goto(f"{PREFECT_UI}/runs")
         assert "/login?next=/prefect/runs" in page.url, page.url
+        page.get_by_text("Log in").first.wait_for(timeout=10_000)
+        page.screenshot(path=shots[0])
         page.fill("#username", person.name)
         page.fill("#password", person.password)
         page.click("button[type=submit]")
         page.wait_for_url(f"{PREFECT_UI}/**", timeout=30_000)
         text = rendered(page, f"{PREFECT_UI}/runs", "Completed")
-        page.screenshot(path=shots[0])
+        page.screenshot(path=shots[1])
         assert "Dashboard" in text, text[:2000]  # the menu, drawn once the settings are read
         assert [r for r in refused if "/prefect/" in r[2]] == [], refused
         text = rendered(page, f"{MLFLOW}/#/experiments", "Default")
-        page.screenshot(path=shots[1])
+        page.screenshot(path=shots[2])
         assert "Experiments" in text, text[-2000:]
         figure(f"viewer's browser, refused: {[r for r in refused if '/prefect/' not in r[2]]}")
     for shot in shots:
