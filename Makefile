@@ -109,7 +109,7 @@ env: $(BIN)/.installed ## Create .env with random secrets and the TLS certificat
 	@$(BIN)/python -m devstack.tls --env-file .env
 
 # The random secrets of .env: the PostgreSQL superuser's, each service's database role's
-# (docs/settings.md) and the first API key. Those a .env lacks are appended (a .env from
+# (docs/settings.md), Prefect's auth string and the first API key. Those a .env lacks are appended (a .env from
 # before the database roles gets their passwords); none is ever replaced.
 define ENV_SECRETS
 import os, re, secrets, sys
@@ -119,6 +119,9 @@ have = set(re.findall(r"^([A-Z_]+)=", text, re.M))
 names = ["POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "APP_DB_PASSWORD"]
 lines = [f"{n}={secrets.token_hex(24)}" for n in names if n not in have]
 lines += [] if "API_KEY" in have else [f"API_KEY={secrets.token_urlsafe(32)}"]
+# Prefect's basic auth, user:password: its server requires it, our services send it.
+auth = f"PREFECT_API_AUTH_STRING=prefect:{secrets.token_hex(24)}"
+lines += [] if "PREFECT_API_AUTH_STRING" in have else [auth]
 if lines:
     os.umask(0o077)
     with open(path, "a") as file:
@@ -175,7 +178,7 @@ e2e: venv e2e-prepare ## End-to-end: a real Docker engine runs the Compose stack
 e2e-prepare: ## What make e2e needs before its tests: the Docker engine, Chromium, the built images
 	bash tests/e2e/docker_setup.sh
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	POSTGRES_PASSWORD=unused PREFECT_DB_PASSWORD=unused MLFLOW_DB_PASSWORD=unused APP_DB_PASSWORD=unused API_KEY=unused DOCKER_GID=0 TLS_KEY_GID=0 docker compose -p stack-e2e build
+	POSTGRES_PASSWORD=unused PREFECT_DB_PASSWORD=unused MLFLOW_DB_PASSWORD=unused APP_DB_PASSWORD=unused API_KEY=unused PREFECT_API_AUTH_STRING=unused DOCKER_GID=0 TLS_KEY_GID=0 docker compose -p stack-e2e build
 
 clean: ## Delete local state (var/: Postgres, Prefect, MLflow, data, models) and the venvs
 	rm -rf var $(VENV) $(MLFLOW_VENV)

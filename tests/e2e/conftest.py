@@ -170,6 +170,7 @@ def write_env(env_file: Path) -> Path:
         f"MLFLOW_DB_PASSWORD={secrets.token_hex(16)}\n"
         f"APP_DB_PASSWORD={secrets.token_hex(16)}\n"
         f"API_KEY={secrets.token_urlsafe(32)}\n"
+        f"PREFECT_API_AUTH_STRING=prefect:{secrets.token_hex(16)}\n"
         "SYNTHETIC_ROWS=20000\n"
         "DEFAULT_DATA_SOURCE=synthetic\n"
         # Quick decisions, so that a burst scales up and back down within the test.

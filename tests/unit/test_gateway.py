@@ -22,6 +22,7 @@ MAIN = (GATEWAY / "nginx.conf").read_text()
 def env_file(tmp_path: Path, **settings: str) -> Path:
     path = tmp_path / ".env"
     base = {"POSTGRES_PASSWORD": "secret", "API_KEY": "key", "DOCKER_GID": "1", "TLS_KEY_GID": "7"}
+    base |= {"PREFECT_API_AUTH_STRING": "prefect:secret"}
     base |= {f"{role}_DB_PASSWORD": role.lower() for role in ("PREFECT", "MLFLOW", "APP")}
     path.write_text("".join(f"{k}={v}\n" for k, v in {**base, **settings}.items()))
     return path
@@ -164,6 +165,7 @@ def test_every_location_goes_to_a_group_door_run_renders(tmp_path: Path) -> None
     )
     fake.chmod(0o755)
     config = {"DOOR_CONFIG_DIR": str(GATEWAY / "door"), "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    config |= {"PREFECT_API_AUTH_STRING": "prefect:s3cret"}
     rendered = subprocess.run(
         ["sh", str(GATEWAY / "door-run"), "render"],
         env=os.environ | config,
@@ -185,6 +187,29 @@ def test_every_location_goes_to_a_group_door_run_renders(tmp_path: Path) -> None
     assert host_map.split("\n")[1].strip() == "volatile;"
     assert dict(re.findall(r"^    (door_\w+) (\S+);", host_map, re.M)) == groups
     assert "proxy_set_header Host $door_upstream_host;" in DOOR
+    # Prefect's basic auth, which its server requires: base64 of the auth string.
+    assert 'map $host $door_prefect_authorization {\n    default "Basic cHJlZmVjdDpzM2NyZXQ=";' in (
+        rendered
+    )
+
+
+def test_prefect_gets_its_auth_string_and_never_our_credentials(tmp_path: Path) -> None:
+    """Our key or session is the door's business: Prefect's locations replace Authorization
+    with Prefect's own basic auth (door-run's map); MLflow's drop it. Every Prefect client in
+    Compose, and the server, get the one PREFECT_API_AUTH_STRING of .env."""
+    locations = dict(re.findall(r"location \^~ (/\w+/(?:api/)?) \{(.*?)\n    \}", DOOR, re.S))
+    for path in ("/prefect/api/", "/prefect/"):
+        assert "proxy_set_header Authorization $door_prefect_authorization;" in locations[path]
+    assert 'proxy_set_header Authorization "";' in locations["/mlflow/"]
+    for files in FILES:
+        services = resolve(files, env_file(tmp_path))["services"]
+        servers = [n for n in ("server", "server-services") if n in services]
+        for name in servers:
+            environment = services[name]["environment"]
+            assert environment["PREFECT_SERVER_API_AUTH_STRING"] == "prefect:secret", name
+        for name in ("agent", "trainer", "autoscaler", "api", "gateway"):
+            environment = services[name]["environment"]
+            assert environment["PREFECT_API_AUTH_STRING"] == "prefect:secret", name
 
 
 def test_the_door_blocks_its_own_check_and_keeps_health_open() -> None:
