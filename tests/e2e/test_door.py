@@ -423,11 +423,14 @@ def test_a_person_logs_in_and_the_session_opens_both_uis(compose: Compose, perso
     with compose.client() as anonymous:
         form = anonymous.get(f"{DOOR}/login", params={"next": "/prefect/"}, headers=html)
         assert form.status_code == 200 and 'name="username"' in form.text
-        login = anonymous.post(
-            f"{DOOR}/login",
-            data={"username": person.name, "password": person.password, "next": "/prefect/"},
-            headers=html,
+        fields = {"username": person.name, "password": person.password, "next": "/prefect/"}
+        # Login CSRF: another site's form is refused; the door's own origin passes.
+        elsewhere = anonymous.post(
+            f"{DOOR}/login", data=fields, headers={"Origin": "https://evil.example"}
         )
+        assert elsewhere.status_code == 403 and "set-cookie" not in elsewhere.headers
+        assert elsewhere.json()["type"] == "/problems/cross-site"
+        login = anonymous.post(f"{DOOR}/login", data=fields, headers=html | {"Origin": DOOR})
     assert login.status_code == 303 and login.headers["location"] == "/prefect/", login.text
     cookie = login.headers["set-cookie"]
     for attribute in ("HttpOnly", "Secure", "SameSite=strict", "Path=/"):

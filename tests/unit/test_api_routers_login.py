@@ -325,3 +325,63 @@ def test_a_revoked_session_is_refused_by_another_instance_within_a_second(
     while second.get("/flows").status_code == 200:
         time.sleep(0.02)
     assert time.monotonic() - ended < REVOCATION_SECONDS
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"origin": "https://127.0.0.1:8443", "x-forwarded-proto": "http"},
+        # The browser's own word wins over an Origin that happens to match.
+        {"sec-fetch-site": "cross-site", "origin": "http://testserver"},
+    ],
+)
+def test_a_login_or_logout_from_another_site_s_page_is_refused(
+    client: TestClient, database: FakeDatabase, headers: dict[str, str]
+) -> None:
+    """Login CSRF: a form on another site must not log the visitor in as its author (their
+    runs then go into the attacker's account), nor log them out."""
+    forwarded = {"x-forwarded-proto": "https", "x-forwarded-host": "127.0.0.1:8443"}
+    sent = forwarded | headers
+    answer = client.post("/login", data={"username": "ana", "password": PASSWORD}, headers=sent)
+    assert answer.status_code == 403 and answer.json()["type"] == "/problems/cross-site"
+    assert "set-cookie" not in answer.headers
+    page = client.post(
+        "/login", data={"username": "ana", "password": PASSWORD}, headers=sent | HTML
+    )
+    assert page.status_code == 403 and "another site" in page.text
+    assert client.post("/logout", headers=sent).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, a script: no browser
+        {"sec-fetch-site": "same-origin"},
+        {"sec-fetch-site": "none"},  # typed in the address bar
+        {"origin": "https://127.0.0.1:8443"},  # through the door
+        {"origin": "HTTPS://127.0.0.1:8443"},
+    ],
+)
+def test_a_login_from_this_site_or_no_browser_passes(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    forwarded = {"x-forwarded-proto": "https", "x-forwarded-host": "127.0.0.1:8443"}
+    answer = client.post(
+        "/login", data={"username": "ana", "password": PASSWORD}, headers=forwarded | headers
+    )
+    assert answer.status_code == 303, answer.text
+    assert client.post("/logout", headers=forwarded | headers).status_code == 303
+
+
+def test_a_login_to_this_server_directly_knows_its_own_origin(client: TestClient) -> None:
+    """make dev: no door, the browser's origin is this server's (Host)."""
+    direct = client.post(
+        "/login",
+        data={"username": "ana", "password": PASSWORD},
+        headers={"origin": "http://testserver"},
+    )
+    assert direct.status_code == 303

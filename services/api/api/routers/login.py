@@ -88,6 +88,7 @@ async def login_page(
             "headers": {"Set-Cookie": {"description": "The session cookie (HttpOnly)."}},
         },
         401: _or_html(PROBLEM_RESPONSES[401], "Wrong name or password"),
+        403: _or_html(PROBLEM_RESPONSES[403], "Sent from another site's page"),
         422: PROBLEM_RESPONSES[422],
         429: _or_html(PROBLEM_RESPONSES[429], "Too many failed logins (see Retry-After)"),
     },
@@ -104,6 +105,10 @@ async def login(
     browser = "text/html" in request.headers.get("accept", "")
     name, password = fields.get("username", ""), fields.get("password", "")
     target = people.safe_next(fields.get("next"))
+    if from_another_site(request):
+        if browser:
+            return page(target, error=CROSS_SITE, status=403)
+        raise Problem(403, "cross-site", CROSS_SITE)
     _check_fields(name, password)
     request.state.audit_target = name
     subjects = (f"name:{name}", f"address:{client_address(request)}")
@@ -149,10 +154,15 @@ async def login(
     status_code=303,
     response_class=Response,
     summary="Log out: the session ends, the cookie is cleared",
-    responses={303: {"description": "Logged out; `Location: /login`"}},
+    responses={
+        303: {"description": "Logged out; `Location: /login`"},
+        403: PROBLEM_RESPONSES[403] | {"description": "Sent from another site's page"},
+    },
 )
 async def logout(request: Request, database: DatabaseDep, auth: Auth) -> Response:
     """Idempotent: without a session (or with an ended one) it only clears the cookie."""
+    if from_another_site(request):
+        raise Problem(403, "cross-site", CROSS_SITE)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         session = await blocking(database.end_session, token)
@@ -222,6 +232,26 @@ def client_address(request: Request) -> str:
     if hops:
         return hops[-1][:100]
     return request.client.host if request.client else "unknown"
+
+
+CROSS_SITE = "a login or logout sent from another site's page is refused: use this site's form"
+
+
+def from_another_site(request: Request) -> bool:
+    """A browser sent this from another site's page: a form there that logs the visitor in
+    as someone else (login CSRF), or out. Browsers say where a request comes from in
+    `Sec-Fetch-Site`, and older ones in `Origin` on every POST; a client that sends neither
+    (curl, a script) is no browser, and passes. Our own origin is the one the browser sees:
+    the door's (`X-Forwarded-Proto`, `X-Forwarded-Host`), else this server's."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    scheme = "https" if over_https(request) else "http"
+    return origin.lower() != f"{scheme}://{host}".lower()
 
 
 def over_https(request: Request) -> bool:

@@ -23,6 +23,7 @@ TITLES = {
     "validation-error": "The request is not valid",
     "unauthorized": "A valid API key is required",
     "forbidden": "The key's role does not allow this",
+    "cross-site": "Sent from another site's page",
     "key-name-taken": "A key of that name exists",
     "key-from-environment": "The key is API_KEY's: change it in the environment",
     "user-name-taken": "A user of that name exists",
