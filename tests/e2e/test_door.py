@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from e2e.conftest import (
@@ -319,17 +319,13 @@ def test_the_audit_log_shows_the_refused_and_the_allowed_writes(
 
 def test_prefect_websockets_pass_the_door_with_credentials(compose: Compose) -> None:
     """A stream needs the door's credentials on its upgrade, then Prefect's auth string in
-    its first message (docs/gateway.md: the door does not see the messages)."""
+    its first message (docs/gateway.md: the door does not see the messages; a stream without
+    it is refused: test_prefect_requires_its_auth_string_inside_the_network)."""
     url = PREFECT.replace("https://", "wss://") + "/events/out"
     with pytest.raises(InvalidStatus) as refused:
         connect(url, ssl=compose.tls, subprotocols=["prefect"], open_timeout=10).close()
     assert refused.value.response.status_code == 401
     options = {"ssl": compose.tls, "subprotocols": ["prefect"], "open_timeout": 10}
-    with connect(url, additional_headers=compose.auth, **options) as socket_:
-        socket_.send(json.dumps({"type": "auth", "token": None}))
-        with pytest.raises(ConnectionClosed) as closed:
-            socket_.recv(timeout=10)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     token = _read_env(compose.env_file)["PREFECT_API_AUTH_STRING"]
     with connect(url, additional_headers=compose.auth, **options) as socket_:
         socket_.send(json.dumps({"type": "auth", "token": token}))
@@ -364,11 +360,22 @@ def test_the_uis_and_docs_answer_under_their_prefixes(compose: Compose) -> None:
 
 INSIDE_PREFECT = """
 import base64, json, os, httpx
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 url = "http://server:4200/api"
 def basic(auth):
     return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+def stream(token):
+    with connect("ws://server:4200/api/events/out", subprotocols=["prefect"]) as socket:
+        socket.send(json.dumps({"type": "auth", "token": token}))
+        try:
+            return json.loads(socket.recv(timeout=10))["type"]
+        except ConnectionClosed as closed:
+            return closed.rcvd.code
 auth = os.environ["PREFECT_API_AUTH_STRING"]
 print(json.dumps({
+    "stream without": stream(None),
+    "stream with": stream(auth),
     "none": httpx.post(f"{url}/flows/filter", json={}).status_code,
     "our key": httpx.post(f"{url}/flows/filter", json={},
                           headers={"Authorization": "Bearer " + os.environ["API_KEY"]}).status_code,
@@ -381,17 +388,15 @@ print(json.dumps({
 
 def test_prefect_requires_its_auth_string_inside_the_network(compose: Compose) -> None:
     """Defence in depth: from inside the stack's network (the API's container), Prefect's
-    server refuses a request without its auth string, with ours, or with a wrong one; health
-    stays open. Every other test reaching Prefect through the door shows the door sends it."""
+    server refuses a request without its auth string, with ours, or with a wrong one, and a
+    stream whose first message lacks it (policy violation, 1008); health stays open. Every
+    other test reaching Prefect through the door shows the door sends it."""
     out = compose.run("exec", "-T", "api", "python", "-c", INSIDE_PREFECT)
     statuses = json.loads(out.strip().splitlines()[-1])
     assert statuses == {
-        "none": 401,
-        "our key": 401,
-        "wrong": 401,
-        "auth string": 200,
-        "health": 200,
-    }
+        "stream without": 1008, "stream with": "auth_success",
+        "none": 401, "our key": 401, "wrong": 401, "auth string": 200, "health": 200,
+    }  # fmt: skip
 
 
 def test_the_running_door_s_configuration_is_valid(compose: Compose) -> None:
