@@ -32,7 +32,6 @@ the door's cost, not Prefect's).
 import argparse
 import json
 import os
-import re
 import ssl
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from dotenv import dotenv_values
 
 REPO = Path(__file__).resolve().parents[1]
 INSIDE_SCRIPT = "/bench/door.py"
@@ -235,19 +235,7 @@ def inside(args: argparse.Namespace) -> int:
 def _read_env(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise SystemExit(f"bench/door.py: no env file {path}: run `make env` (and `make up`)")
-    pairs = (
-        line.split("=", 1)
-        for line in path.read_text().splitlines()
-        if "=" in line and not line.lstrip().startswith("#")
-    )
-    return {name.strip(): value.strip() for name, value in pairs}
-
-
-def default_project(env: dict[str, str]) -> str:
-    """Compose's project name: COMPOSE_PROJECT_NAME (environment, then env file), else the
-    repository directory's name as Compose normalises it."""
-    name = os.environ.get("COMPOSE_PROJECT_NAME") or env.get("COMPOSE_PROJECT_NAME")
-    return name or re.sub(r"[^a-z0-9_-]", "", REPO.name.lower())
+    return {name: value for name, value in dotenv_values(path).items() if value is not None}
 
 
 def _docker(*args: str) -> str:
@@ -266,13 +254,14 @@ def host(args: argparse.Namespace) -> int:
     cert = cert if cert.is_absolute() else (args.env_file.resolve().parent / cert)
     if not cert.is_file():
         raise SystemExit(f"bench/door.py: no certificate {cert}: run `make env`")
-    project = args.project or default_project(env)
-    labels = [f"label=com.docker.compose.{k}" for k in (f"project={project}", "service=api")]
-    found = _docker("ps", "-q", *[a for label in labels for a in ("--filter", label)]).split()
+    # Compose names the project (COMPOSE_PROJECT_NAME, else the directory's name, its rule).
+    project = ["-p", args.project] if args.project else []
+    compose = ["compose", "-f", str(REPO / "docker-compose.yaml"), *project]
+    found = _docker(*compose, "--env-file", str(args.env_file), "ps", "-q", "api").split()
     if not found:
         raise SystemExit(
-            f"bench/door.py: no running api container in Compose project {project!r}: "
-            "start the stack (make up), or name the project (--project)"
+            "bench/door.py: no running api container in the Compose project: start the "
+            "stack (make up), or name the project (--project)"
         )
     [details] = json.loads(_docker("inspect", found[0]))
     image = details["Config"]["Image"]
