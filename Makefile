@@ -44,8 +44,11 @@ venv: $(BIN)/.installed $(MLFLOW_VENV)/bin/.installed ## Create .venv (and .venv
 dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 	$(BIN)/python -m devstack
 
-test: venv ## Run every test: unit first, then integration (real Postgres, server, worker), then faults
-	$(BIN)/python -m pytest
+# The integration tests and the fault suite each start a stack of their own (free ports, their
+# own PostgreSQL) and mostly wait on it: side by side they take the time of the longer one.
+test: venv ## Run every test: unit first, then integration (real Postgres, server, worker) and faults side by side
+	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m testkit.lanes integration="$(BIN)/python -m pytest tests/integration" faults="$(BIN)/python -m pytest tests/faults"
 
 test-unit: venv ## Only the fast unit tests
 	$(BIN)/python -m pytest tests/unit
