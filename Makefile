@@ -80,7 +80,7 @@ bench-serve: venv ## Serving latency and throughput against MLflow's own scoring
 bench-api: venv ## Trigger latency through the API, and read load, against Prefect's defaults
 	$(BIN)/python bench/api.py
 
-bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, our warm starts
+bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, push, our warm starts
 	$(BIN)/python bench/trigger.py
 
 bench-autoscale: venv ## Drain a burst: autoscaler vs 1 fixed agent vs max fixed; plots bench/autoscale.png

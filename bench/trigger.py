@@ -6,19 +6,21 @@ free ports in a temporary directory:
 - baseline: Prefect's default worker (PREFECT_WORKER_QUERY_SECONDS=10, no fork server); its
   runs override the job command with null, so the worker starts them its default way: a
   fresh interpreter (`python -m prefect.engine`, behind Prefect's workspace supervisor);
-- ours: the agent as shipped (its poll interval, the fork server); its runs use the
+- ours: the agent as shipped (its poll interval, push, the fork server); its runs use the
   deployments' command, `python -m agent.launch`, and start warm. The same stack also runs
-  `cold` runs (command null), which separates the effect of polling from that of warm starts.
+  `cold` runs (command null), which separates the effect of polling from that of warm starts;
+- poll: ours without push (AGENT_PUSH=false): the agent polls on its interval alone, which
+  separates the effect of push (agent.push) from that of the interval.
 
 Each run loads an already stored synthetic month (it only checks and returns), so the
 figures are the orchestration's. Configurations alternate run by run, so machine noise hits
 all alike. Times come from the server's state timestamps, against the client's clock at the
-trigger (one machine, one clock). Before the runs, both stacks idle side by side while the
+trigger (one machine, one clock). Before the runs, the stacks idle side by side while the
 CPU time of their Prefect servers is measured: the cost of polling.
 
     make bench-trigger  # from the repository root, with the defaults; or, with options:
     PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
-        .venv/bin/python bench/trigger.py [--runs 10] [--configs baseline,cold,ours]
+        .venv/bin/python bench/trigger.py [--runs 10] [--configs baseline,cold,poll,ours]
 """
 
 import argparse
@@ -117,6 +119,17 @@ def server_cpu_percent(stacks: dict[str, LocalStack], seconds: float) -> dict[st
     return {name: 100 * (cpu(p) - before[name]) / seconds for name, p in processes.items()}
 
 
+def speed_up(by_name: dict[str, Config], slow: str, fast: str, stages: tuple[str, ...]) -> None:
+    """`slow`'s times over `fast`'s to each of `stages`, p50 and p95, when both ran."""
+    if slow not in by_name or fast not in by_name:
+        return
+    print(f"\nspeed-up ({slow} / {fast}):")
+    for stage in stages:
+        a, b = (getattr(by_name[name], f"to_{stage}") for name in (slow, fast))
+        label = f"to {stage.upper()}"
+        print(f"  {label:13} p50 {p50(a) / p50(b):4.1f}x   p95 {p95(a) / p95(b):4.1f}x")
+
+
 def report(configs: list[Config], polls: dict[str, str], idle: dict[str, float]) -> None:
     print()
     print(
@@ -131,14 +144,8 @@ def report(configs: list[Config], polls: dict[str, str], idle: dict[str, float])
             f"{p50(c.to_completed):>17.2f}{p95(c.to_completed):>7.2f}{p50(c.to_pending):>15.2f}"
         )
     by_name = {c.name: c for c in configs}
-    if "baseline" in by_name and "ours" in by_name:
-        base, ours = by_name["baseline"], by_name["ours"]
-        print("\nspeed-up (baseline / ours):")
-        for label, b, o in (
-            ("to RUNNING", base.to_running, ours.to_running),
-            ("to COMPLETED", base.to_completed, ours.to_completed),
-        ):
-            print(f"  {label:13} p50 {p50(b) / p50(o):4.1f}x   p95 {p95(b) / p95(o):4.1f}x")
+    speed_up(by_name, "baseline", "ours", ("running", "completed"))
+    speed_up(by_name, "poll", "ours", ("pending", "running"))  # what push adds
     if idle:
         print("\nPrefect server CPU while idle (polling only):")
         for name, percent in idle.items():
@@ -148,7 +155,9 @@ def report(configs: list[Config], polls: dict[str, str], idle: dict[str, float])
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help=f"runs per config (1-{MAX_RUNS})")
-    parser.add_argument("--configs", default="baseline,cold,ours", help="which, comma-separated")
+    parser.add_argument(
+        "--configs", default="baseline,cold,poll,ours", help="which, comma-separated"
+    )
     parser.add_argument(
         "--poll-seconds", default=DEFAULT_POLL_SECONDS, help="our agent's poll interval"
     )
@@ -161,17 +170,23 @@ def main() -> None:
     every = [
         Config("baseline", "baseline", {"command": None}),
         Config("cold", "ours", {"command": None}),
+        Config("poll", "poll", None),
         Config("ours", "ours", None),
     ]
     configs = [c for c in every if c.name in wanted]
     if not configs or len(configs) != len(wanted):
         parser.error(f"--configs takes names among {[c.name for c in every]}")
-    polls = {"baseline": PREFECT_DEFAULT_POLL_SECONDS, "ours": args.poll_seconds}
+    polls = {
+        "baseline": PREFECT_DEFAULT_POLL_SECONDS,
+        "poll": args.poll_seconds,
+        "ours": args.poll_seconds,
+    }
     environments = {
         "baseline": {
             "PREFECT_WORKER_QUERY_SECONDS": polls["baseline"],
             "AGENT_FORKSERVER": "false",
         },
+        "poll": {"PREFECT_WORKER_QUERY_SECONDS": polls["poll"], "AGENT_PUSH": "false"},
         "ours": {"PREFECT_WORKER_QUERY_SECONDS": polls["ours"]},
     }
     needed = sorted({c.stack for c in configs})
@@ -182,8 +197,8 @@ def main() -> None:
             for name in needed:
                 stacks[name] = start_stack(Path(tmp), name, environments[name])
             apis = {name: PrefectApi(stack.api_url) for name, stack in stacks.items()}
-            if "ours" in stacks:
-                wait_for_log(stacks["ours"].log_dir / "agent-1.log", "agent.forkserver: ready on")
+            for name in {"poll", "ours"} & set(stacks):
+                wait_for_log(stacks[name].log_dir / "agent-1.log", "agent.forkserver: ready on")
             for api in apis.values():  # store the month: measured runs only check it
                 run = api.run("load-data", MONTH, timeout=300)
                 assert run["state"]["type"] == "COMPLETED", run["state"]

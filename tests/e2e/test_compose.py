@@ -102,6 +102,11 @@ def test_train_through_the_api(compose: Compose, api: httpx.Client) -> None:
     assert version["version"] == "1"
     tags = {tag["key"]: tag["value"] for tag in version["tags"]}
     assert tags["prefect.flow_run_id"] == done["id"]
+    # The agents poll as runs are scheduled: subscribed to the server's events with Prefect's
+    # auth string (agent.push), not refused and left to the interval.
+    agents = compose.run("logs", "--no-color", "agent")
+    assert "push: polling pool 'training' as runs are scheduled" in agents, agents[-3000:]
+    assert "no event subscription" not in agents, agents[-3000:]
 
 
 def _served(compose: Compose) -> str | None:

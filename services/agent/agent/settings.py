@@ -40,6 +40,11 @@ class AgentSettings(BaseSettings):
         description="Start flow runs from a warm, pre-imported process (the fork server); "
         "when false, every run starts a fresh interpreter.",
     )
+    agent_push: bool = Field(
+        True,
+        description="Poll as soon as Prefect's events say a run is scheduled in the pool "
+        "(agent.push), besides every PREFECT_WORKER_QUERY_SECONDS; false: the poll alone.",
+    )
     agent_forkserver_socket: str = Field(
         default_factory=default_forkserver_socket,
         description="Unix socket of the fork server; must be unique per agent.",

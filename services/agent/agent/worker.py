@@ -11,6 +11,9 @@ With --standby it then waits, costing no CPU, until the agent writes to its stan
 not a worker yet, so Prefect sees nothing and no run can reach it. Promotion then takes the
 time of a first poll, not of Prefect's imports.
 
+Once a worker, it polls as soon as a run is scheduled in its pool, not only every
+PREFECT_WORKER_QUERY_SECONDS: agent.push, unless AGENT_PUSH is false.
+
 The agent's state goes to AGENT_STATE_FILE when set: `standby` while it waits there, warm,
 and `active` once the worker starts. Healthchecks (agent.health) and the autoscaler read it.
 """
@@ -24,8 +27,10 @@ import os
 import sys
 import time
 
+from agent import push
 from agent.launch import process_alive
 from agent.protocol import SOCKET_ENV, listening
+from agent.settings import AgentSettings
 from common.agents import ACTIVE, STANDBY, STATE_FILE_ENV, write_state
 
 logger = logging.getLogger("agent")
@@ -64,6 +69,13 @@ def wait_for_forkserver(
     return f"fork server not listening after {timeout:.0f} s: runs may start cold"
 
 
+def option(args: list[str], name: str) -> str | None:
+    """The value after `name` in CLI arguments `args` (`--pool P`), or None."""
+    if name in args[:-1]:
+        return args[args.index(name) + 1]
+    return None
+
+
 def wait_for_promotion() -> bool:
     """Block until the agent writes a byte on our standard input; False at end of file (the
     agent is gone)."""
@@ -99,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         logger.info("%s: starting the worker", how)
     write_state(state_file, ACTIVE)
+    pool = option(prefect_args, "--pool")
+    if pool and AgentSettings().agent_push:
+        push.install(pool)
+    # Prefect's worker sets the root logger to WARNING as it starts: ours keep saying more.
+    logger.setLevel(logging.INFO)
     from prefect.cli import app
 
     sys.argv = ["prefect", *prefect_args]

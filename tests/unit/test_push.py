@@ -1,0 +1,153 @@
+"""agent.push: a poll per burst of Scheduled events, the subscription opened again when it
+fails, and the worker's polling loop wrapped for its poll only. On a real server:
+tests/integration/test_push.py."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from agent import push
+from agent.push import SCHEDULED, poll_on_events, scheduled_in
+
+
+class FakeEvents:
+    """Subscriptions whose events the test sends; the filters asked for; failures to come."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.filters: list[Any] = []
+        self.failures = failures
+        self.send, self.receive = anyio.create_memory_object_stream[str](100)
+
+    @asynccontextmanager
+    async def subscribe(self, event_filter: Any) -> AsyncIterator[AsyncIterator[str]]:
+        self.filters.append(event_filter)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("server away")
+        yield self.receive
+
+
+def test_the_filter_asks_for_runs_scheduled_in_the_pool() -> None:
+    wire = scheduled_in("training").model_dump(mode="json")
+    assert wire["event"]["name"] == [SCHEDULED]
+    assert wire["related"]["labels"] == {
+        "prefect.resource.role": "work-pool",
+        "prefect.resource.name": "training",
+    }
+
+
+@pytest.mark.anyio
+async def test_each_event_brings_a_poll_and_a_burst_only_one_more() -> None:
+    events = FakeEvents()
+    polls: list[int] = []
+    release = anyio.Event()
+
+    async def poll() -> None:
+        polls.append(len(polls))
+        if len(polls) == 1:
+            await release.wait()  # the first poll is slow: a burst arrives meanwhile
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(poll_on_events, poll, "training", events.subscribe)
+            await events.send.send("one")
+            while not polls:
+                await anyio.sleep(0.01)
+            for n in range(10):  # the burst, during the first poll
+                await events.send.send(f"burst {n}")
+            await anyio.sleep(0.05)
+            release.set()
+            await anyio.sleep(0.1)
+            assert len(polls) == 2  # the first, then one for the whole burst
+            await events.send.send("later")
+            while len(polls) < 3:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert len(events.filters) == 1
+
+
+@pytest.mark.anyio
+async def test_a_failed_poll_does_not_end_the_push(caplog: pytest.LogCaptureFixture) -> None:
+    events = FakeEvents()
+    calls = 0
+
+    async def poll() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("server said 503")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(poll_on_events, poll, "training", events.subscribe)
+            for _ in range(2):
+                await events.send.send("scheduled")
+                await anyio.sleep(0.05)
+            group.cancel_scope.cancel()
+    assert calls == 2
+
+
+@pytest.mark.anyio
+async def test_a_failed_subscription_is_retried_and_said(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push, "RETRY_SECONDS", (0.01,))
+    events = FakeEvents(failures=2)
+    polled = anyio.Event()
+
+    async def poll() -> None:
+        polled.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(poll_on_events, poll, "training", events.subscribe)
+            while len(events.filters) < 3:
+                await anyio.sleep(0.01)
+            await events.send.send("scheduled")
+            await polled.wait()
+            group.cancel_scope.cancel()
+    assert len(events.filters) == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "agent.push"]
+    assert sum("no event subscription (server away)" in line for line in said) == 2
+    assert "polling on the interval alone" in said[0]
+
+
+@pytest.mark.anyio
+async def test_install_wraps_the_worker_s_poll_loop_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.workers import base
+
+    looped: list[str] = []
+    pushed: list[str] = []
+
+    async def original(workload: Any, interval: float, run_once: bool = False, **_: Any) -> None:
+        looped.append(workload.__name__)
+        await anyio.sleep(0.2)
+
+    async def fake_push(poll: Any, pool: str) -> None:
+        pushed.append(f"{poll.__name__} {pool}")
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(base, "critical_service_loop", original)
+    monkeypatch.setattr(push, "poll_on_events", fake_push)
+    push.install("training")
+    push.install("training")  # twice: still one wrapper
+    wrapped = base.critical_service_loop
+    assert wrapped is not original and wrapped.pushes_to == "training"
+
+    class Worker:
+        async def get_and_submit_flow_runs(self) -> None: ...
+        async def _sync_and_initialize(self) -> None: ...
+
+    worker = Worker()
+    with anyio.fail_after(5):
+        await wrapped(workload=worker.get_and_submit_flow_runs, interval=1)
+        await wrapped(workload=worker._sync_and_initialize, interval=1)
+        await wrapped(workload=worker.get_and_submit_flow_runs, interval=1, run_once=True)
+    assert looped == [
+        "get_and_submit_flow_runs",
+        "_sync_and_initialize",
+        "get_and_submit_flow_runs",
+    ]
+    assert pushed == ["get_and_submit_flow_runs training"]  # the loop's poll, pushed; once
