@@ -2,15 +2,19 @@
 
 Two local stacks run side by side in one run (same machine, interleaved triggers):
   - ours:     the agent as `make dev` and the images run it;
-  - baseline: Prefect's default worker settings (poll every 10 s, a fresh interpreter per run).
+  - baseline: Prefect's default worker settings (poll every 10 s and only then, a fresh
+    interpreter per run).
 For each, N runs of a trivial flow (load-data of a month already stored: it checks the month
 and returns) are triggered with POST /runs; the time to RUNNING and to COMPLETED is read from
 the run's own start and end times. Then 50 concurrent clients read GET /runs/{id} on our API
-and, as the baseline, GET /api/flow_runs/{id} on the Prefect server behind it.
+and, as the baseline, GET /api/flow_runs/{id} on the Prefect server behind it. Last, for
+--wait-runs runs of the probe (1 s each) on our stack, two clients follow each run side by
+side: one waits (GET /runs/{id}?wait=60), one polls GET /runs/{id} every second; each
+one's delay is from the run's end (its final state's time in Prefect) to its answer.
 
     make bench-api  # from the repository root, with the defaults; or, with options:
     PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
-        .venv/bin/python bench/api.py [--runs 10] [--read-seconds 10]
+        .venv/bin/python bench/api.py [--runs 10] [--read-seconds 10] [--wait-runs 20]
 
 All traffic goes to 127.0.0.1; loops are bounded in count and time.
 """
@@ -18,6 +22,7 @@ All traffic goes to 127.0.0.1; loops are bounded in count and time.
 import argparse
 import concurrent.futures
 import datetime as dt
+import random
 import statistics
 import tempfile
 import threading
@@ -32,7 +37,11 @@ from testkit.bench import percentile, start_stack
 KEY = "bench-key-" + "k" * 32
 TRIVIAL = {"flow": "load-data", "parameters": {"month": "2021-06", "source": "synthetic"}}
 # What "Prefect's default worker settings" means for the baseline agent.
-BASELINE_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "10", "AGENT_FORKSERVER": "false"}
+BASELINE_ENV = {
+    "PREFECT_WORKER_QUERY_SECONDS": "10",
+    "AGENT_FORKSERVER": "false",
+    "AGENT_PUSH": "false",
+}
 COMMON_ENV = {
     "API_KEY": KEY,
     "API_INSECURE_DEV_MODE": "false",
@@ -40,6 +49,7 @@ COMMON_ENV = {
     "API_RATE_LIMIT_BURST": "100000",
 }
 TIMEOUT = 120.0
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def client(stack: LocalStack) -> httpx.Client:
@@ -57,7 +67,7 @@ def trigger_and_wait(api: httpx.Client) -> tuple[float, float]:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         run = api.get(f"/runs/{run_id}").json()
-        if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+        if run["state"]["type"] in FINAL:
             if run["state"]["type"] != "COMPLETED":
                 raise RuntimeError(f"run {run_id} ended {run['state']}")
             started = dt.datetime.fromisoformat(run["started"])
@@ -94,10 +104,53 @@ def read_load(url: str, headers: dict[str, str], seconds: float, clients: int = 
     return len(latencies) / (time.monotonic() - began), latencies, errors
 
 
+def _answered_at(api: httpx.Client, run_id: str, wait: bool, phase: float) -> float:
+    """When (Unix time) a client learnt that run `run_id` had ended: waiting on it, or
+    polling it every second from `phase` seconds on."""
+    deadline = time.monotonic() + TIMEOUT
+    if wait:
+        while time.monotonic() < deadline:
+            run = api.get(f"/runs/{run_id}", params={"wait": 60}, timeout=90).json()
+            if run["state"]["type"] in FINAL:
+                return time.time()
+        raise TimeoutError(f"run {run_id} not final within {TIMEOUT:.0f} s")
+    time.sleep(phase)
+    while time.monotonic() < deadline:
+        if api.get(f"/runs/{run_id}").json()["state"]["type"] in FINAL:
+            return time.time()
+        time.sleep(1.0)
+    raise TimeoutError(f"run {run_id} not final within {TIMEOUT:.0f} s")
+
+
+def wait_against_poll(api: httpx.Client, runs: int) -> None:
+    """Print how long after a run's end a waiting client and a polling one hear of it."""
+    delays: dict[str, list[float]] = {"wait": [], "poll every 1 s": []}
+    jitter = random.Random(1)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for _ in range(runs):
+            created = api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 1}})
+            created.raise_for_status()
+            run_id = created.json()["id"]
+            waiting = pool.submit(_answered_at, api, run_id, True, 0)
+            polling = pool.submit(_answered_at, api, run_id, False, jitter.uniform(0, 1))
+            ended = dt.datetime.fromisoformat(
+                api.get(f"/runs/{run_id}", params={"wait": 60}).json()["ended"]
+            )
+            for label, future in (("wait", waiting), ("poll every 1 s", polling)):
+                delays[label].append(future.result() - ended.timestamp())
+    print(f"\nrun ended -> client knows, over {runs} runs of 1 s, milliseconds")
+    print(f"{'client':16} {'p50':>8} {'p99':>8}")
+    for label, values in delays.items():
+        print(f"{label:16} {percentile(values, 50) * 1e3:8.0f} {percentile(values, 99) * 1e3:8.0f}")
+    ratio = percentile(delays["poll every 1 s"], 50) / percentile(delays["wait"], 50)
+    print(f"wait ratio {ratio:.1f} (polling's p50 delay / waiting's)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="triggers per stack (max 50)")
     parser.add_argument("--read-seconds", type=float, default=10.0)
+    parser.add_argument("--wait-runs", type=int, default=20, help="runs followed (max 50)")
     args = parser.parse_args()
     runs = max(1, min(args.runs, 50))
 
@@ -162,6 +215,7 @@ def main() -> None:
                 )
             ratio = table["our GET /runs/{id}"] / table["Prefect GET /api/flow_runs/{id}"]
             print(f"read ratio {ratio:.2f} (our GET /runs/{{id}} req/s / Prefect's)")
+            wait_against_poll(apis["ours"], max(1, min(args.wait_runs, 50)))
         finally:
             for stack in stacks.values():
                 stack.stop()

@@ -3,7 +3,7 @@
 Starts two local stacks (embedded PostgreSQL, Prefect server, registration, one agent) on
 free ports in a temporary directory:
 
-- baseline: Prefect's default worker (PREFECT_WORKER_QUERY_SECONDS=10, no fork server); its
+- baseline: Prefect's default worker (PREFECT_WORKER_QUERY_SECONDS=10, no push, no fork server); its
   runs override the job command with null, so the worker starts them its default way: a
   fresh interpreter (`python -m prefect.engine`, behind Prefect's workspace supervisor);
 - ours: the agent as shipped (its poll interval, push, the fork server); its runs use the
@@ -185,6 +185,7 @@ def main() -> None:
         "baseline": {
             "PREFECT_WORKER_QUERY_SECONDS": polls["baseline"],
             "AGENT_FORKSERVER": "false",
+            "AGENT_PUSH": "false",
         },
         "poll": {"PREFECT_WORKER_QUERY_SECONDS": polls["poll"], "AGENT_PUSH": "false"},
         "ours": {"PREFECT_WORKER_QUERY_SECONDS": polls["ours"]},

@@ -2,6 +2,7 @@
 through the front door (the gateway), as every user reaches it."""
 
 import contextlib
+import datetime as dt
 import os
 import re
 import shlex
@@ -107,6 +108,25 @@ def test_train_through_the_api(compose: Compose, api: httpx.Client) -> None:
     agents = compose.run("logs", "--no-color", "agent")
     assert "push: polling pool 'training' as runs are scheduled" in agents, agents[-3000:]
     assert "no event subscription" not in agents, agents[-3000:]
+
+
+def test_a_wait_through_the_door_answers_when_the_run_ends(
+    compose: Compose, api: httpx.Client
+) -> None:
+    """GET /api/runs/{id}?wait= through the door: not cut, and ended by Prefect's event (the
+    API subscribes with Prefect's auth string)."""
+    logs = compose.run("logs", "--no-color", "api")
+    assert "following flow-run events" in logs, logs[-3000:]
+    run_id = start(api, "probe", seconds=3)
+    began = time.monotonic()
+    response = api.get(f"/runs/{run_id}", params={"wait": 60}, timeout=90)
+    assert response.status_code == 200, response.text
+    assert response.json()["state"]["type"] == "COMPLETED"
+    ended = dt.datetime.fromisoformat(response.json()["ended"])
+    lag = time.time() - ended.timestamp()
+    assert lag < 1, f"answered {lag:.2f} s after the run ended"
+    figure(f"wait through the door: answered {lag:.3f} s after the run ended")
+    assert time.monotonic() - began >= 2  # it waited for the run, not a cached answer
 
 
 def _served(compose: Compose) -> str | None:

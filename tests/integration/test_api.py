@@ -500,3 +500,32 @@ def test_ready(api: httpx.Client) -> None:
     ready = api.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ok", "checks": {"prefect": "ok", "database": "ok"}}
+
+
+def test_a_waiter_is_answered_within_a_second_of_the_run_ending(
+    stack: LocalStack, api: httpx.Client, prefect: PrefectApi
+) -> None:
+    """GET /runs/{id}?wait= ends on Prefect's event, not on the cache's 1 s or a poll."""
+    log = stack.log_dir / "api.log"
+    stack.wait_until(lambda: "following flow-run events" in log.read_text(), 60, "events")
+    lags = []
+    for seconds in (2, 3):
+        created = api.post("/runs", json={"flow": "probe", "parameters": {"seconds": seconds}})
+        assert created.status_code == 202, created.text
+        run_id = created.json()["id"]
+        api.get(f"/runs/{run_id}")  # a copy of the run, not final, in the cache
+        response = api.get(f"/runs/{run_id}", params={"wait": 60}, timeout=90)
+        answered = time.time()
+        assert response.status_code == 200 and response.json()["state"]["type"] == "COMPLETED"
+        ended = dt.datetime.fromisoformat(prefect.flow_run(run_id)["state"]["timestamp"])
+        lags.append(answered - ended.timestamp())
+    assert all(0 <= lag < 1 for lag in lags), f"answered {lags} s after the runs ended"
+    print(f"wait: answered {', '.join(f'{lag:.3f}' for lag in lags)} s after the runs ended")
+    # And a wait that ends at its deadline answers with the state then.
+    created = api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 30}})
+    run_id = created.json()["id"]
+    began = time.monotonic()
+    response = api.get(f"/runs/{run_id}", params={"wait": 1.5})
+    assert response.json()["state"]["type"] in {"SCHEDULED", "PENDING", "RUNNING"}
+    assert time.monotonic() - began >= 1.5
+    assert api.post(f"/runs/{run_id}/cancel").status_code == 202

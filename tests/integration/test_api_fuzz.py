@@ -55,7 +55,9 @@ def test_schemathesis_finds_no_failures(stack: LocalStack, prefect: PrefectApi) 
     # Its own process with a generous rate limit, so that fuzzing is not mostly 429s.
     stack.start_service(
         name, ["python", "-m", "api"],
-        env={"API_PORT": str(port), "API_RATE_LIMIT_BURST": "10000"},
+        # Waits (GET /runs/{id}?wait=) on its runs, which never start, end within 1 s: not
+        # at schemathesis' 10 s request timeout.
+        env={"API_PORT": str(port), "API_RATE_LIMIT_BURST": "10000", "API_WAIT_MAX_SECONDS": "1"},
     )  # fmt: skip
     # Runs the fuzzer creates stay scheduled on a paused pool, and are deleted afterwards.
     prefect.http.patch("/work_pools/training", json={"is_paused": True}).raise_for_status()

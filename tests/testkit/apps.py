@@ -34,6 +34,7 @@ from api.idempotency import IdempotencyKeys
 from api.main import authenticators
 from api.main import create_app as create_api
 from api.prefect_gateway import PrefectGateway
+from api.run_events import RunEvents
 from api.settings import ApiSettings
 from common.web.auth import Authenticator, KeyChecker, SessionChecker, authenticator
 from common.web.db import ApiKey, KeyNameTakenError, LiveSession, hash_key, new_key
@@ -451,6 +452,7 @@ def api_app(prefect: FakePrefect, database: FakeDatabase, **settings: Any) -> Fa
     app.dependency_overrides[authenticator] = lambda: auth
     app.dependency_overrides[get_door_auth] = lambda: door_auth
     app.state.audit = database
+    app.state.run_events = RunEvents()  # not following: a test wakes it with .wake(run_id)
     app.state.metrics.prefect_run_reads.set_function(lambda: prefect.records.fetches)
     return app
 

@@ -3,6 +3,7 @@ cancel and log pages; 4xx for bad input, 404s, 503 with Prefect or the database 
 401 without a good key, and Idempotency-Key replays; and its helpers (api.routers.runs):
 request hashes and `since` read as UTC."""
 
+import asyncio
 import datetime as dt
 import uuid
 
@@ -436,3 +437,93 @@ def test_since_is_read_as_utc() -> None:
         2021, 8, 15, tzinfo=dt.UTC
     )
     assert SINCE.validate_python("2021-08-15T00:00:00") == dt.datetime(2021, 8, 15, tzinfo=dt.UTC)
+
+
+# -- GET /runs/{id}?wait= --------------------------------------------------------------------
+
+
+async def _wait_for(app: FastAPI, run_id: uuid.UUID, wait: float) -> tuple[httpx.Response, float]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        began = asyncio.get_running_loop().time()
+        response = await http.get(f"/runs/{run_id}", params={"wait": wait}, headers=AUTH)
+        return response, asyncio.get_running_loop().time() - began
+
+
+@pytest.mark.anyio
+async def test_a_waiter_is_answered_when_the_run_s_event_comes(
+    app: FastAPI, prefect: FakePrefect
+) -> None:
+    run = prefect.add_run("load-data", StateType.RUNNING)
+    events = app.state.run_events
+    events.live = True  # as when subscribed: no poll before LIVE_RECHECK_SECONDS (5 s)
+
+    async def finish() -> None:
+        await asyncio.sleep(0.3)
+        prefect.flow_runs[run.id].state = State(type=StateType.COMPLETED)
+        events.wake(run.id)
+
+    finishing = asyncio.create_task(finish())
+    response, took = await _wait_for(app, run.id, 30)
+    await finishing
+    assert response.status_code == 200 and response.json()["state"]["type"] == "COMPLETED"
+    assert 0.3 <= took < 4  # the event, not a poll, ended the wait
+
+
+@pytest.mark.anyio
+async def test_a_waiter_gets_the_state_at_its_deadline(app: FastAPI, prefect: FakePrefect) -> None:
+    run = prefect.add_run("load-data", StateType.RUNNING)
+    response, took = await _wait_for(app, run.id, 0.5)
+    assert response.status_code == 200 and response.json()["state"]["type"] == "RUNNING"
+    assert took >= 0.5
+
+
+@pytest.mark.anyio
+async def test_without_events_a_waiter_polls_and_still_sees_the_end(
+    app: FastAPI, prefect: FakePrefect
+) -> None:
+    run = prefect.add_run("load-data", StateType.RUNNING)
+    assert not app.state.run_events.live  # the subscription is down: waiters poll
+
+    async def finish() -> None:
+        await asyncio.sleep(0.3)
+        prefect.flow_runs[run.id].state = State(type=StateType.FAILED, message="no month")
+
+    finishing = asyncio.create_task(finish())
+    response, took = await _wait_for(app, run.id, 10)
+    await finishing
+    assert response.json()["state"]["type"] == "FAILED" and took < 5
+    assert prefect.records.fetches <= 4  # a poll a second shares the cache, not a read per loop
+
+
+@pytest.mark.anyio
+async def test_a_final_run_is_answered_at_once_and_an_unknown_one_is_a_404(
+    app: FastAPI, prefect: FakePrefect
+) -> None:
+    run = prefect.add_run("load-data", StateType.CANCELLED)
+    response, took = await _wait_for(app, run.id, 60)
+    assert response.json()["state"]["type"] == "CANCELLED" and took < 1
+    response, _ = await _wait_for(app, uuid.uuid4(), 60)
+    assert_problem(response, 404, "not-found")
+
+
+@pytest.mark.parametrize("wait", ["61", "-1", "nan", "inf", "soon", "1e400"])
+def test_a_wait_out_of_0_to_60_seconds_is_a_422(
+    client: TestClient, prefect: FakePrefect, wait: str
+) -> None:
+    run = prefect.add_run("load-data", StateType.RUNNING)
+    body = assert_problem(
+        client.get(f"/runs/{run.id}", params={"wait": wait}, headers=AUTH), 422, "validation-error"
+    )
+    assert [error["field"] for error in body["errors"]] == ["query.wait"], body
+
+
+@pytest.mark.anyio
+async def test_a_wait_longer_than_the_api_s_maximum_ends_at_the_maximum(
+    prefect: FakePrefect, database: FakeDatabase
+) -> None:
+    app = api_app(prefect, database, api_wait_max_seconds=0.5)
+    run = prefect.add_run("load-data", StateType.RUNNING)
+    response, took = await _wait_for(app, run.id, 60)
+    assert response.status_code == 200 and response.json()["state"]["type"] == "RUNNING"
+    assert 0.5 <= took < 3

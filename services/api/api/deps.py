@@ -12,6 +12,7 @@ from api.db import ApiDatabase
 from api.idempotency import IdempotencyKeys
 from api.people import LoginLimiter
 from api.prefect_gateway import PrefectGateway
+from api.run_events import RunEvents
 from api.settings import ApiSettings
 from common.web.access import guard
 from common.web.auth import Authenticator, Caller
@@ -50,6 +51,11 @@ def get_prefect(request: Request) -> PrefectGateway:
     return prefect
 
 
+def get_run_events(request: Request) -> RunEvents:
+    run_events: RunEvents = request.app.state.run_events
+    return run_events
+
+
 def get_database(request: Request) -> ApiDatabase:
     database: ApiDatabase = request.app.state.database
     return database
@@ -75,6 +81,7 @@ def get_door_auth(request: Request) -> Authenticator:
 SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PrefectDep = Annotated[PrefectGateway, Depends(get_prefect)]
+RunEventsDep = Annotated[RunEvents, Depends(get_run_events)]
 DatabaseDep = Annotated[ApiDatabase, Depends(get_database)]
 IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
 LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]

@@ -2,6 +2,8 @@
 edge and audit middleware, the routers of `api.routers`); the lifespan opens the database
 and the Prefect gateway, which the routes take as dependencies (`api.deps`)."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from api.idempotency import IdempotencyKeys
 from api.people import LoginLimiter
 from api.prefect_gateway import open_gateway
 from api.routers import PROBLEM_RESPONSES, audit, door, flows, health, keys, login, runs, users
+from api.run_events import RunEvents
 from api.settings import ApiSettings, get_settings
 from common.web import problems
 from common.web.auth import Authenticator, KeyChecker, SessionChecker
@@ -49,7 +52,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.auth, app.state.door_auth = authenticators(
             settings, KeyChecker(database), SessionChecker(database)
         )
+        app.state.run_events = events = RunEvents()
+        following = asyncio.create_task(events.run(), name="run-events")
         yield
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
     database.close()
 
 

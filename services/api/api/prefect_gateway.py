@@ -175,10 +175,11 @@ class PrefectGateway:
             self.client.read_flow_run(run_id), missing=f"run {run_id} not found"
         )
 
-    async def record(self, run_id: uuid.UUID) -> RunRecord:
+    async def record(self, run_id: uuid.UUID, fresh_after: float | None = None) -> RunRecord:
         """The run, its flow and its tables; cached (final runs for good, others for
-        `read_cache_seconds`), and concurrent reads of one run share one."""
-        return await self.records.get(run_id, lambda: self._read_record(run_id))
+        `read_cache_seconds`, or read again if fetched before `fresh_after`, a
+        `time.monotonic()`), and concurrent reads of one run share one."""
+        return await self.records.get(run_id, lambda: self._read_record(run_id), fresh_after)
 
     async def _read_record(self, run_id: uuid.UUID) -> RunRecord:
         run = await self.run(run_id)

@@ -43,6 +43,13 @@ class ApiSettings(KeySettings):
         description="Comma-separated flows the API may start (default: every deployment on "
         "the pool).",
     )
+    api_wait_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=60,
+        description="The longest GET /runs/{id}?wait= holds a request: a longer wait is "
+        "answered at this deadline (with the run's state then), as a long poll may be.",
+    )
     api_read_cache_seconds: float = Field(
         1.0,
         ge=0,

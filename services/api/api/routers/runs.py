@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import time
 import uuid
 from typing import Annotated
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from prefect.client.schemas.objects import FlowRun, StateType
 
 from api import pages
-from api.deps import Allowed, IdempotencyDep, MetricsDep, PrefectDep, SettingsDep
+from api.deps import Allowed, IdempotencyDep, MetricsDep, PrefectDep, RunEventsDep, SettingsDep
 from api.prefect_gateway import FINAL, PrefectGateway, RunRecord, unknown_flow
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import (
@@ -32,6 +33,7 @@ from common.web.problems import Problem
 from common.web.requestid import current_request_id
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
+WAIT_MAX_SECONDS = 60  # GET /runs/{id}?wait=: longer waits are a 422
 
 
 # -- presenting runs ---------------------------------------------------------------------
@@ -170,11 +172,38 @@ async def create_run(
     "/{run_id}", operation_id="read_run", response_model=Run, summary="A run's state and results"
 )
 async def read_run(
-    run_id: uuid.UUID, request: Request, settings: SettingsDep, prefect: PrefectDep, _: Allowed
+    run_id: uuid.UUID,
+    request: Request,
+    settings: SettingsDep,
+    prefect: PrefectDep,
+    events: RunEventsDep,
+    _: Allowed,
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=WAIT_MAX_SECONDS,
+            allow_inf_nan=False,
+            description="Seconds (at most 60) to wait for the run to be final: the answer "
+            "comes as soon as it is, or at the deadline with its state then (at the "
+            "latest after API_WAIT_MAX_SECONDS, 60 unless set lower).",
+        ),
+    ] = None,
 ) -> Run:
     """A final run is read once and then served from memory; a run that is still going can
-    be up to `API_READ_CACHE_SECONDS` (1 s) stale."""
-    return present(settings, request, await prefect.record(run_id))
+    be up to `API_READ_CACHE_SECONDS` (1 s) stale, except when waited for: then it is read
+    again as soon as Prefect says it changed."""
+    if not wait:
+        return present(settings, request, await prefect.record(run_id))
+    deadline = time.monotonic() + min(wait, settings.api_wait_max_seconds)
+    async with events.watch(run_id) as watch:
+        record = await prefect.record(run_id, fresh_after=watch.since)
+        while not record.final and (left := deadline - time.monotonic()) > 0:
+            # Woken by the run's event: read it anew. Else (a timeout, a poll while the
+            # events are away) the cache's copy, which waiters share, will do.
+            fresh = time.monotonic() if await watch.changed(left) else None
+            record = await prefect.record(run_id, fresh_after=fresh)
+    return present(settings, request, record)
 
 
 @router.get("", operation_id="list_runs", response_model=RunPage, summary="List runs, newest first")

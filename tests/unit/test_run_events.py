@@ -1,0 +1,111 @@
+"""api.run_events: one subscription wakes the requests watching a run; others sleep on; a
+dropped subscription wakes everyone, says so, and is opened again. GET /runs/{id}?wait=
+on it: tests/unit/test_api_routers_runs.py, and on a real stack tests/integration."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from api import run_events
+from api.run_events import FLOW_RUN_EVENTS, RunEvents, run_id_of
+
+
+def event(resource: str) -> Any:
+    return SimpleNamespace(resource=SimpleNamespace(id=resource))
+
+
+class FakeStream:
+    """Subscriptions fed by the test (`send`); `drop()` ends the current one with an error."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.opened = 0
+        self.failures = failures
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    @asynccontextmanager
+    async def subscribe(self, event_filter: Any) -> AsyncIterator[AsyncIterator[Any]]:
+        assert event_filter is FLOW_RUN_EVENTS
+        self.opened += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("server away")
+        yield self._events()
+
+    async def _events(self) -> AsyncIterator[Any]:
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+def test_the_run_an_event_is_about() -> None:
+    run = uuid.uuid4()
+    assert run_id_of(event(f"prefect.flow-run.{run}")) == run
+    assert run_id_of(event(f"prefect.task-run.{run}")) is None
+    assert run_id_of(event("prefect.flow-run.not-an-id")) is None
+    wire = FLOW_RUN_EVENTS.model_dump(mode="json")["event"]
+    assert wire["prefix"] == ["prefect.flow-run."]
+    assert wire["exclude_prefix"] == ["prefect.flow-run.heartbeat"]
+
+
+@pytest.mark.anyio
+async def test_an_event_wakes_the_watchers_of_its_run_only() -> None:
+    stream = FakeStream()
+    events = RunEvents(stream.subscribe)
+    follow = asyncio.create_task(events.run())
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with events.watch(mine) as a, events.watch(mine) as b, events.watch(other) as c:
+            while not events.live:
+                await asyncio.sleep(0.01)
+            assert events.watched == 2
+            await stream.queue.put(event(f"prefect.flow-run.{mine}"))
+            woken = await asyncio.wait_for(asyncio.gather(a.changed(3), b.changed(3)), 2)
+            assert woken == [True, True]
+            assert await c.changed(0.2) is False  # not its run: a timeout
+        assert events.watched == 0 and events.events == 1
+    finally:
+        follow.cancel()
+
+
+@pytest.mark.anyio
+async def test_an_event_between_a_read_and_the_wait_is_not_lost() -> None:
+    events = RunEvents(FakeStream().subscribe)
+    run = uuid.uuid4()
+    async with events.watch(run) as watch:
+        events.wake(run)  # arrives while the request reads the run
+        assert await watch.changed(3) is True  # at once
+        assert await watch.changed(0.1) is False  # and only once
+
+
+@pytest.mark.anyio
+async def test_a_dropped_subscription_wakes_every_watcher_and_is_opened_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(run_events, "RETRY_SECONDS", (0.05,))
+    monkeypatch.setattr(run_events, "POLL_SECONDS", 0.1)
+    stream = FakeStream(failures=1)
+    events = RunEvents(stream.subscribe)
+    follow = asyncio.create_task(events.run())
+    try:
+        async with events.watch(uuid.uuid4()) as watch:
+            while not events.live:  # one failure, then subscribed
+                await asyncio.sleep(0.01)
+            await stream.queue.put(ConnectionResetError("cut"))
+            assert await watch.changed(3) is True  # woken to read again, then to poll
+            assert not events.live
+            assert await watch.changed(3) is False  # polling: POLL_SECONDS, not 3 s
+            while not events.live:
+                await asyncio.sleep(0.01)
+        assert stream.opened == 3
+    finally:
+        follow.cancel()
+    said = [r.getMessage() for r in caplog.records if r.name == "api.run_events"]
+    assert any("no flow-run events (server away): waits poll every 0 s" in s for s in said)
+    assert any("no flow-run events (cut)" in s for s in said)
