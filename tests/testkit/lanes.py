@@ -27,8 +27,10 @@ from typing import TextIO
 
 PROGRESS_SECONDS = 60.0
 STOP_GRACE_SECONDS = 60.0
-# pytest's progress column: "[ 45%]".
-PERCENT = re.compile(rb"\[\s*(\d+)%\]")
+# pytest's progress: "collected 12 items", then a line per file, "tests/x.py ..F." (the
+# column "[ 45%]" comes only at the end of a line, after minutes in a slow file).
+COLLECTED = re.compile(rb"collected (\d+) items?")
+RESULTS = re.compile(rb"^tests/\S+\.py ([.FEsxX]*)", re.MULTILINE)
 
 
 @dataclass
@@ -53,10 +55,16 @@ class Lane:
             )
 
     def progress(self) -> str:
-        """`name: 45% (3:10)` from the last progress column in its log."""
-        found = PERCENT.findall(self.log.read_bytes()[-20_000:])
-        at = f"{int(found[-1])}%" if found else "starting"
-        return f"{self.name}: {at} ({self.took()})"
+        """`name: 5 of 12 tests (3:10)`, or `..., 1 failed`, from the pytest run in its log
+        (the last one, for a lane that runs several)."""
+        text = self.log.read_bytes()
+        collected = list(COLLECTED.finditer(text))
+        if not collected:
+            return f"{self.name}: starting ({self.took()})"
+        results = b"".join(RESULTS.findall(text[collected[-1].end() :]))
+        failed = sum(results.count(mark) for mark in (b"F", b"E"))
+        at = f"{len(results)} of {int(collected[-1].group(1))} tests"
+        return f"{self.name}: {at}{f', {failed} failed' if failed else ''} ({self.took()})"
 
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.poll()

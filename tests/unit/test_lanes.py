@@ -47,8 +47,9 @@ def test_progress_lines_say_how_far_each_running_lane_is(
 ) -> None:
     monkeypatch.setattr(lanes, "PROGRESS_SECONDS", 0.5)
     out = io.StringIO()
-    assert run(_lanes(tmp_path, suite="echo '....  [ 45%]'; sleep 1.5"), out) == 0
-    assert "lanes: suite: 45% (0:0" in out.getvalue()
+    log = "collected 12 items\n\ntests/a.py ....  [ 33%]\ntests/b.py .F"
+    assert run(_lanes(tmp_path, suite=f"printf '%s' '{log}'; sleep 1.5"), out) == 0
+    assert "lanes: suite: 6 of 12 tests, 1 failed (0:0" in out.getvalue()
 
 
 def test_ctrl_c_reaches_every_lane_and_the_status_says_interrupted(tmp_path: Path) -> None:
