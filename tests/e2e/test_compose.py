@@ -188,11 +188,23 @@ def browser_page(compose: Compose, headers: dict[str, str] | None = None) -> Ite
             browser.close()
 
 
-def rendered(page: Page, url: str, text: str, timeout: float = 60) -> str:
+def rendered(page: Page, url: str, text: str, timeout: float = 45) -> str:
     """Open `url`, wait until `text` is shown and the page's requests have settled; return
-    the page's visible text."""
-    page.goto(url)
-    page.get_by_text(text).first.wait_for(timeout=timeout * 1000)
+    the page's visible text. A page that has not shown `text` after `timeout` seconds is
+    loaded once more (said as a figure, with what it showed: once, in a CI run, Prefect's
+    deployments page had not listed the deployments after 60 s); then it fails with what
+    it shows."""
+    for attempt in (1, 2):
+        page.goto(url)
+        try:
+            page.get_by_text(text).first.wait_for(timeout=timeout * 1000)
+            break
+        except PlaywrightTimeoutError:
+            shown = page.inner_text("body")[:1500]
+            if attempt == 2:
+                raise AssertionError(f"{url} never showed {text!r}; it shows:\n{shown}") from None
+            late = f"{url}: {text!r} not shown after {timeout:.0f} s; loaded again"
+            figure(f"{late}. It showed: {shown[:500]!r}")
     # Up to 10 s more for the rest to load; a page that polls (MLflow's) never goes idle.
     with contextlib.suppress(PlaywrightTimeoutError):
         page.wait_for_load_state("networkidle", timeout=10_000)
