@@ -11,6 +11,7 @@ import pytest
 
 from agent import push
 from agent.push import SCHEDULED, poll_on_events, scheduled_in
+from common import prefect_events
 
 
 class FakeEvents:
@@ -93,7 +94,7 @@ async def test_a_failed_poll_does_not_end_the_push(caplog: pytest.LogCaptureFixt
 async def test_a_failed_subscription_is_retried_and_said(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(push, "RETRY_SECONDS", (0.01,))
+    monkeypatch.setattr(prefect_events, "RETRY_SECONDS", (0.01,))
     events = FakeEvents(failures=2)
     polled = anyio.Event()
 

@@ -13,6 +13,7 @@ import pytest
 
 from api import run_events
 from api.run_events import FLOW_RUN_EVENTS, RunEvents, run_id_of
+from common import prefect_events
 
 
 def event(resource: str) -> Any:
@@ -88,7 +89,7 @@ async def test_an_event_between_a_read_and_the_wait_is_not_lost() -> None:
 async def test_a_dropped_subscription_wakes_every_watcher_and_is_opened_again(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(run_events, "RETRY_SECONDS", (0.05,))
+    monkeypatch.setattr(prefect_events, "RETRY_SECONDS", (0.05,))
     monkeypatch.setattr(run_events, "POLL_SECONDS", 0.1)
     stream = FakeStream(failures=1)
     events = RunEvents(stream.subscribe)

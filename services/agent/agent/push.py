@@ -8,11 +8,12 @@ events (`prefect.flow-run.Scheduled` of runs related to the pool, through Prefec
 (`get_and_submit_flow_runs`) as each event arrives.
 
 The loop keeps polling as before: it is the fallback while the subscription is down (it is
-opened again with backoff, and says so in the log) and picks up anything an event missed. A
-poll pushed beside the loop's cannot start a run twice: Prefect's worker skips runs it is
-already submitting, and the server lets only one claim move a run to PENDING (the one an
-agent's two polls race for is the same as two agents racing for it). Events that arrive
-while a pushed poll runs are answered by one more poll after it, not one each.
+opened again with backoff, by common.prefect_events, and the log says so) and picks up
+anything an event missed. A poll pushed beside the loop's cannot start a run twice:
+Prefect's worker skips runs it is already submitting, and the server lets only one claim
+move a run to PENDING (the one an agent's two polls race for is the same as two agents
+racing for it). Events that arrive while a pushed poll runs are answered by one more poll
+after it, not one each.
 
 Prefect has no hook for this: `install` wraps `prefect.workers.base.critical_service_loop`,
 the helper `BaseWorker.start` runs its polling loop with, for that one workload only.
@@ -22,22 +23,19 @@ the helper `BaseWorker.start` runs its polling loop with, for that one workload 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from prefect.events.clients import PrefectEventSubscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.events.schemas.events import ResourceSpecification
+
+from common.prefect_events import Subscribe, follow, prefect_subscriber
 
 logger = logging.getLogger("agent.push")
 
 SCHEDULED = "prefect.flow-run.Scheduled"
 POLL_WORKLOAD = "get_and_submit_flow_runs"  # BaseWorker's poll, as the loop is given it
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # between attempts to subscribe again
-
-Subscribe = Callable[[EventFilter], AbstractAsyncContextManager[AsyncIterator[Any]]]
 
 
 def scheduled_in(pool: str) -> EventFilter:
@@ -50,12 +48,6 @@ def scheduled_in(pool: str) -> EventFilter:
             )
         ),
     )
-
-
-def prefect_subscriber(event_filter: EventFilter) -> PrefectEventSubscriber:
-    # Reconnects on its own after an abnormal close (backfilling what it missed); a clean
-    # close, such as the server's restart, ends it, and poll_on_events subscribes again.
-    return PrefectEventSubscriber(filter=event_filter)
 
 
 async def poll_on_events(
@@ -74,29 +66,23 @@ async def poll_on_events(
             except Exception as error:  # the loop's own poll reports and retries these
                 logger.debug("pushed poll failed: %r", error)
 
-    async def listen() -> None:
-        failures = 0
-        while True:
-            try:
-                async with subscribe(scheduled_in(pool)) as events:
-                    logger.info("push: polling pool %r as runs are scheduled", pool)
-                    failures = 0
-                    async for _event in events:
-                        wake.set()
-            except Exception as error:
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
-                logger.warning(
-                    "push: no event subscription (%s); polling on the interval alone, "
-                    "subscribing again in %.0f s",
-                    error or type(error).__name__,
-                    delay,
-                )
-                await anyio.sleep(delay)
+    def closed(why: str, delay: float) -> None:
+        logger.warning(
+            "push: no event subscription (%s); polling on the interval alone, "
+            "subscribing again in %.0f s",
+            why,
+            delay,
+        )
 
     async with anyio.create_task_group() as group:
         group.start_soon(poller)
-        group.start_soon(listen)
+        await follow(
+            scheduled_in(pool),
+            lambda _event: wake.set(),
+            on_open=lambda: logger.info("push: polling pool %r as runs are scheduled", pool),
+            on_close=closed,
+            subscribe=subscribe,
+        )
 
 
 def install(pool: str) -> None:

@@ -69,13 +69,6 @@ def wait_for_forkserver(
     return f"fork server not listening after {timeout:.0f} s: runs may start cold"
 
 
-def option(args: list[str], name: str) -> str | None:
-    """The value after `name` in CLI arguments `args` (`--pool P`), or None."""
-    if name in args[:-1]:
-        return args[args.index(name) + 1]
-    return None
-
-
 def wait_for_promotion() -> bool:
     """Block until the agent writes a byte on our standard input; False at end of file (the
     agent is gone)."""
@@ -111,9 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         logger.info("%s: starting the worker", how)
     write_state(state_file, ACTIVE)
-    pool = option(prefect_args, "--pool")
-    if pool and AgentSettings().agent_push:
-        push.install(pool)
+    settings = AgentSettings()  # the agent's, whose environment this process has
+    if settings.agent_push:
+        push.install(settings.work_pool_name)
     # Prefect's worker sets the root logger to WARNING as it starts: ours keep saying more.
     logger.setLevel(logging.INFO)
     from prefect.cli import app

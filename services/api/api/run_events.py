@@ -1,14 +1,13 @@
 """Runs' state changes as they happen, for `GET /runs/{id}?wait=`: one subscription to
 Prefect's events per API process, however many requests wait.
 
-`RunEvents.run()` (a task for the app's lifetime) subscribes to `/api/events/out` for
-flow-run events (`prefect.flow-run.*` but heartbeats) through Prefect's own
-`PrefectEventSubscriber`, and wakes the requests watching each run an event names. A
-watcher (`watch(run_id)`) is registered before its first read, so an event that arrives
-between the read and the wait is not lost. While the subscription is down (`live` is false,
-and the log says so), watchers re-read every `POLL_SECONDS`; it is opened again with
-backoff. Plain asyncio: a waiting request holds no thread, only an `asyncio.Event`.
-"""
+`RunEvents.run()` (a task for the app's lifetime) follows flow-run events (`prefect.flow-
+run.*` but heartbeats) through common.prefect_events, and wakes the requests watching each
+run an event names. A watcher (`watch(run_id)`) is registered before its first read, so an
+event that arrives between the read and the wait is not lost. While the subscription is
+down (`live` is false, and the log says so), watchers re-read every `POLL_SECONDS`; it is
+opened again with backoff. Plain asyncio: a waiting request holds no thread, only an
+`asyncio.Event`."""
 
 from __future__ import annotations
 
@@ -16,29 +15,23 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from prefect.events.clients import PrefectEventSubscriber
 from prefect.events.filters import EventFilter, EventNameFilter
+
+from common.prefect_events import Subscribe, follow, prefect_subscriber
 
 logger = logging.getLogger("api.run_events")
 
 RUN_RESOURCE = "prefect.flow-run."  # a flow run's resource id: this, then its id
 POLL_SECONDS = 1.0  # a watcher's re-read while the subscription is down
 LIVE_RECHECK_SECONDS = 5.0  # and while it is up: a net for an event lost on the way
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # between attempts to subscribe again
-
-Subscribe = Callable[[EventFilter], AbstractAsyncContextManager[AsyncIterator[Any]]]
 
 FLOW_RUN_EVENTS = EventFilter(
     event=EventNameFilter(prefix=[RUN_RESOURCE], exclude_prefix=[f"{RUN_RESOURCE}heartbeat"])
 )
-
-
-def prefect_subscriber(event_filter: EventFilter) -> PrefectEventSubscriber:
-    return PrefectEventSubscriber(filter=event_filter)
 
 
 def run_id_of(event: Any) -> uuid.UUID | None:
@@ -113,29 +106,30 @@ class RunEvents:
 
     async def run(self) -> None:
         """Follow the events until cancelled; subscribe again, with backoff, when cut."""
-        failures = 0
-        while True:
-            try:
-                async with self._subscribe(FLOW_RUN_EVENTS) as events:
-                    self.live, failures = True, 0
-                    logger.info("following flow-run events: waits answer as runs change")
-                    async for event in events:
-                        self.events += 1
-                        if (run_id := run_id_of(event)) is not None:
-                            self.wake(run_id)
-                why = "the stream ended"
-            except Exception as error:
-                why = str(error) or type(error).__name__
-            finally:
-                if self.live:
-                    self.live = False
-                    self._wake_all()  # each watcher re-reads, then polls until we are back
-            delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-            failures += 1
-            logger.warning(
-                "no flow-run events (%s): waits poll every %.0f s; subscribing again in %.0f s",
-                why,
-                POLL_SECONDS,
-                delay,
-            )
-            await asyncio.sleep(delay)
+        await follow(
+            FLOW_RUN_EVENTS,
+            self._on_event,
+            on_open=self._on_open,
+            on_close=self._on_close,
+            subscribe=self._subscribe,
+        )
+
+    def _on_open(self) -> None:
+        self.live = True
+        logger.info("following flow-run events: waits answer as runs change")
+
+    def _on_event(self, event: Any) -> None:
+        self.events += 1
+        if (run_id := run_id_of(event)) is not None:
+            self.wake(run_id)
+
+    def _on_close(self, why: str, delay: float) -> None:
+        if self.live:
+            self.live = False
+            self._wake_all()  # each watcher re-reads, then polls until we are back
+        logger.warning(
+            "no flow-run events (%s): waits poll every %.0f s; subscribing again in %.0f s",
+            why,
+            POLL_SECONDS,
+            delay,
+        )

@@ -8,6 +8,9 @@ from pydantic import Field
 from common.contract import DEFAULT_DEPLOYMENT, DEFAULT_WORK_POOL
 from common.web.settings import KeySettings
 
+# GET /runs/{id}?wait=: a longer wait is a 422; API_WAIT_MAX_SECONDS may only lower it.
+WAIT_MAX_SECONDS = 60
+
 
 class ApiSettings(KeySettings):
     api_reads_require_key: bool = Field(True, description="GET endpoints need a key too.")
@@ -44,9 +47,9 @@ class ApiSettings(KeySettings):
         "the pool).",
     )
     api_wait_max_seconds: float = Field(
-        60.0,
+        WAIT_MAX_SECONDS,
         gt=0,
-        le=60,
+        le=WAIT_MAX_SECONDS,
         description="The longest GET /runs/{id}?wait= holds a request: a longer wait is "
         "answered at this deadline (with the run's state then), as a long poll may be.",
     )

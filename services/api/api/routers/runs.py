@@ -25,7 +25,7 @@ from api.schemas import (
     RunState,
     StateTypeName,
 )
-from api.settings import ApiSettings
+from api.settings import WAIT_MAX_SECONDS, ApiSettings
 from api.validation import parameter_errors
 from common.results import LiveMetrics, ModelMetrics, ModelRegistry
 from common.web.jsonbody import JsonRoute
@@ -33,7 +33,6 @@ from common.web.problems import Problem
 from common.web.requestid import current_request_id
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
-WAIT_MAX_SECONDS = 60  # GET /runs/{id}?wait=: longer waits are a 422
 
 
 # -- presenting runs ---------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""Following Prefect's events (`/api/events/out`), as the agent's push (agent.push) and the
+API's waits (api.run_events) do: one subscription, opened again with backoff when it fails
+or ends, for as long as the caller's task runs.
+
+Through Prefect's own `PrefectEventSubscriber`, which authenticates with Prefect's auth
+string and, after an abnormal close, reconnects and backfills on its own; a clean close
+(the server's restart) ends its iteration, and `follow` subscribes again. Needs Prefect's
+client: only services that have it import this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
+from prefect.events.clients import PrefectEventSubscriber
+from prefect.events.filters import EventFilter
+
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # between attempts to subscribe again
+
+Subscribe = Callable[[EventFilter], AbstractAsyncContextManager[AsyncIterator[Any]]]
+
+
+def prefect_subscriber(event_filter: EventFilter) -> PrefectEventSubscriber:
+    return PrefectEventSubscriber(filter=event_filter)
+
+
+async def follow(
+    event_filter: EventFilter,
+    on_event: Callable[[Any], object],
+    *,
+    on_open: Callable[[], object] = lambda: None,
+    on_close: Callable[[str, float], object] = lambda why, delay: None,
+    subscribe: Subscribe = prefect_subscriber,
+) -> None:
+    """Call `on_event(event)` for each event `event_filter` lets through, until cancelled.
+
+    `on_open()` runs once each subscription is up; `on_close(why, delay)` once it failed or
+    ended, with why and the seconds until the next attempt (RETRY_SECONDS, growing while
+    attempts keep failing)."""
+    failures = 0
+    while True:
+        why = "the stream ended"
+        try:
+            async with subscribe(event_filter) as events:
+                failures = 0
+                on_open()
+                async for event in events:
+                    on_event(event)
+        except Exception as error:
+            why = str(error) or type(error).__name__
+        delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+        failures += 1
+        on_close(why, delay)
+        await anyio.sleep(delay)
