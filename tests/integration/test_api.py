@@ -224,6 +224,31 @@ def test_failed_run_reports_why(api: httpx.Client) -> None:
     assert done["metrics"] is None
 
 
+def test_a_failed_run_is_retried_once_and_linked_both_ways(api: httpx.Client) -> None:
+    run = api.post("/runs", json={"parameters": {"date": "2018-05-15"}}).json()
+    assert_problem(api.post(f"/runs/{run['id']}/retry"), 409, "run-not-retryable")  # running
+    failed = api.get(f"/runs/{run['id']}", params={"wait": 60}).json()
+    assert failed["state"]["type"] == "FAILED" and failed["retries"] == []
+
+    # Racing retries of one run make one run (Prefect's idempotency key).
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: api.post(f"/runs/{run['id']}/retry"), range(4)))
+    assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sorted(a.headers["Idempotency-Replayed"] for a in answers) == ["false"] + ["true"] * 3
+    retry = answers[0].json()
+    assert retry["retry_of"] == run["id"] and retry["parameters"] == {"date": "2018-05-15"}
+    assert f"retry-of:{run['id']}" in retry["tags"]
+
+    again = api.get(f"/runs/{retry['id']}", params={"wait": 60}).json()
+    assert again["state"]["type"] == "FAILED" and again["retry_of"] == run["id"]
+    assert api.get(f"/runs/{run['id']}").json()["retries"] == [retry["id"]]
+    forced = api.post(f"/runs/{run['id']}/retry", params={"force": "true"})
+    assert forced.status_code == 202 and forced.json()["id"] != retry["id"]
+    assert api.get(f"/runs/{run['id']}").json()["retries"] == [retry["id"], forced.json()["id"]]
+    api.post(f"/runs/{forced.json()['id']}/cancel")
+
+
 def test_list_runs_with_filters_and_pages(api: httpx.Client) -> None:
     page = api.get("/runs", params={"flow": "train-model", "state": "COMPLETED", "limit": 1})
     assert page.status_code == 200, page.text

@@ -33,7 +33,7 @@ from api.deps import get_database, get_door_auth, get_idempotency_keys, get_pref
 from api.idempotency import IdempotencyKeys
 from api.main import authenticators
 from api.main import create_app as create_api
-from api.prefect_gateway import PrefectGateway
+from api.prefect_gateway import RETRY_OF, PrefectGateway
 from api.run_events import RunEvents
 from api.settings import ApiSettings
 from common.web.auth import Authenticator, KeyChecker, SessionChecker, authenticator
@@ -421,6 +421,13 @@ class FakePrefect(PrefectGateway):
         ]
         found.sort(key=lambda run: run.expected_start_time, reverse=True)  # type: ignore[arg-type,return-value]
         return found[:limit]
+
+    async def _read_retries(self, run_id: uuid.UUID) -> list[uuid.UUID]:
+        self._reach()
+        tag = f"{RETRY_OF}{run_id}"
+        found = [run for run in self.flow_runs.values() if tag in run.tags]
+        found.sort(key=lambda run: run.expected_start_time)  # type: ignore[arg-type,return-value]
+        return [run.id for run in found]
 
     async def cancel(self, run_id: uuid.UUID) -> None:
         self._reach()

@@ -384,6 +384,106 @@ def test_cancelling_an_unknown_run_is_a_404(client: TestClient) -> None:
     assert_problem(response, 404, "not-found")
 
 
+# -- POST /runs/{id}/retry ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [StateType.FAILED, StateType.CRASHED, StateType.CANCELLED])
+def test_a_retry_is_a_new_run_linked_both_ways(
+    client: TestClient, prefect: FakePrefect, database: FakeDatabase, state: StateType
+) -> None:
+    operator = database.add_key("op", "operator")
+    original = prefect.add_run(
+        "load-data", state, parameters={"month": "2021-06"}, tags=["api", "caller:ci"]
+    )
+    # Read (and cached) before the retry: the retry's link shows at once all the same.
+    assert client.get(f"/runs/{original.id}", headers=AUTH).json()["retries"] == []
+    response = client.post(
+        f"/runs/{original.id}/retry", headers={"Authorization": f"Bearer {operator}"}
+    )
+    assert response.status_code == 202, response.text
+    retry = response.json()
+    assert response.headers["Idempotency-Replayed"] == "false"
+    assert response.headers["location"] == retry["links"]["self"]
+    assert (retry["flow"], retry["parameters"]) == ("load-data", {"month": "2021-06"})
+    assert retry["state"]["type"] == "SCHEDULED" and retry["id"] != str(original.id)
+    assert retry["retry_of"] == str(original.id) and retry["retries"] == []
+    assert {"api", "caller:op", f"retry-of:{original.id}"} <= set(retry["tags"])
+    again = client.get(f"/runs/{original.id}", headers=AUTH).json()
+    assert again["retries"] == [retry["id"]] and again["retry_of"] is None
+    assert again["links"]["retry"] == f"http://testserver/runs/{original.id}/retry"
+    read = client.get(f"/runs/{retry['id']}", headers=AUTH).json()
+    assert read["retry_of"] == str(original.id)
+    metrics = client.get("/metrics").text
+    assert 'api_runs_triggered_total{flow="load-data"} 1.0' in metrics
+
+
+def test_a_second_retry_is_the_first_unless_forced(
+    client: TestClient, prefect: FakePrefect
+) -> None:
+    original = prefect.add_run("load-data", StateType.FAILED, parameters={"month": "2021-06"})
+    first = client.post(f"/runs/{original.id}/retry", headers=AUTH)
+    second = client.post(f"/runs/{original.id}/retry", headers=AUTH)
+    assert second.status_code == 202 and second.json()["id"] == first.json()["id"]
+    assert second.headers["Idempotency-Replayed"] == "true"
+    forced = client.post(f"/runs/{original.id}/retry?force=true", headers=AUTH)
+    assert forced.headers["Idempotency-Replayed"] == "false"
+    assert forced.json()["id"] != first.json()["id"]
+    listed = client.get(f"/runs/{original.id}", headers=AUTH).json()["retries"]
+    assert sorted(listed) == sorted([first.json()["id"], forced.json()["id"]])
+    assert len(prefect.flow_runs) == 3
+    metrics = client.get("/metrics").text
+    assert 'api_runs_triggered_total{flow="load-data"} 2.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "state", [StateType.COMPLETED, StateType.RUNNING, StateType.SCHEDULED, StateType.CANCELLING]
+)
+def test_only_failed_crashed_or_cancelled_runs_are_retried(
+    client: TestClient, prefect: FakePrefect, state: StateType
+) -> None:
+    run = prefect.add_run("load-data", state, parameters={"month": "2021-06"})
+    response = client.post(f"/runs/{run.id}/retry", headers=AUTH)
+    body = assert_problem(response, 409, "run-not-retryable")
+    assert f"is {state.value}; only failed, crashed or cancelled" in body["detail"]
+    assert len(prefect.flow_runs) == 1
+
+
+def test_a_run_whose_parameters_no_longer_fit_is_not_retried(
+    client: TestClient, prefect: FakePrefect
+) -> None:
+    run = prefect.add_run("load-data", StateType.FAILED, parameters={"month": "June"})
+    body = assert_problem(
+        client.post(f"/runs/{run.id}/retry", headers=AUTH), 409, "run-not-retryable"
+    )
+    assert "parameters no longer fit flow 'load-data'" in body["detail"]
+    assert body["errors"][0]["field"] == "parameters.month"
+    assert len(prefect.flow_runs) == 1
+
+
+def test_a_run_of_a_flow_the_api_does_not_run_is_not_retried(
+    client: TestClient, prefect: FakePrefect
+) -> None:
+    run = prefect.add_run("load-data", StateType.FAILED, parameters={"month": "2021-06"})
+    del prefect.deployments["load-data"]
+    body = assert_problem(
+        client.post(f"/runs/{run.id}/retry", headers=AUTH), 409, "run-not-retryable"
+    )
+    assert "not started from a flow the API runs" in body["detail"]
+
+
+def test_retrying_needs_an_operator_and_a_known_run(
+    client: TestClient, prefect: FakePrefect, database: FakeDatabase
+) -> None:
+    viewer = database.add_key("looker", "viewer")
+    run = prefect.add_run("load-data", StateType.FAILED, parameters={"month": "2021-06"})
+    response = client.post(f"/runs/{run.id}/retry", headers={"Authorization": f"Bearer {viewer}"})
+    assert_problem(response, 403, "forbidden")
+    assert_problem(client.post(f"/runs/{uuid.uuid4()}/retry", headers=AUTH), 404, "not-found")
+    prefect.down = True
+    assert_problem(client.post(f"/runs/{run.id}/retry", headers=AUTH), 503, "service-unavailable")
+    assert len(prefect.flow_runs) == 1
+
+
 # -- GET /runs/{id}/logs -------------------------------------------------------------------
 
 

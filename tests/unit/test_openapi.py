@@ -43,6 +43,7 @@ OPERATIONS = {
         "list_runs": ["runs"],
         "read_run": ["runs"],
         "cancel_run": ["runs"],
+        "retry_run": ["runs"],
         "read_run_logs": ["runs"],
         "list_flows": ["flows"],
         "create_key": ["keys"],

@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
     LogFilterTimestamp,
@@ -42,6 +43,11 @@ from common.web.problems import Problem, unavailable
 
 T = TypeVar("T")
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
+# What `POST /runs/{id}/retry` takes; only these runs can have retries.
+RETRYABLE = {StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
+# The tag that links a retry to the run it retries (visible in Prefect's UI too).
+RETRY_OF = "retry-of:"
+MAX_RETRIES_LISTED = 100
 # A deployment registered (or removed) on the pool is seen within this long.
 FLOWS_CACHE_SECONDS = 5.0
 
@@ -49,6 +55,17 @@ FLOWS_CACHE_SECONDS = 5.0
 def unknown_flow(flow: str, flows: dict[str, Any]) -> str:
     known = ", ".join(flows) or "none yet (is the trainer's registration done?)"
     return f"unknown flow {flow!r}; the flows are: {known}"
+
+
+def retry_of(tags: list[str]) -> uuid.UUID | None:
+    """The run a run retries, from its `retry-of:<id>` tag; None for a first attempt."""
+    for tag in tags:
+        if tag.startswith(RETRY_OF):
+            try:
+                return uuid.UUID(tag.removeprefix(RETRY_OF))
+            except ValueError:
+                return None
+    return None
 
 
 def refused(error: PrefectHTTPStatusError, missing: str | None = None) -> Problem:
@@ -107,6 +124,11 @@ class PrefectGateway:
         )
         self.records: ReadCache[uuid.UUID, RunRecord] = ReadCache(
             lambda record: record.final, ttl=read_cache_seconds
+        )
+        # A final run never changes, but a retry of it can be made at any time (through
+        # any API process): its list of retries is kept no longer than a running run.
+        self._retries: ReadCache[uuid.UUID, list[uuid.UUID]] = ReadCache(
+            lambda _: False, ttl=read_cache_seconds
         )
 
     async def _call(self, call: Awaitable[T], missing: str | None = None) -> T:
@@ -216,6 +238,25 @@ class PrefectGateway:
                 limit=limit,
             )
         )
+
+    async def retries(self, run_id: uuid.UUID) -> list[uuid.UUID]:
+        """The ids of the runs made as retries of `run_id` (tagged `retry-of:<id>`), the
+        first made first; cached like a run that is not final."""
+        return await self._retries.get(run_id, lambda: self._read_retries(run_id))
+
+    def retried(self, run_id: uuid.UUID) -> None:
+        """A retry of `run_id` was just made: this process's next read lists it."""
+        self._retries.forget(run_id)
+
+    async def _read_retries(self, run_id: uuid.UUID) -> list[uuid.UUID]:
+        runs = await self._call(
+            self.client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"{RETRY_OF}{run_id}"])),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=MAX_RETRIES_LISTED,
+            )
+        )
+        return [run.id for run in runs]
 
     async def cancel(self, run_id: uuid.UUID) -> None:
         await self._call(self.client.set_flow_run_state(run_id, Cancelling()))

@@ -113,6 +113,7 @@ class RunLinks(BaseModel):
     self: str
     logs: str
     cancel: str
+    retry: str
     ui: str | None = None
 
 
@@ -142,10 +143,13 @@ class Run(BaseModel):
                         "url": "http://127.0.0.1:5000/#/models/trip-duration-fhv/versions/3",
                     },
                     "error": None,
+                    "retry_of": None,
+                    "retries": [],
                     "links": {
                         "self": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11",
                         "logs": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11/logs",
                         "cancel": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11/cancel",
+                        "retry": "/runs/0b5c1d0e-8f71-4a58-9d3c-2f1f0c1f7a11/retry",
                         "ui": "http://127.0.0.1:4200/runs/flow-run/0b5c1d0e-...",
                     },
                 }
@@ -172,6 +176,14 @@ class Run(BaseModel):
         None, description="A completed training run's model in the MLflow registry."
     )
     error: str | None = Field(None, description="Why a failed or crashed run failed.")
+    retry_of: uuid.UUID | None = Field(
+        None, description="The run this one retries (`POST /runs/{id}/retry`), if it does."
+    )
+    retries: list[uuid.UUID] | None = Field(
+        None,
+        description="The runs made as retries of this one, the first made first; read for "
+        "one run (`GET /runs/{id}`, a retry's answer), null in lists.",
+    )
     links: RunLinks
 
 

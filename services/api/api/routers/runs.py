@@ -1,4 +1,4 @@
-"""/runs: start flow runs, follow them, cancel them, read their logs."""
+"""/runs: start flow runs, follow them, cancel and retry them, read their logs."""
 
 import hashlib
 import json
@@ -11,7 +11,15 @@ from prefect.client.schemas.objects import FlowRun, StateType
 
 from api import pages
 from api.deps import Allowed, IdempotencyDep, MetricsDep, PrefectDep, RunEventsDep, SettingsDep
-from api.prefect_gateway import FINAL, PrefectGateway, RunRecord, unknown_flow
+from api.prefect_gateway import (
+    FINAL,
+    RETRY_OF,
+    RETRYABLE,
+    PrefectGateway,
+    RunRecord,
+    retry_of,
+    unknown_flow,
+)
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
 from api.schemas import (
     IsoDatetime,
@@ -29,7 +37,7 @@ from api.settings import WAIT_MAX_SECONDS, ApiSettings
 from api.validation import parameter_errors
 from common.results import LiveMetrics, ModelMetrics, ModelRegistry
 from common.web.jsonbody import JsonRoute
-from common.web.problems import Problem
+from common.web.problems import Problem, said
 from common.web.requestid import current_request_id
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
@@ -38,7 +46,14 @@ router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
 # -- presenting runs ---------------------------------------------------------------------
 
 
-def present(settings: ApiSettings, request: Request, record: RunRecord) -> Run:
+def present(
+    settings: ApiSettings,
+    request: Request,
+    record: RunRecord,
+    retries: list[uuid.UUID] | None = None,
+) -> Run:
+    """`record` as the API shows it; `retries` as `PrefectGateway.retries` lists them (None:
+    not read, as in lists)."""
     run, tables = record.run, record.tables
     base = f"{(settings.api_public_url or str(request.base_url)).rstrip('/')}/runs/{run.id}"
     state = run.state
@@ -78,10 +93,13 @@ def present(settings: ApiSettings, request: Request, record: RunRecord) -> Run:
         model=model,
         registry=registry,
         error=error,
+        retry_of=retry_of(run.tags),
+        retries=retries,
         links=RunLinks(
             self=base,
             logs=f"{base}/logs",
             cancel=f"{base}/cancel",
+            retry=f"{base}/retry",
             ui=f"{ui.rstrip('/')}/runs/flow-run/{run.id}" if ui else None,
         ),
     )
@@ -93,6 +111,17 @@ async def summary(
     """A run as lists show it: without its result tables."""
     flow = await prefect.flow_name(run.flow_id)
     return present(settings, request, RunRecord(run, flow, {}))
+
+
+async def in_full(
+    settings: ApiSettings, prefect: PrefectGateway, request: Request, record: RunRecord
+) -> Run:
+    """A run as `GET /runs/{id}` shows it: with its retries (only a run that can be retried
+    can have any, so no other costs a read)."""
+    state = record.run.state
+    retryable = state is not None and state.type in RETRYABLE
+    retries = await prefect.retries(record.run.id) if retryable else []
+    return present(settings, request, record, retries)
 
 
 def request_hash(body: RunRequest) -> str:
@@ -134,8 +163,7 @@ async def create_run(
     deployment = await prefect.deployment(body.flow)
     errors = parameter_errors(deployment.parameter_openapi_schema or {}, body.parameters)
     if errors:
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise Problem(422, "validation-error", detail, errors=errors)
+        raise Problem(422, "validation-error", said(errors), errors=errors)
 
     claim, prefect_key, body_hash = None, None, request_hash(body)
     if idempotency_key is not None:
@@ -193,7 +221,7 @@ async def read_run(
     be up to `API_READ_CACHE_SECONDS` (1 s) stale, except when waited for: then it is read
     again as soon as Prefect says it changed."""
     if not wait:
-        return present(settings, request, await prefect.record(run_id))
+        return await in_full(settings, prefect, request, await prefect.record(run_id))
     deadline = time.monotonic() + min(wait, settings.api_wait_max_seconds)
     async with events.watch(run_id) as watch:
         record = await prefect.record(run_id, fresh_after=watch.since)
@@ -202,7 +230,7 @@ async def read_run(
             # events are away) the cache's copy, which waiters share, will do.
             fresh = time.monotonic() if await watch.changed(left) else None
             record = await prefect.record(run_id, fresh_after=fresh)
-    return present(settings, request, record)
+    return await in_full(settings, prefect, request, record)
 
 
 @router.get("", operation_id="list_runs", response_model=RunPage, summary="List runs, newest first")
@@ -274,6 +302,72 @@ async def cancel_run(
         await prefect.cancel(run_id)
         run = await prefect.run(run_id)
     return await summary(settings, prefect, request, run)
+
+
+@router.post(
+    "/{run_id}/retry",
+    operation_id="retry_run",
+    status_code=202,
+    response_model=Run,
+    summary="Start a failed, crashed or cancelled run again (idempotent per run)",
+    responses={409: PROBLEM_RESPONSES[422] | {"description": "The run cannot be retried"}},
+)
+async def retry_run(
+    run_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    prefect: PrefectDep,
+    metrics: MetricsDep,
+    allowed: Allowed,
+    force: Annotated[
+        bool,
+        Query(
+            description="Start another retry even if the run has one already (by default "
+            "the retry it has is answered, `Idempotency-Replayed: true`)."
+        ),
+    ] = False,
+) -> Run:
+    """A new run of the same flow with the same parameters, tagged `retry-of:<id>`: its
+    `retry_of` names the run, whose `retries` name it."""
+    run = await prefect.run(run_id)  # not the cache's copy: it may have just failed
+    state = run.state.type if run.state else StateType.SCHEDULED
+    if state not in RETRYABLE:
+        raise Problem(
+            409,
+            "run-not-retryable",
+            f"run {run_id} is {state.value}; only failed, crashed or cancelled runs can be retried",
+        )
+    flows = await prefect.flows()
+    flow = next((name for name, d in flows.items() if d.id == run.deployment_id), None)
+    if flow is None:
+        raise Problem(
+            409,
+            "run-not-retryable",
+            f"run {run_id} was not started from a flow the API runs (see GET /flows)",
+        )
+    errors = parameter_errors(flows[flow].parameter_openapi_schema or {}, run.parameters)
+    if errors:
+        raise Problem(
+            409,
+            "run-not-retryable",
+            f"run {run_id}'s parameters no longer fit flow {flow!r}: {said(errors)}",
+            errors=errors,
+        )
+    request_tag = f"request:{current_request_id()}"
+    tags = ["api", f"caller:{allowed.name}", request_tag, f"{RETRY_OF}{run_id}"]
+    # Prefect's idempotency key makes racing retries of one run one run; `force` a new one.
+    key = f"retry:{run_id}" + (f":{uuid.uuid4()}" if force else "")
+    retry = await prefect.create_run(flows[flow], run.parameters, tags, key)
+    replayed = request_tag not in retry.tags
+    response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
+    prefect.retried(run_id)
+    request.state.audit_target = str(retry.id)
+    if not replayed:
+        metrics.runs_triggered.labels(flow).inc()
+    presented = present(settings, request, RunRecord(retry, flow, {}), [])
+    response.headers["Location"] = presented.links.self
+    return presented
 
 
 @router.get(

@@ -31,6 +31,7 @@ ROUTES: dict[str, dict[Route, Role | None]] = {
         ("GET", "/flows"): Role.viewer,
         ("POST", "/runs"): Role.operator,
         ("POST", "/runs/{run_id}/cancel"): Role.operator,
+        ("POST", "/runs/{run_id}/retry"): Role.operator,
         ("POST", "/keys"): Role.admin,
         ("GET", "/keys"): Role.admin,
         ("POST", "/keys/{key_id}/rotate"): Role.admin,

@@ -32,6 +32,7 @@ TITLES = {
     "method-not-allowed": "Method not allowed",
     "idempotency-key-reused": "Idempotency-Key reused with a different request",
     "run-is-final": "The run has already finished",
+    "run-not-retryable": "The run cannot be retried",
     "payload-too-large": "The request body is too large",
     "rate-limited": "Too many requests",
     "service-unavailable": "A service the API depends on is unavailable",
@@ -92,6 +93,11 @@ class Problem(Exception):
         super().__init__(detail)
         self.status, self.slug, self.detail = status, slug, detail
         self.errors, self.headers = errors, headers or {}
+
+
+def said(errors: list[dict[str, str]]) -> str:
+    """Field errors (`[{field, message}]`) in one line, for a problem's detail."""
+    return "; ".join(f"{e['field']}: {e['message']}" for e in errors)
 
 
 def unavailable(what: str, error: object) -> Problem:
@@ -208,8 +214,7 @@ def install(app: FastAPI) -> None:
             errors = [{"field": "header.content-type", "message": detail}]
             return problem_response(request, 422, "validation-error", detail, errors=errors)
         errors = field_errors(error)
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem_response(request, 422, "validation-error", detail, errors=errors)
+        return problem_response(request, 422, "validation-error", said(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
