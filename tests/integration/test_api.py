@@ -3,12 +3,14 @@
 import asyncio
 import concurrent.futures
 import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import psycopg2
 import pytest
 from prefect.client.orchestration import PrefectClient
@@ -554,3 +556,119 @@ def test_a_waiter_is_answered_within_a_second_of_the_run_ending(
     assert response.json()["state"]["type"] in {"SCHEDULED", "PENDING", "RUNNING"}
     assert time.monotonic() - began >= 1.5
     assert api.post(f"/runs/{run_id}/cancel").status_code == 202
+
+
+# -- streams ------------------------------------------------------------------------------
+
+
+def sse(text: str) -> list[dict[str, Any]]:
+    """The events in a text/event-stream body: {event, data (parsed), id}; comments dropped."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, Any] = {}
+        for row in block.split("\n"):
+            name, _, value = row.partition(": ")
+            if name in ("event", "id", "data"):
+                fields[name] = json.loads(value) if name == "data" else value
+        if "event" in fields:
+            events.append(fields)
+    return events
+
+
+def said(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [
+        (e["event"], e["data"]["type"] if e["event"] == "state" else e["data"]["message"])
+        for e in events
+        if e["event"] in ("state", "log")
+    ]
+
+
+def prefect_connections(stack: LocalStack) -> int:
+    """The API process's open TCP connections to the Prefect server."""
+    api = psutil.Process(stack.processes["api"].pid)
+    return sum(
+        1
+        for c in api.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == stack.port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_200_streams_of_a_run_see_it_all_over_one_subscription_per_kind(
+    stack: LocalStack, api: httpx.Client, prefect: PrefectApi
+) -> None:
+    """GET /runs/{id}/events: 200 clients at once (two keys, within their rate limits) each
+    see every state and line, in order, and the end; the API holds no more connections to
+    Prefect for them; a stream resumed from any event id gives exactly the rest."""
+    log = stack.log_dir / "api.log"
+    stack.wait_until(lambda: "following log lines" in log.read_text(), 60, "the log lines")
+    keys = []
+    for n in range(2):
+        made = api.post(
+            "/keys",
+            json={"name": f"streams-{n}-{uuid.uuid4().hex[:6]}", "role": "viewer", "owner": "t"},
+        )
+        assert made.status_code == 201, made.text
+        keys.append(made.json()["key"])
+    before = prefect_connections(stack)
+    body = {"flow": "probe", "parameters": {"seconds": 6, "lines": 12}}
+    run_id = api.post("/runs", json=body).json()["id"]
+    during: list[int] = []
+
+    async def one(client: httpx.AsyncClient, key: str) -> str:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with client.stream("GET", f"/runs/{run_id}/events", headers=headers) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            return (await response.aread()).decode()
+
+    async def watch_connections() -> None:
+        while True:
+            await asyncio.sleep(1)
+            during.append(await asyncio.to_thread(prefect_connections, stack))
+
+    async def everyone() -> list[str]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(
+            base_url=stack.service_url, timeout=90, limits=limits
+        ) as client:
+            counting = asyncio.create_task(watch_connections())
+            try:
+                return await asyncio.gather(*(one(client, keys[n % 2]) for n in range(200)))
+            finally:
+                counting.cancel()
+
+    bodies = asyncio.run(everyone())
+    states = prefect.states(run_id)  # as Prefect has them
+    assert states[0] == "SCHEDULED" and states[-2:] == ["RUNNING", "COMPLETED"], states
+    expected = [("state", t) for t in states[:-1]]
+    expected += [("log", f"probe: line {n} of 12") for n in range(1, 13)]
+    expected += [("state", "COMPLETED")]
+    for text in bodies:
+        events = sse(text)
+        assert events[-1]["event"] == "end", text[-500:]
+        assert events[-1]["data"]["state"]["type"] == "COMPLETED"
+        assert "notice" not in [e["event"] for e in events], text[:500]
+        got = said(events)
+        # Every state and every probe line, in order; other lines (the engine's, the
+        # worker's) among them.
+        assert [x for x in got if x[0] == "state" or x[1].startswith("probe: line")] == expected
+        assert len(got) == len(set(e["id"] for e in events if e["event"] != "end"))
+    # Two websockets (events, logs) and the REST pool's connections (the streams' first
+    # reads of the log, each from its own position): not one per stream.
+    print(f"streams: API-Prefect connections {before} before, {max(during)} at most during")
+    assert max(during) <= before + 25, (before, during)
+
+    whole = [e for e in sse(bodies[0]) if e["event"] in ("state", "log")]
+    for k in (0, 3, len(whole) // 2, len(whole) - 2):
+        resumed = api.get(
+            f"/runs/{run_id}/events", headers={"Last-Event-ID": whole[k]["id"]}, timeout=60
+        )
+        assert resumed.status_code == 200, resumed.text
+        # What was not had yet, each once; in time order now that it is all read, where
+        # the first stream gave lines as they arrived (a worker's line can reach Prefect
+        # after a state that followed it).
+        rest = said(sse(resumed.text))
+        assert sorted(rest) == sorted(said(whole[k + 1 :])), k
+        assert [x for x in rest if x[0] == "state"] == [
+            x for x in said(whole[k + 1 :]) if x[0] == "state"
+        ]

@@ -321,6 +321,8 @@ class FakePrefect(PrefectGateway):
         self.log_lines: dict[uuid.UUID, list[Log]] = {}
         self.artifacts: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {}
         self.by_key: dict[str, FlowRun] = {}
+        # Each run's states as read so far; a test moves a run by setting `run.state`.
+        self.state_history: dict[uuid.UUID, list[State]] = {}
         self.down = False
 
     def add_flow(self, name: str, parameters: dict[str, Any] | None = None) -> DeploymentResponse:
@@ -353,14 +355,20 @@ class FakePrefect(PrefectGateway):
             name=f"run-{len(self.flow_runs)}",
             flow_id=deployment.flow_id,
             deployment_id=deployment.id,
-            state=State(type=state, message=message),
+            state=State(type=state, message=message, timestamp=expected or now),
             parameters=parameters or {},
             tags=tags or [],
             created=now,
             expected_start_time=expected or now,
         )
         self.flow_runs[run.id] = run
+        self.state_history[run.id] = [run.state] if run.state else []
         return run
+
+    def move(self, run_id: uuid.UUID, state: StateType, at: dt.datetime | None = None) -> None:
+        """The run goes to `state` (at `at`, else now), in its history too."""
+        self.flow_runs[run_id].state = State(type=state, timestamp=at or _now())
+        self.state_history.setdefault(run_id, []).append(self.flow_runs[run_id].state)
 
     def add_log(self, run: FlowRun, message: str, at: dt.datetime) -> None:
         line = Log(name="flow", level=20, message=message, timestamp=at, flow_run_id=run.id)
@@ -421,6 +429,14 @@ class FakePrefect(PrefectGateway):
         ]
         found.sort(key=lambda run: run.expected_start_time, reverse=True)  # type: ignore[arg-type,return-value]
         return found[:limit]
+
+    async def _read_states(self, run_id: uuid.UUID) -> list[State]:
+        self._reach()
+        state = self.flow_runs[run_id].state
+        history = self.state_history.setdefault(run_id, [])
+        if state is not None and (not history or history[-1].id != state.id):
+            history.append(state)
+        return list(history)
 
     async def _read_retries(self, run_id: uuid.UUID) -> list[uuid.UUID]:
         self._reach()

@@ -44,6 +44,7 @@ OPERATIONS = {
         "read_run": ["runs"],
         "cancel_run": ["runs"],
         "retry_run": ["runs"],
+        "stream_run_events": ["runs"],
         "read_run_logs": ["runs"],
         "list_flows": ["flows"],
         "create_key": ["keys"],

@@ -31,7 +31,7 @@ from prefect.client.schemas.filters import (
     WorkPoolFilter,
     WorkPoolFilterName,
 )
-from prefect.client.schemas.objects import FlowRun, Log, StateType
+from prefect.client.schemas.objects import FlowRun, Log, State, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -124,6 +124,10 @@ class PrefectGateway:
         )
         self.records: ReadCache[uuid.UUID, RunRecord] = ReadCache(
             lambda record: record.final, ttl=read_cache_seconds
+        )
+        # A run's states, for its event streams: read once per event however many stream.
+        self.states_read: ReadCache[uuid.UUID, list[State]] = ReadCache(
+            lambda states: bool(states) and states[-1].type in FINAL, ttl=read_cache_seconds
         )
         # A final run never changes, but a retry of it can be made at any time (through
         # any API process): its list of retries is kept no longer than a running run.
@@ -238,6 +242,16 @@ class PrefectGateway:
                 limit=limit,
             )
         )
+
+    async def states(self, run_id: uuid.UUID, fresh_after: float | None = None) -> list[State]:
+        """Every state the run has been in, oldest first; cached as `record` is."""
+        return await self.states_read.get(run_id, lambda: self._read_states(run_id), fresh_after)
+
+    async def _read_states(self, run_id: uuid.UUID) -> list[State]:
+        states = await self._call(
+            self.client.read_flow_run_states(run_id), missing=f"run {run_id} not found"
+        )
+        return sorted(states, key=lambda state: state.timestamp)
 
     async def retries(self, run_id: uuid.UUID) -> list[uuid.UUID]:
         """The ids of the runs made as retries of `run_id` (tagged `retry-of:<id>`), the

@@ -1,13 +1,14 @@
-"""Runs' state changes as they happen, for `GET /runs/{id}?wait=`: one subscription to
-Prefect's events per API process, however many requests wait.
+"""Runs' state changes and log lines as they happen, for `GET /runs/{id}?wait=` and the
+stream `GET /runs/{id}/events`: one subscription to Prefect per kind per API process,
+however many requests wait or stream.
 
 `RunEvents.run()` (a task for the app's lifetime) follows flow-run events (`prefect.flow-
-run.*` but heartbeats) through common.prefect_events, and wakes the requests watching each
-run an event names. A watcher (`watch(run_id)`) is registered before its first read, so an
-event that arrives between the read and the wait is not lost. While the subscription is
-down (`live` is false, and the log says so), watchers re-read every `POLL_SECONDS`; it is
-opened again with backoff. Plain asyncio: a waiting request holds no thread, only an
-`asyncio.Event`."""
+run.*` but heartbeats) and log lines (every run's) through common.prefect_events. An event
+wakes the requests watching its run; a log line is handed to the streams watching its run.
+A watcher (`watch(run_id)`) is registered before its first read, so nothing that arrives
+between the read and the wait is lost. While a subscription is down (`live` or `logs_live`
+is false, and the log says so), watchers re-read every `POLL_SECONDS`; it is opened again
+with backoff. Plain asyncio: a waiting request holds no thread, only an `asyncio.Event`."""
 
 from __future__ import annotations
 
@@ -19,19 +20,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from prefect.client.schemas.filters import LogFilter
+from prefect.client.schemas.objects import Log
 from prefect.events.filters import EventFilter, EventNameFilter
 
-from common.prefect_events import Subscribe, follow, prefect_subscriber
+from common.prefect_events import Subscribe, follow, prefect_logs_subscriber, prefect_subscriber
 
 logger = logging.getLogger("api.run_events")
 
 RUN_RESOURCE = "prefect.flow-run."  # a flow run's resource id: this, then its id
-POLL_SECONDS = 1.0  # a watcher's re-read while the subscription is down
+POLL_SECONDS = 1.0  # a watcher's re-read while a subscription is down
 LIVE_RECHECK_SECONDS = 5.0  # and while it is up: a net for an event lost on the way
+# Lines a stream's watcher holds for it at most; past that it reads the run's log instead.
+MAX_HELD_LINES = 10_000
 
 FLOW_RUN_EVENTS = EventFilter(
     event=EventNameFilter(prefix=[RUN_RESOURCE], exclude_prefix=[f"{RUN_RESOURCE}heartbeat"])
 )
+ALL_LOGS = LogFilter()  # every run's lines: a stack's log volume is small
 
 
 def run_id_of(event: Any) -> uuid.UUID | None:
@@ -46,22 +52,45 @@ def run_id_of(event: Any) -> uuid.UUID | None:
 
 
 class Watch:
-    """One request's view of one run: `changed()` returns once an event about it arrived
-    since the last call (at once if one did meanwhile), or after a timeout."""
+    """One request's view of one run: `changed()` returns once an event (or, for a stream,
+    a log line) about it arrived since the last call (at once if one did meanwhile), or
+    after a timeout. A stream's watch holds the run's lines for it (`take_lines`)."""
 
-    def __init__(self, events: RunEvents) -> None:
+    def __init__(self, events: RunEvents, lines: bool) -> None:
         self._events = events
         self._flag = asyncio.Event()
         self.since = time.monotonic()  # reads from before this may be stale
+        self.wants_lines = lines
+        self._lines: list[Log] = []
+        self.state_news = True  # an event came (or may have) since the run was last read
+        self.news_at = self.since  # when (time.monotonic()): a read begun after is fresh
+        self.overflowed = False  # lines were dropped: read the log instead
 
     def wake(self) -> None:
+        self.state_news, self.news_at = True, time.monotonic()
         self._flag.set()
 
+    def hand(self, line: Log) -> None:
+        if len(self._lines) >= MAX_HELD_LINES:
+            self._lines.clear()
+            self.overflowed = True
+        self._lines.append(line)
+        self._flag.set()
+
+    def take_lines(self) -> list[Log]:
+        lines, self._lines = self._lines, []
+        return lines
+
+    @property
+    def live(self) -> bool:
+        """Whether what this watch needs comes as it happens (else: poll)."""
+        return self._events.live and (self._events.logs_live or not self.wants_lines)
+
     async def changed(self, timeout: float) -> bool:
-        """Wait for an event about the run: True when one came, False after `timeout`
-        seconds (or fewer: POLL_SECONDS while the subscription is down, else
+        """Wait for news of the run: True when some came, False after `timeout` seconds
+        (or fewer: POLL_SECONDS while a subscription it needs is down, else
         LIVE_RECHECK_SECONDS), when the caller reads the run again all the same."""
-        limit = LIVE_RECHECK_SECONDS if self._events.live else POLL_SECONDS
+        limit = LIVE_RECHECK_SECONDS if self.live else POLL_SECONDS
         try:
             await asyncio.wait_for(self._flag.wait(), min(timeout, limit))
         except TimeoutError:
@@ -71,15 +100,21 @@ class Watch:
 
 
 class RunEvents:
-    def __init__(self, subscribe: Subscribe = prefect_subscriber) -> None:
-        self._subscribe = subscribe
+    def __init__(
+        self,
+        subscribe: Subscribe = prefect_subscriber,
+        subscribe_logs: Subscribe = prefect_logs_subscriber,
+    ) -> None:
+        self._subscribe, self._subscribe_logs = subscribe, subscribe_logs
         self._watches: dict[uuid.UUID, set[Watch]] = {}
-        self.live = False
+        self.live = self.logs_live = False
         self.events = 0  # flow-run events received, for the metrics
+        self.lines = 0  # log lines received
 
     @asynccontextmanager
-    async def watch(self, run_id: uuid.UUID) -> AsyncIterator[Watch]:
-        watch = Watch(self)
+    async def watch(self, run_id: uuid.UUID, *, lines: bool = False) -> AsyncIterator[Watch]:
+        """Watch `run_id`; with `lines`, also hold its log lines as they come."""
+        watch = Watch(self, lines)
         self._watches.setdefault(run_id, set()).add(watch)
         try:
             yield watch
@@ -99,24 +134,38 @@ class RunEvents:
         for watch in self._watches.get(run_id, ()):
             watch.wake()
 
-    def _wake_all(self) -> None:
+    def _wake_all(self, streams_only: bool = False) -> None:
         for watches in self._watches.values():
             for watch in watches:
-                watch.wake()
+                if watch.wants_lines or not streams_only:
+                    watch.wake()
 
     async def run(self) -> None:
-        """Follow the events until cancelled; subscribe again, with backoff, when cut."""
-        await follow(
-            FLOW_RUN_EVENTS,
-            self._on_event,
-            on_open=self._on_open,
-            on_close=self._on_close,
-            subscribe=self._subscribe,
-        )
+        """Follow the events and the logs until cancelled; subscribe again, with backoff,
+        when cut."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                follow(
+                    FLOW_RUN_EVENTS,
+                    self._on_event,
+                    on_open=self._on_open,
+                    on_close=self._on_close,
+                    subscribe=self._subscribe,
+                )
+            )
+            group.create_task(
+                follow(
+                    ALL_LOGS,
+                    self._on_line,
+                    on_open=self._on_logs_open,
+                    on_close=self._on_logs_close,
+                    subscribe=self._subscribe_logs,
+                )
+            )
 
     def _on_open(self) -> None:
         self.live = True
-        logger.info("following flow-run events: waits answer as runs change")
+        logger.info("following flow-run events: waits and streams answer as runs change")
 
     def _on_event(self, event: Any) -> None:
         self.events += 1
@@ -128,7 +177,32 @@ class RunEvents:
             self.live = False
             self._wake_all()  # each watcher re-reads, then polls until we are back
         logger.warning(
-            "no flow-run events (%s): waits poll every %.0f s; subscribing again in %.0f s",
+            "no flow-run events (%s): waits and streams poll every %.0f s; subscribing "
+            "again in %.0f s",
+            why,
+            POLL_SECONDS,
+            delay,
+        )
+
+    def _on_logs_open(self) -> None:
+        self.logs_live = True
+        self._wake_all(streams_only=True)  # a line may have passed while we were away
+        logger.info("following log lines: streams show them as they come")
+
+    def _on_line(self, line: Log) -> None:
+        self.lines += 1
+        if line.flow_run_id is None:
+            return
+        for watch in self._watches.get(line.flow_run_id, ()):
+            if watch.wants_lines:
+                watch.hand(line)
+
+    def _on_logs_close(self, why: str, delay: float) -> None:
+        if self.logs_live:
+            self.logs_live = False
+            self._wake_all(streams_only=True)
+        logger.warning(
+            "no log lines (%s): streams read logs every %.0f s; subscribing again in %.0f s",
             why,
             POLL_SECONDS,
             delay,

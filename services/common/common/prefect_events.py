@@ -1,11 +1,13 @@
-"""Following Prefect's events (`/api/events/out`), as the agent's push (agent.push) and the
-API's waits (api.run_events) do: one subscription, opened again with backoff when it fails
-or ends, for as long as the caller's task runs.
+"""Following Prefect's events (`/api/events/out`) and logs (`/api/logs/out`), as the
+agent's push (agent.push) and the API's waits and streams (api.run_events) do: one
+subscription, opened again with backoff when it fails or ends, for as long as the caller's
+task runs.
 
-Through Prefect's own `PrefectEventSubscriber`, which authenticates with Prefect's auth
-string and, after an abnormal close, reconnects and backfills on its own; a clean close
-(the server's restart) ends its iteration, and `follow` subscribes again. Needs Prefect's
-client: only services that have it import this module.
+Through Prefect's own `PrefectEventSubscriber` and `PrefectLogsSubscriber`, which
+authenticate with Prefect's auth string and, after an abnormal close, reconnect on their own
+(the events one backfills); a clean close (the server's restart) ends their iteration, and
+`follow` subscribes again. Needs Prefect's client: only services that have it import this
+module.
 """
 
 from __future__ import annotations
@@ -15,27 +17,35 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
+from prefect.client.schemas.filters import LogFilter
 from prefect.events.clients import PrefectEventSubscriber
 from prefect.events.filters import EventFilter
+from prefect.logging.clients import PrefectLogsSubscriber
 
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # between attempts to subscribe again
 
-Subscribe = Callable[[EventFilter], AbstractAsyncContextManager[AsyncIterator[Any]]]
+# A subscription, given its filter (an EventFilter for events, a LogFilter for logs).
+Subscribe = Callable[[Any], AbstractAsyncContextManager[AsyncIterator[Any]]]
 
 
 def prefect_subscriber(event_filter: EventFilter) -> PrefectEventSubscriber:
     return PrefectEventSubscriber(filter=event_filter)
 
 
+def prefect_logs_subscriber(log_filter: LogFilter) -> PrefectLogsSubscriber:
+    return PrefectLogsSubscriber(filter=log_filter)
+
+
 async def follow(
-    event_filter: EventFilter,
+    event_filter: EventFilter | LogFilter,
     on_event: Callable[[Any], object],
     *,
     on_open: Callable[[], object] = lambda: None,
     on_close: Callable[[str, float], object] = lambda why, delay: None,
     subscribe: Subscribe = prefect_subscriber,
 ) -> None:
-    """Call `on_event(event)` for each event `event_filter` lets through, until cancelled.
+    """Call `on_event(event)` for each event (or log) `event_filter` lets through, until
+    cancelled.
 
     `on_open()` runs once each subscription is up; `on_close(why, delay)` once it failed or
     ended, with why and the seconds until the next attempt (RETRY_SECONDS, growing while

@@ -449,6 +449,9 @@ class LocalStack:
                 "PREFECT_API_DATABASE_CONNECTION_URL": asyncpg_url(prefect_db),
                 "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                # As the server image has them: log lines out, for the API's streams.
+                "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+                "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
                 "DATABASE_URL": app_db,
                 "API_HOST": "127.0.0.1",
                 "API_PORT": str(self.api_port),

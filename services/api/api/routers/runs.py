@@ -1,12 +1,15 @@
-"""/runs: start flow runs, follow them, cancel and retry them, read their logs."""
+"""/runs: start flow runs, follow them (read, wait, stream), cancel and retry them, read
+their logs."""
 
 import hashlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prefect.client.schemas.objects import FlowRun, StateType
 
 from api import pages
@@ -21,6 +24,7 @@ from api.prefect_gateway import (
     unknown_flow,
 )
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
+from api.run_stream import Position, PositionError, RunStream
 from api.schemas import (
     IsoDatetime,
     LogLine,
@@ -368,6 +372,64 @@ async def retry_run(
     presented = present(settings, request, RunRecord(retry, flow, {}), [])
     response.headers["Location"] = presented.links.self
     return presented
+
+
+async def stream_position(
+    run_id: uuid.UUID,
+    prefect: PrefectDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=4096,
+            description="The `id` of the last event a client had: the stream resumes after "
+            "it (browsers' EventSource sends it on reconnecting).",
+        ),
+    ] = None,
+) -> Position:
+    """Where a stream starts; checked before it does (a 404 or 422 cannot follow a 200)."""
+    await prefect.record(run_id)  # 404 for an unknown run
+    try:
+        return Position.decode(last_event_id, run_id)
+    except PositionError as error:
+        message = str(error)
+        raise Problem(
+            422,
+            "validation-error",
+            f"header.last-event-id: {message}",
+            errors=[{"field": "header.last-event-id", "message": message}],
+        ) from None
+
+
+@router.get(
+    "/{run_id}/events",
+    operation_id="stream_run_events",
+    response_class=EventSourceResponse,
+    summary="A run's states and log lines as they happen (server-sent events)",
+)
+async def stream_run_events(
+    run_id: uuid.UUID,
+    request: Request,
+    settings: SettingsDep,
+    prefect: PrefectDep,
+    events: RunEventsDep,
+    _: Allowed,  # before the position: a caller without a key learns nothing of the run
+    position: Annotated[Position, Depends(stream_position)],
+) -> AsyncIterator[ServerSentEvent]:
+    """`state` (type, name, message, timestamp) for each state the run passes through, `log`
+    (timestamp, level, message) for each line, then `end` (the run, as `GET /runs/{id}`
+    shows it) once it is final and its last lines are in, and the stream closes. `notice`
+    (mode `polling` or `live`) says when Prefect's events are away and the stream reads
+    the run every second instead. Each `state` and `log` has an `id`: send the last one as
+    `Last-Event-ID` to resume after it."""
+    async with events.watch(run_id, lines=True) as watch:
+
+        async def end() -> Run:
+            record = await prefect.record(run_id, fresh_after=watch.news_at)
+            return await in_full(settings, prefect, request, record)
+
+        async for event in RunStream(run_id, position, prefect, watch, end).events():
+            yield event
 
 
 @router.get(

@@ -28,6 +28,7 @@ ROUTES: dict[str, dict[Route, Role | None]] = {
         ("GET", "/runs"): Role.viewer,
         ("GET", "/runs/{run_id}"): Role.viewer,
         ("GET", "/runs/{run_id}/logs"): Role.viewer,
+        ("GET", "/runs/{run_id}/events"): Role.viewer,
         ("GET", "/flows"): Role.viewer,
         ("POST", "/runs"): Role.operator,
         ("POST", "/runs/{run_id}/cancel"): Role.operator,

@@ -1,0 +1,250 @@
+"""A run's states and log lines as server-sent events, for `GET /runs/{id}/events`.
+
+A stream gives each state the run passes through (`state`) and each log line (`log`) as
+they come, then, once the run is final and its last lines are in, the run as
+`GET /runs/{id}` shows it (`end`), and closes. It is fed by the API process's one
+subscription per kind (`api.run_events`): an event wakes it to read the run's states (one
+read per event however many streams, through the gateway's cache), and the lines come with
+the subscription's messages, not from a read. It reads the log from Prefect only to catch
+up: when it opens, after a subscription came back, when it fell too far behind, and once
+the run is final. While a subscription is down it polls, and says so (`notice`).
+
+Every `state` and `log` event carries an id (`Position`, opaque text) from which a client
+resumes with `Last-Event-ID`: the states after the ones it had, and the lines after its
+position. Lines are placed by timestamp as `api.pages` places them, with its overlap window,
+so a line that reaches Prefect up to `pages.WINDOW` (10 s) late is not missed by a resumed
+stream either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi.sse import ServerSentEvent
+from prefect.client.schemas.objects import Log, State
+
+from api import pages
+from api.prefect_gateway import FINAL, PrefectGateway
+from api.run_events import Watch
+
+# After the final state, lines still come in for a moment (the engine's last batch, the
+# worker's report of the process's exit): the stream waits this long before its last read.
+SETTLE_SECONDS = 3.0
+# A catch-up read of a long log stops after this many pages of pages.BACKEND_MAX lines
+# and goes on at the next turn, so a stream gives its first events soon.
+PAGES_PER_TURN = 5
+GIVEN_REMEMBERED = 20_000
+
+
+class PositionError(ValueError):
+    """A Last-Event-ID this API did not give out for this run."""
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a client is in a run's stream: how many states it was given, and its place in
+    the log (as a `pages.Cursor`: the furthest line given, where a read starts, and the
+    digests of the lines given from there on, with their positions once known)."""
+
+    states: int = 0
+    top: int | None = None
+    low: int | None = None
+    window: dict[bytes, int | None] = dataclasses.field(default_factory=dict)
+
+    @staticmethod
+    def scope(run_id: uuid.UUID) -> str:
+        return f"events:{run_id}"
+
+    def encode(self, run_id: uuid.UUID) -> str:
+        cursor = pages.Cursor(self.top, self.low, frozenset(self.window))
+        return f"{self.states}.{pages.encode(cursor, self.scope(run_id))}"
+
+    @classmethod
+    def decode(cls, text: str | None, run_id: uuid.UUID) -> Position:
+        """The position in `text` (None or empty: the start); PositionError for any text
+        `encode` did not write for this run."""
+        if not text:
+            return cls()
+        states, dot, logs = text.partition(".")
+        if not dot or not states.isascii() or not states.isdigit() or len(states) > 9:
+            raise PositionError("not an event id of this stream")
+        if str(int(states)) != states:
+            raise PositionError("not an event id of this stream")
+        try:
+            cursor = pages.decode(logs, cls.scope(run_id))
+        except pages.CursorError as error:
+            raise PositionError(f"not an event id of this stream ({error})") from None
+        return cls(int(states), cursor.top, cursor.low, dict.fromkeys(cursor.seen))
+
+    def has(self, line: Log, *, before_low: bool = True) -> bool:
+        """Whether the client has `line` already, as far as this position tells: one it
+        carries, or (`before_low`) one before `low`. A line carried whose position was not
+        known (a resumed stream's) now has it."""
+        pos, key = pages.position(line.timestamp), pages.digest(line.id)
+        if key in self.window:
+            self.window[key] = pos
+            return True
+        return before_low and self.low is not None and pos < self.low
+
+    def place(self, line: Log) -> None:
+        """Count `line` as given."""
+        pos, key = pages.position(line.timestamp), pages.digest(line.id)
+        if self.low is not None and pos < self.low:
+            return  # a line later than the window, given live: nothing to carry
+        self.window[key] = pos
+        self.top = pos if self.top is None else max(self.top, pos)
+        self._narrow()
+
+    def settle_unknown(self) -> None:
+        """After reading the log from `low` on: lines of the window not found are dropped."""
+        self.window = {k: pos for k, pos in self.window.items() if pos is not None}
+
+    def _narrow(self) -> None:
+        assert self.top is not None
+        low = self.top - pages.WINDOW // pages.MICROSECOND
+        self.low = low if self.low is None else max(self.low, low)
+        known = sorted((pos for pos in self.window.values() if pos is not None), reverse=True)
+        if len(self.window) > pages.CARRY_TARGET and len(known) > pages.CARRY_TARGET:
+            # Too many lines within the window to carry: start the next read at the newest.
+            self.low = max(self.low, known[pages.CARRY_TARGET - 1])
+        self.window = {k: p for k, p in self.window.items() if p is None or p >= self.low}
+        while len(self.window) > pages.CARRY_MAX:  # a tie of that many lines: drop the oldest
+            self.low += 1
+            self.window = {k: p for k, p in self.window.items() if p is None or p >= self.low}
+
+
+class RunStream:
+    """One client's stream of one run (`events()`), over its watch of the run."""
+
+    def __init__(
+        self,
+        run_id: uuid.UUID,
+        position: Position,
+        prefect: PrefectGateway,
+        watch: Watch,
+        end: Callable[[], Awaitable[Any]],
+    ) -> None:
+        self.run_id, self.position, self.prefect, self.watch = run_id, position, prefect, watch
+        self._end = end  # the run as GET /runs/{id} shows it, for the `end` event
+        self.final_since: dt.datetime | None = None  # when the run became final
+        # The lines given on this connection (the newest GIVEN_REMEMBERED): one that comes
+        # both from a read and from the subscription is given once.
+        self._given: dict[uuid.UUID, None] = {}
+
+    def _event(self, kind: str, data: dict[str, Any]) -> ServerSentEvent:
+        return ServerSentEvent(event=kind, data=data, id=self.position.encode(self.run_id))
+
+    async def events(self) -> AsyncIterator[ServerSentEvent]:
+        watch, live, first = self.watch, None, True
+        watch.state_news = False  # the first read may be the cache's (see the first wait)
+        while True:
+            if watch.live != live:
+                if live is not None or not watch.live:
+                    yield ServerSentEvent(event="notice", data=_notice(watch.live))
+                catch_up, live = True, watch.live
+            else:
+                catch_up = not live or watch.overflowed
+            news: list[State | Log] = list(await self._new_states())
+            left = self._settling()
+            if catch_up or left == 0:
+                watch.overflowed = False
+                news += await self._read_log(None if left == 0 else PAGES_PER_TURN)
+            news += [line for line in watch.take_lines() if self._is_news(line, live=True)]
+            for item in sorted(news, key=_order):  # one time line, states and lines
+                yield self._give(item)
+            if left == 0:
+                yield ServerSentEvent(event="end", data=await self._end())
+                return
+            wait = 60.0 if left is None else left
+            if first:
+                # The first read took the cache's copy (shared by the streams that open
+                # together): once it has expired, read again, in case it was from before
+                # this stream began watching and an event came between.
+                wait, first = min(wait, self.prefect.states_read.ttl), False
+            await watch.changed(wait)
+
+    def _settling(self) -> float | None:
+        """Seconds until the final run's last lines are in (0: they are); None: not final."""
+        if self.final_since is None:
+            return None
+        elapsed = (dt.datetime.now(dt.UTC) - self.final_since).total_seconds()
+        return max(SETTLE_SECONDS - elapsed, 0.0)
+
+    def _is_news(self, line: Log, live: bool) -> bool:
+        """Whether to give `line`: one not given on this connection, that the client does
+        not have (or that came from the subscription: a line later than the window is still
+        news). Counted as given at once, so that a line read and held is given once."""
+        if line.id in self._given or self.position.has(line, before_low=not live):
+            return False
+        self._given[line.id] = None
+        if len(self._given) > GIVEN_REMEMBERED:
+            del self._given[next(iter(self._given))]
+        return True
+
+    def _give(self, item: State | Log) -> ServerSentEvent:
+        if isinstance(item, State):
+            self.position.states += 1
+            return self._event("state", _state(item))
+        self.position.place(item)
+        return self._event("log", _line(item))
+
+    async def _new_states(self) -> list[State]:
+        fresh = self.watch.news_at if self.watch.state_news else None
+        self.watch.state_news = False
+        states = await self.prefect.states(self.run_id, fresh_after=fresh)
+        last = states[-1] if states else None
+        final = last is not None and last.type in FINAL
+        self.final_since = last.timestamp if final and last else None
+        return states[self.position.states :]
+
+    async def _read_log(self, pages_left: int | None) -> list[Log]:
+        """The lines after the position, read from Prefect: all of them, or `pages_left`
+        pages (the rest at a later turn)."""
+        found: list[Log] = []
+        start = self.position.low
+        while pages_left is None or pages_left > 0:
+            since = None if start is None else pages.moment(start)
+            rows = await self.prefect.logs(self.run_id, since, pages.BACKEND_MAX)
+            found += [line for line in rows if self._is_news(line, live=False)]
+            if len(rows) < pages.BACKEND_MAX:
+                break
+            last = max(pages.position(line.timestamp) for line in rows)
+            # A page of lines all at one instant: step past it rather than read it again.
+            start = last if start is None or last > start else start + 1
+            pages_left = None if pages_left is None else pages_left - 1
+        else:
+            self.watch.overflowed = True  # more to read: at the next turn
+            return found
+        self.position.settle_unknown()
+        return found
+
+
+def _order(item: State | Log) -> tuple[int, int, str]:
+    """States and lines on one time line; at one instant, a state before a line."""
+    return pages.position(item.timestamp), isinstance(item, Log), str(item.id)
+
+
+def _state(state: State) -> dict[str, Any]:
+    return {
+        "type": state.type.value,
+        "name": state.name,
+        "message": state.message,
+        "timestamp": state.timestamp.isoformat(),
+    }
+
+
+def _line(line: Log) -> dict[str, Any]:
+    return {"timestamp": line.timestamp.isoformat(), "level": line.level, "message": line.message}
+
+
+def _notice(live: bool) -> dict[str, Any]:
+    if live:
+        return {"mode": "live", "detail": "following Prefect's events and logs again"}
+    return {
+        "mode": "polling",
+        "detail": "Prefect's event or log subscription is down: reading the run every second",
+    }
