@@ -8,9 +8,10 @@ For each, N runs of a trivial flow (load-data of a month already stored: it chec
 and returns) are triggered with POST /runs; the time to RUNNING and to COMPLETED is read from
 the run's own start and end times. Then 50 concurrent clients read GET /runs/{id} on our API
 and, as the baseline, GET /api/flow_runs/{id} on the Prefect server behind it. Last, for
---wait-runs runs of the probe (1 s each) on our stack, two clients follow each run side by
-side: one waits (GET /runs/{id}?wait=60), one polls GET /runs/{id} every second; each
-one's delay is from the run's end (its final state's time in Prefect) to its answer.
+--wait-runs runs of the probe (1 s each) on our stack, three clients follow each run side
+by side: one waits (GET /runs/{id}?wait=60), one streams (GET /runs/{id}/events, until
+its final `state` event), one polls GET /runs/{id} every second; each one's delay is from
+the run's end (its final state's time in Prefect) to its answer.
 
     make bench-api  # from the repository root, with the defaults; or, with options:
     PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
@@ -122,28 +123,43 @@ def _answered_at(api: httpx.Client, run_id: str, wait: bool, phase: float) -> fl
     raise TimeoutError(f"run {run_id} not final within {TIMEOUT:.0f} s")
 
 
+def _streamed_at(api: httpx.Client, run_id: str) -> float:
+    """When (Unix time) a client streaming run `run_id`'s events got its final state."""
+    with api.stream("GET", f"/runs/{run_id}/events", timeout=TIMEOUT) as response:
+        response.raise_for_status()
+        for row in response.iter_lines():
+            if row.startswith("data: ") and any(f'"type": "{t}"' in row for t in FINAL):
+                return time.time()
+    raise RuntimeError(f"the stream of run {run_id} ended without its final state")
+
+
 def wait_against_poll(api: httpx.Client, runs: int) -> None:
-    """Print how long after a run's end a waiting client and a polling one hear of it."""
-    delays: dict[str, list[float]] = {"wait": [], "poll every 1 s": []}
+    """Print how long after a run's end a waiting, a streaming and a polling client hear of
+    it."""
+    delays: dict[str, list[float]] = {"wait": [], "stream": [], "poll every 1 s": []}
     jitter = random.Random(1)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
         for _ in range(runs):
             created = api.post("/runs", json={"flow": "probe", "parameters": {"seconds": 1}})
             created.raise_for_status()
             run_id = created.json()["id"]
             waiting = pool.submit(_answered_at, api, run_id, True, 0)
+            streaming = pool.submit(_streamed_at, api, run_id)
             polling = pool.submit(_answered_at, api, run_id, False, jitter.uniform(0, 1))
             ended = dt.datetime.fromisoformat(
                 api.get(f"/runs/{run_id}", params={"wait": 60}).json()["ended"]
             )
-            for label, future in (("wait", waiting), ("poll every 1 s", polling)):
+            followed = (("wait", waiting), ("stream", streaming), ("poll every 1 s", polling))
+            for label, future in followed:
                 delays[label].append(future.result() - ended.timestamp())
     print(f"\nrun ended -> client knows, over {runs} runs of 1 s, milliseconds")
     print(f"{'client':16} {'p50':>8} {'p99':>8}")
     for label, values in delays.items():
         print(f"{label:16} {percentile(values, 50) * 1e3:8.0f} {percentile(values, 99) * 1e3:8.0f}")
-    ratio = percentile(delays["poll every 1 s"], 50) / percentile(delays["wait"], 50)
-    print(f"wait ratio {ratio:.1f} (polling's p50 delay / waiting's)")
+    polled = percentile(delays["poll every 1 s"], 50)
+    for label, client_name in (("wait", "waiting"), ("stream", "streaming")):
+        ratio = polled / percentile(delays[label], 50)
+        print(f"{label} ratio {ratio:.1f} (polling's p50 delay / {client_name}'s)")
 
 
 def main() -> None:
