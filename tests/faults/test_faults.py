@@ -2,6 +2,7 @@
 its true final state, none may run twice unless rescheduled once, and our API never answers
 500. Each test records seconds to detect, seconds to recover and runs lost."""
 
+import json
 import signal
 import threading
 import time
@@ -34,6 +35,45 @@ def _probe(prefect: PrefectApi, seconds: float) -> str:
     response = prefect.create_run("probe", {"seconds": seconds})
     response.raise_for_status()
     return response.json()["id"]
+
+
+class StreamWatch:
+    """GET /runs/{id}/events of one run, read in the background from before a fault to the
+    stream's end; `events()` gives what it got: {event, data (parsed)}."""
+
+    def __init__(self, api: httpx.Client, run_id: str) -> None:
+        self.api, self.run_id = api, run_id
+        self._events: list[dict] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> "StreamWatch":
+        self._thread.start()  # and open before the fault (opening while Prefect is away is a 503)
+        wait_until(lambda: self._events or self._error, 30, "the stream's first event")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass  # the stream ends with the run; `events()` waits for it
+
+    def _read(self) -> None:
+        try:
+            path = f"/runs/{self.run_id}/events"
+            with self.api.stream("GET", path, timeout=httpx.Timeout(30, read=300)) as response:
+                response.raise_for_status()
+                kind = None
+                for row in response.iter_lines():
+                    if row.startswith("event: "):
+                        kind = row.removeprefix("event: ")
+                    elif row.startswith("data: ") and kind:
+                        self._events.append({"event": kind, "data": json.loads(row[6:])})
+        except BaseException as error:  # said by events()
+            self._error = error
+
+    def events(self, timeout: float) -> list[dict]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the stream is still open: {self._events[-3:]}"
+        assert self._error is None, f"the stream failed: {self._error!r}"
+        return self._events
 
 
 def _first_seen(prefect: PrefectApi, run_id: str, state: str, timeout: float) -> float:
@@ -163,10 +203,12 @@ def test_a_postgres_outage_mid_run_ends_with_the_true_final_state(
 def test_a_killed_prefect_server_is_restarted_and_runs_complete(
     fault_stack: LocalStack, prefect: PrefectApi, api: httpx.Client
 ) -> None:
-    ids = [_probe(prefect, 15) for _ in range(3)]
+    streamed = prefect.create_run("probe", {"seconds": 15, "lines": 15}).json()["id"]
+    ids = [streamed] + [_probe(prefect, 15) for _ in range(2)]
     wait_running(prefect, ids[0])
     server = fault_stack.processes["server"]
-    with ApiWatch(api, ids) as watch:
+    stream = StreamWatch(api, streamed)
+    with stream, ApiWatch(api, ids) as watch:
         kill_group(server.pid)
         killed = time.monotonic()
         wait_until(
@@ -186,6 +228,18 @@ def test_a_killed_prefect_server_is_restarted_and_runs_complete(
         # Once, or once more after a crash the reconciler recovered.
         assert states.count("RUNNING") <= 1 + states.count("CRASHED"), states
     assert watch.statuses[500] == 0, watch.statuses
+    # A stream of the run rode the outage out: it said it was polling, and ended with the
+    # run, with every line Prefect has of it (a line the engine sent while the server was
+    # down never reached Prefect: its log handler says "Error logging to API").
+    events = stream.events(timeout=120)
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "end" and events[-1]["data"]["state"]["type"] == "COMPLETED", kinds
+    notices = [e["data"]["mode"] for e in events if e["event"] == "notice"]
+    assert "polling" in notices, kinds
+    lines = {e["data"]["message"] for e in events if e["event"] == "log"}
+    kept = set(prefect.logs(streamed))
+    assert kept <= lines, sorted(kept - lines)
+    assert any("probe: line" in x for x in kept), sorted(kept)
     RECORDS.append(
         (
             f"kill -9 the Prefect server (back in {back - killed:.0f} s)",

@@ -244,6 +244,39 @@ async def test_a_stream_says_when_it_polls_and_when_it_is_live_again(
     assert [e.event for e in got][-2:] == ["state", "end"]
 
 
+@pytest.mark.anyio
+async def test_prefect_away_mid_stream_is_said_and_nothing_is_lost(
+    prefect: FakePrefect,
+) -> None:
+    run = prefect.add_run("load-data", expected=T0 - dt.timedelta(seconds=1))
+    prefect.states_read.ttl = 0.05  # the stream's next read comes that much sooner
+    events, got = live_events(), []
+    async with events.watch(run.id, lines=True) as watch:
+        task = asyncio.create_task(
+            collect(RunStream(run.id, Position(), prefect, watch, lambda: end_of(run.id)), got)
+        )
+        await until(got, 1)
+        prefect.down = True
+        prefect.move(run.id, StateType.RUNNING, T0)
+        events._on_line(line(run.id, "held while Prefect is away", T0))
+        events.wake(run.id)
+        await until(got, 2)
+        assert got[1].event == "notice" and got[1].data["mode"] == "polling"
+        assert "the Prefect API is unavailable" in got[1].data["detail"]
+        prefect.down = False
+        await until(got, 5)
+        assert got[2].event == "notice" and got[2].data["mode"] == "live"
+        prefect.move(run.id, StateType.COMPLETED, dt.datetime.now(dt.UTC))
+        events.wake(run.id)
+        await asyncio.wait_for(task, 5)
+    assert said(got) == [
+        ("state", "SCHEDULED"),
+        ("state", "RUNNING"),
+        ("log", "held while Prefect is away"),
+        ("state", "COMPLETED"),
+    ]
+
+
 # -- the route ----------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from prefect.client.schemas.objects import Log, State
 from api import pages
 from api.prefect_gateway import FINAL, PrefectGateway
 from api.run_events import Watch
+from common.web.problems import Problem
 
 # After the final state, lines still come in for a moment (the engine's last batch, the
 # worker's report of the process's exit): the stream waits this long before its last read.
@@ -139,33 +140,47 @@ class RunStream:
         return ServerSentEvent(event=kind, data=data, id=self.position.encode(self.run_id))
 
     async def events(self) -> AsyncIterator[ServerSentEvent]:
-        watch, live, first = self.watch, None, True
+        watch, said, first = self.watch, None, True
         watch.state_news = False  # the first read may be the cache's (see the first wait)
         while True:
-            if watch.live != live:
-                if live is not None or not watch.live:
-                    yield ServerSentEvent(event="notice", data=_notice(watch.live))
-                catch_up, live = True, watch.live
-            else:
-                catch_up = not live or watch.overflowed
-            news: list[State | Log] = list(await self._new_states())
-            left = self._settling()
-            if catch_up or left == 0:
-                watch.overflowed = False
-                news += await self._read_log(None if left == 0 else PAGES_PER_TURN)
-            news += [line for line in watch.take_lines() if self._is_news(line, live=True)]
-            for item in sorted(news, key=_order):  # one time line, states and lines
+            live, away = watch.live, None
+            try:
+                # Catch up on the first turn, and on any after one that was not live.
+                news, left = await self._turn(catch_up=said != "live" or not live)
+                end = await self._end() if left == 0 else None
+            except Problem as problem:
+                if problem.status != 503:
+                    raise
+                news, left, end, away = [], None, None, problem.detail  # Prefect is away
+            mode = "live" if live and away is None else "polling"
+            if mode != said and (said is not None or mode == "polling"):
+                yield ServerSentEvent(event="notice", data=_notice(mode, away))
+            said = mode
+            for item in news:
                 yield self._give(item)
-            if left == 0:
-                yield ServerSentEvent(event="end", data=await self._end())
+            if end is not None:
+                yield ServerSentEvent(event="end", data=end)
                 return
             wait = 60.0 if left is None else left
-            if first:
+            if first or away is not None:
                 # The first read took the cache's copy (shared by the streams that open
                 # together): once it has expired, read again, in case it was from before
                 # this stream began watching and an event came between.
                 wait, first = min(wait, self.prefect.states_read.ttl), False
             await watch.changed(wait)
+
+    async def _turn(self, catch_up: bool) -> tuple[list[State | Log], float | None]:
+        """What the client does not have yet, states and lines on one time line, and the
+        seconds until the run's last lines are in (see `_settling`). Nothing is counted
+        as given until `_give`: a turn that fails (Prefect away) loses nothing."""
+        news: list[State | Log] = list(await self._new_states())
+        left = self._settling()
+        if catch_up or left == 0 or self.watch.overflowed:
+            self.watch.overflowed = False
+            news += await self._read_log(None if left == 0 else PAGES_PER_TURN)
+        news += [line for line in self.watch.take_lines() if self._is_news(line, live=True)]
+        unique = {item.id: item for item in news}  # a line both read and held: once
+        return sorted(unique.values(), key=_order), left
 
     def _settling(self) -> float | None:
         """Seconds until the final run's last lines are in (0: they are); None: not final."""
@@ -177,18 +192,16 @@ class RunStream:
     def _is_news(self, line: Log, live: bool) -> bool:
         """Whether to give `line`: one not given on this connection, that the client does
         not have (or that came from the subscription: a line later than the window is still
-        news). Counted as given at once, so that a line read and held is given once."""
-        if line.id in self._given or self.position.has(line, before_low=not live):
-            return False
-        self._given[line.id] = None
-        if len(self._given) > GIVEN_REMEMBERED:
-            del self._given[next(iter(self._given))]
-        return True
+        news)."""
+        return line.id not in self._given and not self.position.has(line, before_low=not live)
 
     def _give(self, item: State | Log) -> ServerSentEvent:
         if isinstance(item, State):
             self.position.states += 1
             return self._event("state", _state(item))
+        self._given[item.id] = None
+        if len(self._given) > GIVEN_REMEMBERED:
+            del self._given[next(iter(self._given))]
         self.position.place(item)
         return self._event("log", _line(item))
 
@@ -241,10 +254,12 @@ def _line(line: Log) -> dict[str, Any]:
     return {"timestamp": line.timestamp.isoformat(), "level": line.level, "message": line.message}
 
 
-def _notice(live: bool) -> dict[str, Any]:
-    if live:
-        return {"mode": "live", "detail": "following Prefect's events and logs again"}
+def _notice(mode: str, away: str | None) -> dict[str, Any]:
+    if mode == "live":
+        return {"mode": mode, "detail": "following Prefect's events and logs again"}
+    if away is not None:
+        return {"mode": mode, "detail": f"{away}: reading the run again every second"}
     return {
-        "mode": "polling",
+        "mode": mode,
         "detail": "Prefect's event or log subscription is down: reading the run every second",
     }

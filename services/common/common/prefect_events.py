@@ -4,10 +4,10 @@ subscription, opened again with backoff when it fails or ends, for as long as th
 task runs.
 
 Through Prefect's own `PrefectEventSubscriber` and `PrefectLogsSubscriber`, which
-authenticate with Prefect's auth string and, after an abnormal close, reconnect on their own
-(the events one backfills); a clean close (the server's restart) ends their iteration, and
-`follow` subscribes again. Needs Prefect's client: only services that have it import this
-module.
+authenticate with Prefect's auth string. After an abnormal close the events one reconnects
+on its own and backfills; the logs one, which cannot backfill, is made to end instead. A
+clean close (the server's restart) ends either's iteration, and `follow` subscribes again.
+Needs Prefect's client: only services that have it import this module.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def prefect_subscriber(event_filter: EventFilter) -> PrefectEventSubscriber:
 
 
 def prefect_logs_subscriber(log_filter: LogFilter) -> PrefectLogsSubscriber:
-    return PrefectLogsSubscriber(filter=log_filter)
+    # No reconnecting of its own: the logs stream has no backfill, so a silent reconnect
+    # would lose the lines in between unnoticed. A drop ends the subscription instead, and
+    # the caller hears of it (`on_close`) and reads what it missed.
+    return PrefectLogsSubscriber(filter=log_filter, reconnection_attempts=0)
 
 
 async def follow(
