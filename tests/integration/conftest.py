@@ -44,6 +44,9 @@ def new_stack(state_dir: Path, tlc: TlcServer) -> LocalStack:
             "API_KEY": API_KEY,
             "API_INSECURE_DEV_MODE": "false",
             "SERVING_POLL_SECONDS": "1",
+            # Webhooks to a receiver on 127.0.0.1, retried soon (test_webhooks.py).
+            "API_WEBHOOKS_ALLOW_PRIVATE": "true",
+            "API_WEBHOOK_FIRST_RETRY_SECONDS": "0.2",
         },
     )
 

@@ -36,6 +36,7 @@ from api.main import create_app as create_api
 from api.prefect_gateway import RETRY_OF, PrefectGateway
 from api.run_events import RunEvents
 from api.settings import ApiSettings
+from api.webhooks import Delivery, Due, Message, Subscription
 from common.web.auth import Authenticator, KeyChecker, SessionChecker, authenticator
 from common.web.db import ApiKey, KeyNameTakenError, LiveSession, hash_key, new_key
 from common.web.problems import Problem, unavailable
@@ -70,6 +71,11 @@ class FakeDatabase:
         self.users: dict[uuid.UUID, people.User] = {}
         self.password_hashes: dict[uuid.UUID, str] = {}
         self.sessions: dict[str, people.Session] = {}
+        # Webhooks (api.webhooks): subscriptions with their secrets, the outbox, the cursor.
+        self.webhooks: dict[uuid.UUID, tuple[Subscription, str]] = {}
+        self.deleted_webhooks: set[uuid.UUID] = set()
+        self.outbox: dict[uuid.UUID, dict[str, Any]] = {}
+        self.event_cursor: dt.datetime | None = None
         self.down = False
 
     def add_key(
@@ -291,6 +297,132 @@ class FakeDatabase:
             return False
         row[2] = flow_run_id
         return True
+
+    # -- webhooks: api.db's rules, in memory ---------------------------------------------
+
+    def create_webhook(
+        self, url: str, events: list[str], flow: str | None, secret: str, created_by: str
+    ) -> Subscription:
+        self._reach()
+        made = Subscription(uuid.uuid4(), url, events, flow, created_by, _now())
+        self.webhooks[made.id] = (made, secret)
+        return made
+
+    def list_webhooks(self, limit: int, since: dt.datetime | None = None) -> list[Subscription]:
+        self._reach()
+        live = [w for w, _ in self.webhooks.values() if w.id not in self.deleted_webhooks]
+        live = [w for w in live if since is None or w.created_at >= since]
+        return sorted(live, key=lambda w: (w.created_at, w.id))[:limit]
+
+    def read_webhook(self, webhook_id: uuid.UUID) -> Subscription | None:
+        self._reach()
+        if webhook_id in self.deleted_webhooks or webhook_id not in self.webhooks:
+            return None
+        return self.webhooks[webhook_id][0]
+
+    def delete_webhook(self, webhook_id: uuid.UUID) -> bool:
+        if self.read_webhook(webhook_id) is None:
+            return False
+        self.deleted_webhooks.add(webhook_id)
+        for row in self.outbox.values():
+            if row["webhook_id"] == webhook_id and row["state"] == "pending":
+                row["state"] = "failed"
+        return True
+
+    def enqueue(self, message: Message) -> int:
+        self._reach()
+        made = 0
+        for subscription, _ in self.webhooks.values():
+            matches = (
+                subscription.id not in self.deleted_webhooks
+                and message.type in subscription.events
+                and subscription.flow in (None, message.flow)
+                and subscription.created_at <= message.occurred
+            )
+            known = any(
+                r["webhook_id"] == subscription.id and r["message_id"] == message.id
+                for r in self.outbox.values()
+            )
+            if matches and not known:
+                delivery_id = uuid.uuid4()
+                self.outbox[delivery_id] = {
+                    "id": delivery_id, "webhook_id": subscription.id, "message_id": message.id,
+                    "type": message.type, "run_id": message.run_id, "occurred": message.occurred,
+                    "body": message.body(), "created_at": _now(), "state": "pending",
+                    "attempts": [], "next_attempt_at": _now(), "delivered_at": None,
+                }  # fmt: skip
+                made += 1
+        return made
+
+    def claim_due(self, limit: int, lease_seconds: float) -> list[Due]:
+        self._reach()
+        now, due = _now(), []
+        pending = [r for r in self.outbox.values() if r["state"] == "pending"]
+        for row in sorted(pending, key=lambda r: (r["next_attempt_at"], str(r["id"]))):
+            earlier = any(
+                r["webhook_id"] == row["webhook_id"] and row["run_id"] is not None
+                and r["run_id"] == row["run_id"]
+                and (r["occurred"], str(r["id"])) < (row["occurred"], str(row["id"]))
+                for r in pending
+            )  # fmt: skip
+            if row["next_attempt_at"] <= now and not earlier and len(due) < limit:
+                row["next_attempt_at"] = now + dt.timedelta(seconds=lease_seconds)
+                subscription, secret = self.webhooks[row["webhook_id"]]
+                due.append(
+                    Due(
+                        row["id"], subscription.id, subscription.url, secret,
+                        row["message_id"], row["body"], len(row["attempts"]),
+                    )
+                )  # fmt: skip
+        return due
+
+    def record_attempt(
+        self,
+        delivery_id: uuid.UUID,
+        status: int | None,
+        error: str | None,
+        duration_ms: float,
+        retry_in: float | None,
+    ) -> None:
+        self._reach()
+        row = self.outbox[delivery_id]
+        row["attempts"].append(
+            {"at": _now(), "status": status, "error": error, "duration_ms": duration_ms}
+        )
+        row["state"] = "delivered" if error is None else "pending" if retry_in else "failed"
+        row["delivered_at"] = _now() if error is None else None
+        row["next_attempt_at"] = _now() + dt.timedelta(seconds=retry_in or 0)
+
+    def _delivery(self, row: dict[str, Any]) -> Delivery:
+        next_at = row["next_attempt_at"] if row["state"] == "pending" else None
+        return Delivery(
+            row["id"], row["message_id"], row["type"], row["run_id"], row["occurred"],
+            row["created_at"], row["state"], next_at, row["delivered_at"], list(row["attempts"]),
+        )  # fmt: skip
+
+    def list_deliveries(
+        self, webhook_id: uuid.UUID, limit: int, since: dt.datetime | None = None
+    ) -> list[Delivery]:
+        self._reach()
+        rows = [r for r in self.outbox.values() if r["webhook_id"] == webhook_id]
+        rows = [r for r in rows if since is None or r["created_at"] >= since]
+        rows.sort(key=lambda r: (r["created_at"], r["id"]))
+        return [self._delivery(r) for r in rows[:limit]]
+
+    def redeliver(self, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
+        row = self.outbox.get(delivery_id)
+        if row is None or row["webhook_id"] != webhook_id or not self.read_webhook(webhook_id):
+            return None
+        row.update(state="pending", next_attempt_at=_now(), delivered_at=None)
+        return self._delivery(row)
+
+    def cursor(self) -> dt.datetime | None:
+        self._reach()
+        return self.event_cursor
+
+    def advance_cursor(self, occurred: dt.datetime) -> None:
+        self._reach()
+        self.event_cursor = max(self.event_cursor or occurred, occurred)
 
     def forget_expired(self, retention_hours: float) -> int:
         self._reach()

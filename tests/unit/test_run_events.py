@@ -58,7 +58,7 @@ def test_the_run_an_event_is_about() -> None:
     assert run_id_of(event(f"prefect.task-run.{run}")) is None
     assert run_id_of(event("prefect.flow-run.not-an-id")) is None
     wire = FLOW_RUN_EVENTS.model_dump(mode="json")["event"]
-    assert wire["prefix"] == ["prefect.flow-run."]
+    assert wire["prefix"] == ["prefect.flow-run.", "training-stack."]
     assert wire["exclude_prefix"] == ["prefect.flow-run.heartbeat"]
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg2
+import psycopg2.extras
 
 from api.audit import AUDIT_LOCK_ID, AUDIT_SCHEMA, GENESIS, Entry, Row, row_hash
 from api.people import Session, User
+from api.webhooks import WEBHOOKS_SCHEMA, Delivery, Due, Message, Subscription
 from common.web.db import KEYS_SCHEMA, PEOPLE_SCHEMA, Database, hash_key, new_key
 
 USER_COLUMNS = "id, name, role, created_at, disabled_at"
@@ -55,7 +57,7 @@ class Claim:
 class ApiDatabase(Database):
     """The key store, the API's idempotency keys and its audit log."""
 
-    schema = KEYS_SCHEMA + PEOPLE_SCHEMA + IDEMPOTENCY_SCHEMA + AUDIT_SCHEMA
+    schema = KEYS_SCHEMA + PEOPLE_SCHEMA + IDEMPOTENCY_SCHEMA + AUDIT_SCHEMA + WEBHOOKS_SCHEMA
 
     def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
         """Record (caller, key) for this request, or find the record an earlier one made.
@@ -342,6 +344,175 @@ class ApiDatabase(Database):
             )
             return [Row(*row) for row in cursor.fetchall()]
 
+    # -- webhooks (api.webhooks) -------------------------------------------------------------
+
+    def create_webhook(
+        self, url: str, events: list[str], flow: str | None, secret: str, created_by: str
+    ) -> Subscription:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO webhooks (id, url, events, flow, secret, created_by) "
+                f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {WEBHOOK_COLUMNS}",
+                (str(uuid.uuid4()), url, events, flow, secret, created_by),
+            )
+            row = cursor.fetchone()
+            assert row is not None  # INSERT ... RETURNING gives its row
+            return _subscription(row)
+
+    def list_webhooks(self, limit: int, since: dt.datetime | None = None) -> list[Subscription]:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL "
+                "AND created_at >= coalesce(%s::timestamptz, '-infinity') "
+                "ORDER BY created_at, id LIMIT %s",
+                (since, limit),
+            )
+            return [_subscription(row) for row in cursor.fetchall()]
+
+    def read_webhook(self, webhook_id: uuid.UUID) -> Subscription | None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = %s AND deleted_at IS NULL",
+                (str(webhook_id),),
+            )
+            row = cursor.fetchone()
+            return _subscription(row) if row else None
+
+    def delete_webhook(self, webhook_id: uuid.UUID) -> bool:
+        """Stop a subscription: its pending deliveries are given up. False: none such."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE webhooks SET deleted_at = now() WHERE id = %s AND deleted_at IS NULL",
+                (str(webhook_id),),
+            )
+            deleted = cursor.rowcount == 1
+            cursor.execute(
+                "UPDATE webhook_deliveries SET state = 'failed' "
+                "WHERE webhook_id = %s AND state = 'pending'",
+                (str(webhook_id),),
+            )
+            return deleted
+
+    def enqueue(self, message: Message) -> int:
+        """One delivery of `message` per live subscription it matches (made before it
+        happened); a message recorded already is not again. How many were new."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO webhook_deliveries "
+                "  (webhook_id, message_id, event_type, run_id, occurred, body) "
+                "SELECT id, %s, %s, %s, %s, %s FROM webhooks "
+                "WHERE deleted_at IS NULL AND %s = ANY (events) "
+                "  AND (flow IS NULL OR flow = %s) AND created_at <= %s "
+                "ON CONFLICT (webhook_id, message_id) DO NOTHING",
+                (
+                    message.id,
+                    message.type,
+                    str(message.run_id) if message.run_id else None,
+                    message.occurred,
+                    psycopg2.extras.Json(message.body()),
+                    message.type,
+                    message.flow,
+                    message.occurred,
+                ),
+            )
+            return cursor.rowcount
+
+    def claim_due(self, limit: int, lease_seconds: float) -> list[Due]:
+        """Up to `limit` deliveries due now, each the oldest pending one of its run for its
+        subscription (in order per run), leased for `lease_seconds`."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "WITH due AS ("
+                "  SELECT d.id FROM webhook_deliveries d"
+                "  WHERE d.state = 'pending' AND d.next_attempt_at <= now()"
+                "    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e"
+                "      WHERE e.webhook_id = d.webhook_id AND e.state = 'pending'"
+                "        AND d.run_id IS NOT NULL AND e.run_id = d.run_id"
+                "        AND (e.occurred, e.id) < (d.occurred, d.id))"
+                "  ORDER BY d.next_attempt_at, d.id LIMIT %s"
+                "  FOR UPDATE OF d SKIP LOCKED) "
+                "UPDATE webhook_deliveries w"
+                "  SET next_attempt_at = now() + make_interval(secs => %s) "
+                "FROM due, webhooks h WHERE w.id = due.id AND h.id = w.webhook_id "
+                "RETURNING w.id, w.webhook_id, h.url, h.secret, w.message_id, w.body, w.attempts",
+                (limit, lease_seconds),
+            )
+            return [
+                Due(uuid.UUID(str(r[0])), uuid.UUID(str(r[1])), *r[2:]) for r in cursor.fetchall()
+            ]
+
+    def record_attempt(
+        self,
+        delivery_id: uuid.UUID,
+        status: int | None,
+        error: str | None,
+        duration_ms: float,
+        retry_in: float | None,
+    ) -> None:
+        """An attempt's outcome: delivered (no error), pending again in `retry_in` s, or
+        given up (an error and no retry)."""
+        state = "delivered" if error is None else "pending" if retry_in is not None else "failed"
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO webhook_attempts (delivery_id, status, error, duration_ms) "
+                "VALUES (%s, %s, %s, %s)",
+                (str(delivery_id), status, error, duration_ms),
+            )
+            cursor.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, state = %s,"
+                "  delivered_at = CASE WHEN %s = 'delivered' THEN now() END,"
+                "  next_attempt_at = now() + make_interval(secs => %s) "
+                "WHERE id = %s",
+                (state, state, retry_in or 0, str(delivery_id)),
+            )
+
+    def list_deliveries(
+        self, webhook_id: uuid.UUID, limit: int, since: dt.datetime | None = None
+    ) -> list[Delivery]:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT d.id, d.message_id, d.event_type, d.run_id, d.occurred, d.created_at,"
+                "  d.state, d.next_attempt_at, d.delivered_at,"
+                "  coalesce((SELECT json_agg(json_build_object('at', a.at, 'status', a.status,"
+                "      'error', a.error, 'duration_ms', a.duration_ms) ORDER BY a.at)"
+                "    FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]'::json) "
+                "FROM webhook_deliveries d WHERE d.webhook_id = %s "
+                "  AND d.created_at >= coalesce(%s::timestamptz, '-infinity') "
+                "ORDER BY d.created_at, d.id LIMIT %s",
+                (str(webhook_id), since, limit),
+            )
+            return [_delivery(row) for row in cursor.fetchall()]
+
+    def redeliver(self, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
+        """Send a delivery again now, whatever its state (its attempts are kept)."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE webhook_deliveries d SET state = 'pending', next_attempt_at = now(),"
+                "  delivered_at = NULL FROM webhooks h "
+                "WHERE d.id = %s AND d.webhook_id = %s AND h.id = d.webhook_id"
+                "  AND h.deleted_at IS NULL RETURNING d.id",
+                (str(delivery_id), str(webhook_id)),
+            )
+            if cursor.fetchone() is None:
+                return None
+        return next(
+            (d for d in self.list_deliveries(webhook_id, 10_000) if d.id == delivery_id), None
+        )
+
+    def cursor(self) -> dt.datetime | None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT occurred FROM webhook_cursor WHERE id = 1")
+            row = cursor.fetchone()
+            return row[0] if row else None
+
+    def advance_cursor(self, occurred: dt.datetime) -> None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO webhook_cursor (id, occurred) VALUES (1, %s) ON CONFLICT (id) "
+                "DO UPDATE SET occurred = greatest(webhook_cursor.occurred, EXCLUDED.occurred)",
+                (occurred,),
+            )
+
 
 class UserNameTakenError(ValueError):
     """A user of that name exists already."""
@@ -350,6 +521,30 @@ class UserNameTakenError(ValueError):
 class UserDisabledError(ValueError):
     """The user is disabled: a disabled person is not changed (their name stays in the
     audit log, and nothing can make them able to log in again)."""
+
+
+WEBHOOK_COLUMNS = "id, url, events, flow, created_by, created_at"
+
+
+def _subscription(row: tuple[Any, ...]) -> Subscription:
+    return Subscription(uuid.UUID(str(row[0])), row[1], list(row[2]), *row[3:])
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    run_id = uuid.UUID(str(row[3])) if row[3] else None
+    next_at = row[7] if row[6] == "pending" else None
+    return Delivery(
+        uuid.UUID(str(row[0])),
+        row[1],
+        row[2],
+        run_id,
+        row[4],
+        row[5],
+        row[6],
+        next_at,
+        row[8],
+        row[9],
+    )
 
 
 def _user(row: tuple[Any, ...]) -> User:

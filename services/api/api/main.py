@@ -16,17 +16,30 @@ from api.db import ApiDatabase
 from api.deps import ApiMetrics
 from api.idempotency import IdempotencyKeys
 from api.people import LoginLimiter
-from api.prefect_gateway import open_gateway
-from api.routers import PROBLEM_RESPONSES, audit, door, flows, health, keys, login, runs, users
+from api.prefect_gateway import PrefectGateway, open_gateway
+from api.routers import (
+    PROBLEM_RESPONSES,
+    audit,
+    door,
+    flows,
+    health,
+    keys,
+    login,
+    runs,
+    users,
+    webhooks,
+)
 from api.run_events import RunEvents
 from api.settings import ApiSettings, get_settings
+from api.webhooks import Deliverer, resolve
 from common.web import problems
 from common.web.auth import Authenticator, KeyChecker, SessionChecker
-from common.web.db import open_database
+from common.web.db import blocking, open_database
 from common.web.edge import EdgeMiddleware
 from common.web.ratelimit import RateLimiter
 
 logger = logging.getLogger("api")
+CATCH_UP_SECONDS = 30.0  # webhooks: how often events missed are read back, while any are
 
 
 @asynccontextmanager
@@ -53,12 +66,42 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings, KeyChecker(database), SessionChecker(database)
         )
         app.state.run_events = events = RunEvents()
-        following = asyncio.create_task(events.run(), name="run-events")
+        deliverer = Deliverer(
+            database,
+            first_retry_seconds=settings.api_webhook_first_retry_seconds,
+            allow_private=settings.api_webhooks_allow_private,
+            blocking=blocking,
+        )
+        events.listeners.append(deliverer.offer)
+        tasks = [
+            asyncio.create_task(events.run(), name="run-events"),
+            asyncio.create_task(deliverer.run(), name="webhooks"),
+            asyncio.create_task(_catch_up(deliverer, prefect), name="webhooks-catch-up"),
+        ]
         yield
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await deliverer.close()
     database.close()
+
+
+async def _catch_up(deliverer: Deliverer, prefect: PrefectGateway) -> None:
+    """The webhooks of the events no API recorded: those while none ran (read back at
+    start) and those that failed to be written (the database away), every CATCH_UP_SECONDS
+    until they are."""
+    while True:
+        if deliverer.behind:
+            try:
+                found = await deliverer.catch_up(prefect.run_events_since)
+            except Exception as error:  # Prefect or the database away
+                logger.warning("webhooks: cannot read back missed events (%s)", error)
+            else:
+                if found:
+                    logger.info("webhooks: %d events read back from Prefect", found)
+        await asyncio.sleep(CATCH_UP_SECONDS)
 
 
 def authenticators(
@@ -96,6 +139,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
+    app.state.resolve = resolve  # webhook targets' names (in-process tests: a fake)
     app.state.login_limiter = LoginLimiter(
         settings.login_max_failures, settings.login_window_seconds
     )
@@ -107,6 +151,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     for router in (
         runs.router,
+        webhooks.router,
         flows.router,
         keys.router,
         audit.router,

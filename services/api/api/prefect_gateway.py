@@ -34,10 +34,12 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, Log, State, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelling
 
 from api.cache import ReadCache
+from api.run_events import FOLLOWED
 from common.results import kind_of
 from common.web.problems import Problem, unavailable
 
@@ -48,6 +50,8 @@ RETRYABLE = {StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 # The tag that links a retry to the run it retries (visible in Prefect's UI too).
 RETRY_OF = "retry-of:"
 MAX_RETRIES_LISTED = 100
+MAX_EVENTS_READ_BACK = 20_000  # flow-run events one catch-up reads at most
+EVENTS_PAGE = 50  # the most Prefect gives in one page of events
 # A deployment registered (or removed) on the pool is seen within this long.
 FLOWS_CACHE_SECONDS = 5.0
 
@@ -271,6 +275,22 @@ class PrefectGateway:
             )
         )
         return [run.id for run in runs]
+
+    async def run_events_since(self, since: dt.datetime) -> list[Any]:
+        """The events the API follows (`api.run_events.FOLLOWED`) since `since`
+        (inclusive), oldest first (at most MAX_EVENTS_READ_BACK): what a restarted API
+        missed."""
+        event_filter = EventFilter(
+            occurred=EventOccurredFilter(since=since, until=dt.datetime.now(dt.UTC)),
+            event=EventNameFilter(prefix=FOLLOWED),
+            order=EventOrder.ASC,
+        )
+        page = await self._call(self.client.read_events(event_filter, limit=EVENTS_PAGE))
+        events = list(page.events)
+        while page.next_page and len(events) < MAX_EVENTS_READ_BACK:
+            page = await self._call(self.client.read_events_page(str(page.next_page)))
+            events += page.events
+        return events
 
     async def cancel(self, run_id: uuid.UUID) -> None:
         await self._call(self.client.set_flow_run_state(run_id, Cancelling()))

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import LogFilter
 from prefect.client.schemas.objects import Log
 from prefect.events.filters import EventFilter, EventNameFilter
 
+from common.contract import STACK_EVENTS
 from common.prefect_events import Subscribe, follow, prefect_logs_subscriber, prefect_subscriber
 
 logger = logging.getLogger("api.run_events")
@@ -34,8 +35,10 @@ LIVE_RECHECK_SECONDS = 5.0  # and while it is up: a net for an event lost on the
 # Lines a stream's watcher holds for it at most; past that it reads the run's log instead.
 MAX_HELD_LINES = 10_000
 
+# Flow runs' events (but their heartbeats), and those the flows emit (for the webhooks).
+FOLLOWED = [RUN_RESOURCE, STACK_EVENTS]
 FLOW_RUN_EVENTS = EventFilter(
-    event=EventNameFilter(prefix=[RUN_RESOURCE], exclude_prefix=[f"{RUN_RESOURCE}heartbeat"])
+    event=EventNameFilter(prefix=FOLLOWED, exclude_prefix=[f"{RUN_RESOURCE}heartbeat"])
 )
 ALL_LOGS = LogFilter()  # every run's lines: a stack's log volume is small
 
@@ -110,6 +113,8 @@ class RunEvents:
         self.live = self.logs_live = False
         self.events = 0  # flow-run events received, for the metrics
         self.lines = 0  # log lines received
+        # Called with each flow-run event, as it comes (the webhooks' outbox).
+        self.listeners: list[Callable[[Any], object]] = []
 
     @asynccontextmanager
     async def watch(self, run_id: uuid.UUID, *, lines: bool = False) -> AsyncIterator[Watch]:
@@ -171,6 +176,8 @@ class RunEvents:
         self.events += 1
         if (run_id := run_id_of(event)) is not None:
             self.wake(run_id)
+        for listener in self.listeners:
+            listener(event)
 
     def _on_close(self, why: str, delay: float) -> None:
         if self.live:

@@ -32,9 +32,10 @@ from api.prefect_gateway import FINAL, PrefectGateway
 from api.run_events import Watch
 from common.web.problems import Problem
 
-# After the final state, lines still come in for a moment (the engine's last batch, the
-# worker's report of the process's exit): the stream waits this long before its last read.
-SETTLE_SECONDS = 3.0
+# After the final state, lines still come in for a while (the engine's last batch, the
+# worker's report of the process's exit): the stream waits as long as a log page waits to
+# call the log settled (api.pages), then reads it a last time and ends.
+SETTLE_SECONDS = pages.WINDOW.total_seconds()
 # A catch-up read of a long log stops after this many pages of pages.BACKEND_MAX lines
 # and goes on at the next turn, so a stream gives its first events soon.
 PAGES_PER_TURN = 5

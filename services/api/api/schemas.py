@@ -15,6 +15,8 @@ from pydantic import (
 )
 
 from api.people import MAX_PASSWORD, MIN_PASSWORD
+from api.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
+from api.webhooks import EventType as WebhookEventType
 from common.contract import (
     CHAMPION,
     LOAD_DATA,
@@ -367,4 +369,79 @@ class AuditEntry(BaseModel):
 
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://ci.example.com/hooks/training",
+                    "events": ["run.completed", "run.failed"],
+                    "flow": "train-model",
+                }
+            ]
+        },
+    )
+    url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="Where to POST: http(s), a host with public addresses only (unless "
+        "API_WEBHOOKS_ALLOW_PRIVATE).",
+    )
+    events: list[WebhookEventType] = Field(
+        min_length=1, max_length=len(WEBHOOK_EVENT_TYPES), description="What to be told of."
+    )
+    flow: str | None = Field(
+        None, max_length=100, pattern=PRINTABLE, description="Only this flow's runs."
+    )
+
+
+class Webhook(BaseModel):
+    """A subscription as stored: never its secret."""
+
+    id: uuid.UUID
+    url: str
+    events: list[str]
+    flow: str | None
+    created_by: str
+    created_at: dt.datetime
+
+
+class NewWebhook(Webhook):
+    secret: str = Field(
+        description="The signing secret (whsec_...): shown this once. Verify each message's "
+        "webhook-signature with it (Standard Webhooks; e.g. the standardwebhooks package)."
+    )
+
+
+class WebhookPage(BaseModel):
+    webhooks: list[Webhook]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+class DeliveryAttempt(BaseModel):
+    at: dt.datetime
+    status: int | None = Field(None, description="The receiver's HTTP status, if it answered.")
+    error: str | None = Field(None, description="Why it failed; null when delivered.")
+    duration_ms: float
+
+
+class WebhookDelivery(BaseModel):
+    id: uuid.UUID
+    message_id: str = Field(description="Its webhook-id header, the same on every attempt.")
+    type: str
+    run_id: uuid.UUID | None
+    occurred: dt.datetime
+    created_at: dt.datetime
+    state: Literal["pending", "delivered", "failed"]
+    next_attempt_at: dt.datetime | None = Field(None, description="When, while pending.")
+    delivered_at: dt.datetime | None
+    attempts: list[DeliveryAttempt]
+
+
+class DeliveryPage(BaseModel):
+    deliveries: list[WebhookDelivery]
     next: str | None = Field(None, description="URL of the next page, if there is one.")

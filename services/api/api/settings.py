@@ -74,6 +74,18 @@ class ApiSettings(KeySettings):
     login_window_seconds: float = Field(
         300.0, gt=0, description="The window LOGIN_MAX_FAILURES counts failures in."
     )
+    api_webhooks_allow_private: bool = Field(
+        False,
+        description="Let webhooks go to loopback, private and other non-public addresses "
+        "(the stack's own network among them): for tests and closed networks only.",
+    )
+    api_webhook_first_retry_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="The wait after a webhook's first failed attempt; later waits grow from "
+        "it (30 s, 2 min, ... 8 h: about a day in all at 5 s), then it is given up.",
+    )
     prefect_ui_url: str | None = Field(
         None, description="Prefect UI base URL, for links to runs (PREFECT_UI_URL)."
     )

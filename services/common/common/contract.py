@@ -70,3 +70,15 @@ MODEL_NAME_PATTERN = "trip-duration-{dataset}"
 def model_name(dataset: str) -> str:
     """The registered model of `dataset`'s trip-duration models."""
     return MODEL_NAME_PATTERN.format(dataset=dataset)
+
+
+# -- Events the flows emit (Prefect events), which the API's webhooks tell ------------------
+
+# Our own events' names start with this (Prefect's own: `prefect.`).
+STACK_EVENTS = "training-stack."
+# train-model, when a version takes `champion`; its payload: model, version, previous
+# (the champion it replaced, or null), decision.
+MODEL_PROMOTED = f"{STACK_EVENTS}model.promoted"
+# send-requests, when the served model has drifted; its payload: model, version, month,
+# live_rmse, validation_rmse, reason, retrain (the train-model run it started).
+DRIFT_DETECTED = f"{STACK_EVENTS}drift.detected"

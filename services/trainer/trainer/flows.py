@@ -9,10 +9,19 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from common.contract import LOAD_DATA, PROBE, SEND_REQUESTS, TRAIN_MODEL
+from common.contract import (
+    CHAMPION,
+    DRIFT_DETECTED,
+    LOAD_DATA,
+    MODEL_PROMOTED,
+    PROBE,
+    SEND_REQUESTS,
+    TRAIN_MODEL,
+)
 from trainer import reports
 from trainer.datasets import DatasetName, get_dataset
 from trainer.features import prepare, prepare_month
@@ -181,6 +190,22 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
     )
     logger.info("%s; MLflow run %s", registration.decision, registration.run_url)
     reports.publish(reports.registered(bundle.dataset, registration))
+    if registration.alias == CHAMPION:
+        emit_event(
+            MODEL_PROMOTED,
+            resource={
+                "prefect.resource.id": f"mlflow.model-version.{registration.model}."
+                f"{registration.version}",
+                "prefect.resource.name": f"{registration.model} version {registration.version}",
+            },
+            payload={
+                "model": registration.model,
+                "version": registration.version,
+                "previous": registration.champion_version,
+                "decision": registration.decision,
+                "url": registration.version_url,
+            },
+        )
     return registration
 
 
@@ -242,6 +267,22 @@ def send_requests(
         if retraining:
             logger.warning(retraining.reason)
             retrain = start_retraining(settings, retraining)
+            emit_event(
+                DRIFT_DETECTED,
+                resource={
+                    "prefect.resource.id": f"mlflow.model-version.{report.model}.{report.version}",
+                    "prefect.resource.name": f"{report.model} version {report.version}",
+                },
+                payload={
+                    "model": report.model,
+                    "version": report.version,
+                    "month": month,
+                    "live_rmse": report.live_rmse,
+                    "validation_rmse": validated,
+                    "reason": retraining.reason,
+                    "retrain": retrain,
+                },
+            )
     sent = reports.sent(
         dataset, month, report, validation_rmse=validated, mlflow_run=mlflow_run, retrain=retrain
     )
