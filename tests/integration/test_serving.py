@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from devstack.stack import LocalStack, wait_until
 from integration.servingkit import AUTH, register, serving_process, synthetic_month
 from testkit.prefect_api import PrefectApi
+from testkit.receiver import Receiver
 from trainer.features import FEATURES
 from trainer.registry import CHAMPION, model_name
 
@@ -164,6 +165,11 @@ def test_send_requests_through_the_api_retrains_on_drift_and_serving_follows(
     replay of 2017-12 finds the live RMSE far above the champion's validation RMSE and
     starts train-model for 2018-01-01 (2017-11 to train, 2017-12 to validate), whose model
     beats the champion on 2017-12, takes the alias, and is served."""
+    receiver = Receiver(failures=0)  # told of the drift and of the promotion, by webhook
+    hook = api.post(
+        "/webhooks", json={"url": receiver.url, "events": ["drift.detected", "model.promoted"]}
+    )
+    assert hook.status_code == 201, hook.text
     for month, drift in (("2017-09", 0), ("2017-10", 0), ("2017-11", 0.7), ("2017-12", 0.7)):
         parameters = {"month": month, "source": "synthetic", "drift": drift, "force": True}
         loaded = prefect.run("load-data", parameters)
@@ -201,3 +207,21 @@ def test_send_requests_through_the_api_retrains_on_drift_and_serving_follows(
     wait_until(
         lambda: _served_version(stack.serving_url) == row["version"], 60, "serving the retrained"
     )
+
+    def told(kind: str, run_id: str) -> dict | None:
+        bodies = [json.loads(body) for _, body in receiver.requests]
+        return next(
+            (b["data"] for b in bodies if b["type"] == kind and b["data"]["run_id"] == run_id),
+            None,
+        )
+
+    drifted = wait_until(lambda: told("drift.detected", sent["id"]), 30, "drift.detected")
+    assert drifted["flow"] == "send-requests" and drifted["retrain"] == retrain["id"]
+    assert drifted["month"] == "2017-12" and drifted["live_rmse"] == pytest.approx(
+        live["live_rmse"]
+    )
+    promoted = wait_until(lambda: told("model.promoted", retrain["id"]), 30, "model.promoted")
+    assert promoted["flow"] == "train-model" and promoted["version"] == row["version"]
+    assert promoted["model"] == "trip-duration-fhv"
+    receiver.close()
+    assert api.delete(f"/webhooks/{hook.json()['id']}").status_code == 204

@@ -3,12 +3,9 @@ targets, as the tests configure it) that refuses the first three attempts gets a
 signed, with one webhook-id, although the API was stopped while the run ended; the outbox in
 PostgreSQL shows every attempt."""
 
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -16,36 +13,9 @@ from standardwebhooks.webhooks import Webhook as Verifier
 
 from devstack.stack import LocalStack, wait_until
 from testkit.prefect_api import PrefectApi
+from testkit.receiver import Receiver
 
 pytestmark = pytest.mark.integration
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that answers 503 to the first `failures` requests, then
-    204; it keeps every request's headers and body."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                receiver.requests.append((dict(self.headers), body))
-                self.send_response(503 if len(receiver.requests) <= receiver.failures else 204)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/runs"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ and the Prefect gateway, which the routes take as dependencies (`api.deps`)."""
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +41,7 @@ from common.web.ratelimit import RateLimiter
 
 logger = logging.getLogger("api")
 CATCH_UP_SECONDS = 30.0  # webhooks: how often events missed are read back, while any are
+READ_BACK_AGAIN = (15.0, 60.0)  # and, after a start, read back again this long after it
 
 
 @asynccontextmanager
@@ -89,11 +91,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _catch_up(deliverer: Deliverer, prefect: PrefectGateway) -> None:
-    """The webhooks of the events no API recorded: those while none ran (read back at
-    start) and those that failed to be written (the database away), every CATCH_UP_SECONDS
-    until they are."""
+    """The webhooks of the events no API recorded: those while none ran, read back at
+    start and again after READ_BACK_AGAIN (an event published before this API subscribed
+    may reach Prefect's event store only seconds later: the server writes them in
+    batches), and those that failed to be written (the database away), every
+    CATCH_UP_SECONDS until they are."""
+    started = time.monotonic()
+    again = list(READ_BACK_AGAIN)
     while True:
-        if deliverer.behind:
+        due = again and time.monotonic() - started >= again[0]
+        if due:
+            again.pop(0)
+        if deliverer.behind or due:
             try:
                 found = await deliverer.catch_up(prefect.run_events_since)
             except Exception as error:  # Prefect or the database away
@@ -101,7 +110,8 @@ async def _catch_up(deliverer: Deliverer, prefect: PrefectGateway) -> None:
             else:
                 if found:
                     logger.info("webhooks: %d events read back from Prefect", found)
-        await asyncio.sleep(CATCH_UP_SECONDS)
+        until_next = again[0] - (time.monotonic() - started) if again else CATCH_UP_SECONDS
+        await asyncio.sleep(min(CATCH_UP_SECONDS, max(until_next, 0.1)))
 
 
 def authenticators(
