@@ -23,7 +23,7 @@ from api.routers import PROBLEM_RESPONSES
 from api.schemas import USER_NAME
 from common.web.auth import SESSION_COOKIE, USER_PREFIX, Auth, Caller, Role
 from common.web.db import blocking
-from common.web.problems import Problem
+from common.web.problems import Problem, invalid
 
 router = APIRouter(tags=["login"])
 
@@ -190,37 +190,28 @@ async def _fields(request: Request) -> dict[str, str]:
         try:
             pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
-            raise _invalid("body", "the form is not UTF-8") from None
+            raise invalid("body", "the form is not UTF-8") from None
         return dict(pairs)
     if content_type == "application/json":
         try:
             data: Any = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise _invalid("body", "the body is not a JSON object") from None
+            raise invalid("body", "the body is not a JSON object") from None
         if not isinstance(data, dict) or not all(
             isinstance(v, str) for k, v in data.items() if k in ("username", "password", "next")
         ):
-            raise _invalid("body", "username, password and next are strings in a JSON object")
+            raise invalid("body", "username, password and next are strings in a JSON object")
         return {k: v for k, v in data.items() if isinstance(v, str)}
-    raise _invalid(
+    raise invalid(
         "header.content-type", f"send a form ({FORM}) or JSON (got {content_type or 'none'})"
     )
 
 
 def _check_fields(name: str, password: str) -> None:
     if not 1 <= len(name) <= 100 or not re.match(USER_NAME, name):
-        raise _invalid("body.username", "1 to 100 letters, digits or . _ @ -")
+        raise invalid("body.username", "1 to 100 letters, digits or . _ @ -")
     if not 1 <= len(password) <= people.MAX_PASSWORD:
-        raise _invalid("body.password", f"1 to {people.MAX_PASSWORD} characters")
-
-
-def _invalid(field: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "validation-error",
-        f"{field}: {message}",
-        errors=[{"field": field, "message": message}],
-    )
+        raise invalid("body.password", f"1 to {people.MAX_PASSWORD} characters")
 
 
 def client_address(request: Request) -> str:

@@ -41,7 +41,7 @@ from api.settings import WAIT_MAX_SECONDS, ApiSettings
 from api.validation import parameter_errors
 from common.results import LiveMetrics, ModelMetrics, ModelRegistry
 from common.web.jsonbody import JsonRoute
-from common.web.problems import Problem, said
+from common.web.problems import Problem, invalid, said
 from common.web.requestid import current_request_id
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonRoute)
@@ -392,13 +392,7 @@ async def stream_position(
     try:
         return Position.decode(last_event_id, run_id)
     except PositionError as error:
-        message = str(error)
-        raise Problem(
-            422,
-            "validation-error",
-            f"header.last-event-id: {message}",
-            errors=[{"field": "header.last-event-id", "message": message}],
-        ) from None
+        raise invalid("header.last-event-id", str(error)) from None
 
 
 @router.get(

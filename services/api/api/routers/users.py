@@ -16,7 +16,7 @@ from api.routers import PROBLEM_RESPONSES, oldest_first
 from api.schemas import Session, SessionPage, User, UserChange, UserPage, UserRequest
 from common.web.auth import Auth, Role
 from common.web.db import blocking
-from common.web.problems import Problem
+from common.web.problems import Problem, invalid
 
 router = APIRouter(tags=["people"])
 
@@ -39,12 +39,7 @@ async def _hash(password: str) -> str:
     try:
         return await anyio.to_thread.run_sync(people.hash_password, password)
     except people.WeakPasswordError as error:
-        raise Problem(
-            422,
-            "validation-error",
-            f"body.password: {error}",
-            errors=[{"field": "body.password", "message": str(error)}],
-        ) from None
+        raise invalid("body.password", str(error)) from None
 
 
 @router.post(

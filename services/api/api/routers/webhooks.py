@@ -20,7 +20,7 @@ from api.schemas import (
 from api.webhooks import Delivery, Subscription, TargetRefused, check_target, new_secret
 from common.web.db import blocking
 from common.web.jsonbody import JsonRoute
-from common.web.problems import Problem
+from common.web.problems import Problem, invalid
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=JsonRoute)
 
@@ -57,11 +57,7 @@ async def create_webhook(
     try:
         await check_target(body.url, settings.api_webhooks_allow_private, request.app.state.resolve)
     except TargetRefused as refused:
-        message = str(refused)
-        raise Problem(
-            422, "validation-error", f"body.url: {message}",
-            errors=[{"field": "body.url", "message": message}],
-        ) from None  # fmt: skip
+        raise invalid("body.url", str(refused)) from None
     secret = new_secret()
     events = sorted(set(body.events))
     made = await blocking(

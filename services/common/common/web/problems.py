@@ -100,6 +100,12 @@ def said(errors: list[dict[str, str]]) -> str:
     return "; ".join(f"{e['field']}: {e['message']}" for e in errors)
 
 
+def invalid(field: str, message: str) -> Problem:
+    """The 422 for one field (`body.url`, `header.last-event-id`, ...) and what is wrong."""
+    errors = [{"field": field, "message": message}]
+    return Problem(422, "validation-error", said(errors), errors=errors)
+
+
 def unavailable(what: str, error: object) -> Problem:
     return Problem(
         503,
