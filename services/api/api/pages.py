@@ -132,7 +132,7 @@ def turn(
     unknown = cursor.seen - fetched.keys()
     # Rows not given yet lie at or beyond the page's last row: never start past it.
     frontier = given[-1][0] if more else None
-    low = _low(cursor.low, top - window // MICROSECOND, known, len(unknown), frontier)
+    low = low_after(cursor.low, top - window // MICROSECOND, known, len(unknown), frontier)
     carried = unknown | {d for d, pos in known.items() if pos >= low}
     return Page([row for _, _, row in given], Cursor(top, low, frozenset(carried)), more)
 
@@ -146,11 +146,15 @@ def settled(final_since: dt.datetime | None, now: dt.datetime | None = None) -> 
     return elapsed >= WINDOW // MICROSECOND
 
 
-def _low(
+def low_after(
     previous: int | None, wanted: int, known: dict[bytes, int], unknown: int, frontier: int | None
 ) -> int:
-    """Where the next read starts: the window's start, never before the previous one (the
-    rows given there are not carried), narrowed when too many ids would be carried."""
+    """Where the next read starts: the window's start (`wanted`), never before the previous
+    one (the rows given there are not carried), narrowed when too many ids would be carried:
+    `known` are the carried ids with their positions, `unknown` how many more there are
+    whose positions are not known (kept whatever the start), `frontier` the first row not
+    given yet (None: none left), which the start never passes. The ids at or after the
+    start, with the unknown ones, are at most CARRY_MAX."""
     low = wanted if previous is None else max(previous, wanted)
     positions = sorted((pos for pos in known.values() if pos >= low), reverse=True)
     if unknown + len(positions) <= CARRY_TARGET or not positions:

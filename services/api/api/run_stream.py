@@ -106,17 +106,14 @@ class Position:
         self.window = {k: pos for k, pos in self.window.items() if pos is not None}
 
     def _narrow(self) -> None:
+        """Move `low` as a log page's cursor moves it (`pages.low_after`: the window behind
+        `top`, narrowed when too many lines would be carried), and carry what is left."""
         assert self.top is not None
-        low = self.top - pages.WINDOW // pages.MICROSECOND
-        self.low = low if self.low is None else max(self.low, low)
-        known = sorted((pos for pos in self.window.values() if pos is not None), reverse=True)
-        if len(self.window) > pages.CARRY_TARGET and len(known) > pages.CARRY_TARGET:
-            # Too many lines within the window to carry: start the next read at the newest.
-            self.low = max(self.low, known[pages.CARRY_TARGET - 1])
+        known = {k: pos for k, pos in self.window.items() if pos is not None}
+        wanted = self.top - pages.WINDOW // pages.MICROSECOND
+        unknown = len(self.window) - len(known)
+        self.low = pages.low_after(self.low, wanted, known, unknown, None)
         self.window = {k: p for k, p in self.window.items() if p is None or p >= self.low}
-        while len(self.window) > pages.CARRY_MAX:  # a tie of that many lines: drop the oldest
-            self.low += 1
-            self.window = {k: p for k, p in self.window.items() if p is None or p >= self.low}
 
 
 class RunStream:
