@@ -331,6 +331,7 @@ class FakeDatabase:
 
     def enqueue(self, message: Message) -> int:
         self._reach()
+        self.event_cursor = max(self.event_cursor or message.occurred, message.occurred)
         made = 0
         for subscription, _ in self.webhooks.values():
             matches = (
@@ -419,10 +420,6 @@ class FakeDatabase:
     def cursor(self) -> dt.datetime | None:
         self._reach()
         return self.event_cursor
-
-    def advance_cursor(self, occurred: dt.datetime) -> None:
-        self._reach()
-        self.event_cursor = max(self.event_cursor or occurred, occurred)
 
     def forget_expired(self, retention_hours: float) -> int:
         self._reach()

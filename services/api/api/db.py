@@ -395,27 +395,34 @@ class ApiDatabase(Database):
 
     def enqueue(self, message: Message) -> int:
         """One delivery of `message` per live subscription it matches (made before it
-        happened); a message recorded already is not again. How many were new."""
+        happened); a message recorded already is not again. How many were new. In the same
+        statement, the events count as read as far as it (the cursor a restarted API reads
+        back from)."""
         with self.connection() as conn, conn.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO webhook_deliveries "
-                "  (webhook_id, message_id, event_type, run_id, occurred, body) "
-                "SELECT id, %s, %s, %s, %s, %s FROM webhooks "
-                "WHERE deleted_at IS NULL AND %s = ANY (events) "
-                "  AND (flow IS NULL OR flow = %s) AND created_at <= %s "
-                "ON CONFLICT (webhook_id, message_id) DO NOTHING",
-                (
-                    message.id,
-                    message.type,
-                    str(message.run_id) if message.run_id else None,
-                    message.occurred,
-                    psycopg2.extras.Json(message.body()),
-                    message.type,
-                    message.flow,
-                    message.occurred,
-                ),
+                "WITH made AS ("
+                "  INSERT INTO webhook_deliveries "
+                "    (webhook_id, message_id, event_type, run_id, occurred, body) "
+                "  SELECT id, %(id)s, %(type)s, %(run)s, %(at)s, %(body)s FROM webhooks "
+                "  WHERE deleted_at IS NULL AND %(type)s = ANY (events) "
+                "    AND (flow IS NULL OR flow = %(flow)s) AND created_at <= %(at)s "
+                "  ON CONFLICT (webhook_id, message_id) DO NOTHING RETURNING 1), "
+                "read AS ("
+                "  INSERT INTO webhook_cursor (id, occurred) VALUES (1, %(at)s) "
+                "  ON CONFLICT (id) DO UPDATE"
+                "  SET occurred = greatest(webhook_cursor.occurred, EXCLUDED.occurred)) "
+                "SELECT count(*) FROM made",
+                {
+                    "id": message.id,
+                    "type": message.type,
+                    "run": str(message.run_id) if message.run_id else None,
+                    "at": message.occurred,
+                    "body": psycopg2.extras.Json(message.body()),
+                    "flow": message.flow,
+                },
             )
-            return cursor.rowcount
+            row = cursor.fetchone()
+            return int(row[0]) if row else 0
 
     def claim_due(self, limit: int, lease_seconds: float) -> list[Due]:
         """Up to `limit` deliveries due now, each the oldest pending one of its run for its
@@ -504,14 +511,6 @@ class ApiDatabase(Database):
             cursor.execute("SELECT occurred FROM webhook_cursor WHERE id = 1")
             row = cursor.fetchone()
             return row[0] if row else None
-
-    def advance_cursor(self, occurred: dt.datetime) -> None:
-        with self.connection() as conn, conn.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO webhook_cursor (id, occurred) VALUES (1, %s) ON CONFLICT (id) "
-                "DO UPDATE SET occurred = greatest(webhook_cursor.occurred, EXCLUDED.occurred)",
-                (occurred,),
-            )
 
 
 class UserNameTakenError(ValueError):

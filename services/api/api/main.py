@@ -5,7 +5,6 @@ and the Prefect gateway, which the routes take as dependencies (`api.deps`)."""
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +16,7 @@ from api.db import ApiDatabase
 from api.deps import ApiMetrics
 from api.idempotency import IdempotencyKeys
 from api.people import LoginLimiter
-from api.prefect_gateway import PrefectGateway, open_gateway
+from api.prefect_gateway import open_gateway
 from api.routers import (
     PROBLEM_RESPONSES,
     audit,
@@ -40,8 +39,6 @@ from common.web.edge import EdgeMiddleware
 from common.web.ratelimit import RateLimiter
 
 logger = logging.getLogger("api")
-CATCH_UP_SECONDS = 30.0  # webhooks: how often events missed are read back, while any are
-READ_BACK_AGAIN = (15.0, 60.0)  # and, after a start, read back again this long after it
 
 
 @asynccontextmanager
@@ -78,7 +75,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(events.run(), name="run-events"),
             asyncio.create_task(deliverer.run(), name="webhooks"),
-            asyncio.create_task(_catch_up(deliverer, prefect), name="webhooks-catch-up"),
+            asyncio.create_task(
+                deliverer.keep_up(prefect.run_events_since), name="webhooks-catch-up"
+            ),
         ]
         yield
         for task in tasks:
@@ -88,30 +87,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await task
         await deliverer.close()
     database.close()
-
-
-async def _catch_up(deliverer: Deliverer, prefect: PrefectGateway) -> None:
-    """The webhooks of the events no API recorded: those while none ran, read back at
-    start and again after READ_BACK_AGAIN (an event published before this API subscribed
-    may reach Prefect's event store only seconds later: the server writes them in
-    batches), and those that failed to be written (the database away), every
-    CATCH_UP_SECONDS until they are."""
-    started = time.monotonic()
-    again = list(READ_BACK_AGAIN)
-    while True:
-        due = again and time.monotonic() - started >= again[0]
-        if due:
-            again.pop(0)
-        if deliverer.behind or due:
-            try:
-                found = await deliverer.catch_up(prefect.run_events_since)
-            except Exception as error:  # Prefect or the database away
-                logger.warning("webhooks: cannot read back missed events (%s)", error)
-            else:
-                if found:
-                    logger.info("webhooks: %d events read back from Prefect", found)
-        until_next = again[0] - (time.monotonic() - started) if again else CATCH_UP_SECONDS
-        await asyncio.sleep(min(CATCH_UP_SECONDS, max(until_next, 0.1)))
 
 
 def authenticators(

@@ -72,6 +72,8 @@ LEASE_SECONDS = 60.0  # a claimed delivery is sent again after this if its sende
 SEND_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 1.0  # how often the deliverer looks for due deliveries
 CATCH_UP_HOURS = 24.0  # after a restart, events read back from Prefect at most this far
+CATCH_UP_SECONDS = 30.0  # how often events missed are read back, while any are
+READ_BACK_AGAIN = (15.0, 60.0)  # and, after a start, read back again this long after it
 CLAIM_BATCH = 20
 MAX_ERROR = 500  # characters of a failed attempt's error or answer kept
 
@@ -281,8 +283,6 @@ class Outbox(Protocol):
 
     def cursor(self) -> dt.datetime | None: ...
 
-    def advance_cursor(self, occurred: dt.datetime) -> None: ...
-
 
 class Deliverer:
     """Sends due deliveries until cancelled (`run()`); `offer(event)` writes the deliveries
@@ -325,7 +325,6 @@ class Deliverer:
             try:
                 if await self._blocking(self.outbox.enqueue, message):
                     self._due.set()
-                await self._blocking(self.outbox.advance_cursor, message.occurred)
             except Exception as error:  # the database away: read back once it is here
                 self.behind = True
                 logger.warning(
@@ -349,6 +348,29 @@ class Deliverer:
             self.behind = True
             raise
         return len(messages)
+
+    async def keep_up(self, read: Callable[[dt.datetime], Awaitable[list[Any]]]) -> None:
+        """Read back (`catch_up`) the events no API recorded, until cancelled: those while
+        none ran, at start and again after READ_BACK_AGAIN (an event published before this
+        API subscribed may reach Prefect's event store only seconds later: the server writes
+        them in batches), and those that failed to be written (the database away), every
+        CATCH_UP_SECONDS until they are."""
+        started = time.monotonic()
+        again = list(READ_BACK_AGAIN)
+        while True:
+            due = again and time.monotonic() - started >= again[0]
+            if due:
+                again.pop(0)
+            if self.behind or due:
+                try:
+                    found = await self.catch_up(read)
+                except Exception as error:  # Prefect or the database away
+                    logger.warning("webhooks: cannot read back missed events (%s)", error)
+                else:
+                    if found:
+                        logger.info("webhooks: %d events read back from Prefect", found)
+            until_next = again[0] - (time.monotonic() - started) if again else CATCH_UP_SECONDS
+            await asyncio.sleep(min(CATCH_UP_SECONDS, max(until_next, 0.1)))
 
     async def run(self) -> None:
         """Send what is due until cancelled: at once when a delivery is written or a retry
