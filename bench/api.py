@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 
 from devstack.stack import LocalStack
+from testkit import sse
 from testkit.bench import percentile, start_stack
 
 KEY = "bench-key-" + "k" * 32
@@ -127,8 +128,8 @@ def _streamed_at(api: httpx.Client, run_id: str) -> float:
     """When (Unix time) a client streaming run `run_id`'s events got its final state."""
     with api.stream("GET", f"/runs/{run_id}/events", timeout=TIMEOUT) as response:
         response.raise_for_status()
-        for row in response.iter_lines():
-            if row.startswith("data: ") and any(f'"type": "{t}"' in row for t in FINAL):
+        for event in sse.events(response.iter_lines()):
+            if event["event"] == "state" and event["data"]["type"] in FINAL:
                 return time.time()
     raise RuntimeError(f"the stream of run {run_id} ended without its final state")
 

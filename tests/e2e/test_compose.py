@@ -24,6 +24,7 @@ from devstack.stack import wait_until
 from e2e.conftest import ARTIFACTS, MLFLOW, PREFECT_UI, PROJECT, REPO, SERVING, Compose, figure
 from e2e.conftest import AUTOSCALER_MAX_AGENTS as MAX_AGENTS
 from e2e.conftest import AUTOSCALER_STANDBY_AGENTS as STANDBY_AGENTS
+from testkit import sse
 from testkit.faults import BURST_SUMMARY, ApiWatch, burst_of_triggers, wait_final, wait_running
 from testkit.metrics import parse_autoscaler_metrics
 from testkit.prefect_api import PrefectApi, prefect_schema_head
@@ -142,10 +143,11 @@ def test_a_stream_through_the_door_shows_lines_as_they_happen(
     with api.stream("GET", f"/runs/{run_id}/events", timeout=90) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        for row in response.iter_lines():
-            if row.startswith("data: ") and "probe: line" in row:
-                arrived.setdefault(row.split("probe: line ")[1].split(" ")[0], time.monotonic())
-            elif row == "event: end":
+        for event in sse.events(response.iter_lines()):
+            message = event["data"]["message"] if event["event"] == "log" else ""
+            if message.startswith("probe: line "):
+                arrived.setdefault(message.split(" ")[2], time.monotonic())
+            elif event["event"] == "end":
                 arrived["end"] = time.monotonic()
     assert sorted(k for k in arrived if k != "end") == ["1", "2", "3"], arrived
     # Written 4 s apart, sent within Prefect's 2 s log batches: apart on arrival too, not

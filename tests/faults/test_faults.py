@@ -2,7 +2,6 @@
 its true final state, none may run twice unless rescheduled once, and our API never answers
 500. Each test records seconds to detect, seconds to recover and runs lost."""
 
-import json
 import signal
 import threading
 import time
@@ -21,6 +20,7 @@ from faults.conftest import (
     agent_pid,
     kill_group,
 )
+from testkit import sse
 from testkit.faults import BURST_SUMMARY, ApiWatch, burst_of_triggers, wait_final, wait_running
 from testkit.prefect_api import PrefectApi
 from trainer.register import zombie_automation
@@ -39,7 +39,7 @@ def _probe(prefect: PrefectApi, seconds: float) -> str:
 
 class StreamWatch:
     """GET /runs/{id}/events of one run, read in the background from before a fault to the
-    stream's end; `events()` gives what it got: {event, data (parsed)}."""
+    stream's end; `events()` gives what it got (testkit.sse's events)."""
 
     def __init__(self, api: httpx.Client, run_id: str) -> None:
         self.api, self.run_id = api, run_id
@@ -60,12 +60,7 @@ class StreamWatch:
             path = f"/runs/{self.run_id}/events"
             with self.api.stream("GET", path, timeout=httpx.Timeout(30, read=300)) as response:
                 response.raise_for_status()
-                kind = None
-                for row in response.iter_lines():
-                    if row.startswith("event: "):
-                        kind = row.removeprefix("event: ")
-                    elif row.startswith("data: ") and kind:
-                        self._events.append({"event": kind, "data": json.loads(row[6:])})
+                self._events.extend(sse.events(response.iter_lines()))
         except BaseException as error:  # said by events()
             self._error = error
 

@@ -3,7 +3,6 @@
 import asyncio
 import concurrent.futures
 import datetime as dt
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from api.prefect_gateway import PrefectGateway
 from common.web.problems import Problem
 from devstack.stack import LocalStack, free_port
 from integration.conftest import API_KEY
+from testkit import sse
 from testkit.faults import FaultyProxy
 from testkit.metrics import parse_metrics
 from testkit.prefect_api import PrefectApi
@@ -561,20 +561,6 @@ def test_a_waiter_is_answered_within_a_second_of_the_run_ending(
 # -- streams ------------------------------------------------------------------------------
 
 
-def sse(text: str) -> list[dict[str, Any]]:
-    """The events in a text/event-stream body: {event, data (parsed), id}; comments dropped."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, Any] = {}
-        for row in block.split("\n"):
-            name, _, value = row.partition(": ")
-            if name in ("event", "id", "data"):
-                fields[name] = json.loads(value) if name == "data" else value
-        if "event" in fields:
-            events.append(fields)
-    return events
-
-
 def said(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [
         (e["event"], e["data"]["type"] if e["event"] == "state" else e["data"]["message"])
@@ -642,7 +628,7 @@ def test_200_streams_of_a_run_see_it_all_over_one_subscription_per_kind(
     assert states[0] == "SCHEDULED" and states[-2:] == ["RUNNING", "COMPLETED"], states
     lines = [f"probe: line {n} of 12" for n in range(1, 13)]
     for text in bodies:
-        events = sse(text)
+        events = sse.parse(text)
         assert events[-1]["event"] == "end", text[-500:]
         assert events[-1]["data"]["state"]["type"] == "COMPLETED"
         assert "notice" not in [e["event"] for e in events], text[:500]
@@ -661,7 +647,7 @@ def test_200_streams_of_a_run_see_it_all_over_one_subscription_per_kind(
     print(f"streams: API-Prefect connections {before} before, {max(during)} at most during")
     assert max(during) <= before + 25, (before, during)
 
-    whole = [e for e in sse(bodies[0]) if e["event"] in ("state", "log")]
+    whole = [e for e in sse.parse(bodies[0]) if e["event"] in ("state", "log")]
     for k in (0, 3, len(whole) // 2, len(whole) - 2):
         resumed = api.get(
             f"/runs/{run_id}/events", headers={"Last-Event-ID": whole[k]["id"]}, timeout=60
@@ -670,7 +656,7 @@ def test_200_streams_of_a_run_see_it_all_over_one_subscription_per_kind(
         # What was not had yet, each once; in time order now that it is all read, where
         # the first stream gave lines as they arrived (a worker's line can reach Prefect
         # after a state that followed it).
-        rest = said(sse(resumed.text))
+        rest = said(sse.parse(resumed.text))
         assert sorted(rest) == sorted(said(whole[k + 1 :])), k
         assert [x for x in rest if x[0] == "state"] == [
             x for x in said(whole[k + 1 :]) if x[0] == "state"

@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import Log, StateType
 from api import pages, run_stream
 from api.run_events import RunEvents
 from api.run_stream import Position, PositionError, RunStream
+from testkit import sse
 from testkit.apps import AUTH, FakeDatabase, FakePrefect, api_app
 
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
@@ -291,11 +292,10 @@ def test_the_route_streams_a_run_to_its_end(prefect: FakePrefect) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["cache-control"] == "no-cache"
-    kinds = [
-        x.removeprefix("event: ") for x in response.text.splitlines() if x.startswith("event:")
-    ]
+    events = sse.parse(response.text)
+    kinds = [e["event"] for e in events]
     assert kinds == ["notice", "state", "log", "state", "end"]  # testkit's events do not follow
-    assert f'"id":"{run.id}"' in response.text.split("event: end")[1]
+    assert events[-1]["data"]["id"] == str(run.id)
 
 
 def test_the_route_refuses_an_unknown_run_and_a_bad_event_id(prefect: FakePrefect) -> None:
