@@ -128,6 +128,15 @@ async def in_full(
     return present(settings, request, record, retries)
 
 
+def request_tag() -> str:
+    return f"request:{current_request_id()}"
+
+
+def api_tags(caller: str) -> list[str]:
+    """The tags of a run the API starts: `api`, who asked, and the request."""
+    return ["api", f"caller:{caller}", request_tag()]
+
+
 def request_hash(body: RunRequest) -> str:
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -181,7 +190,7 @@ async def create_run(
         # Unique per claim, so that Prefect itself returns one run to racing requests.
         prefect_key = f"api:{caller}:{idempotency_key}:{claim.nonce}"
 
-    tags = ["api", f"caller:{caller}", f"request:{current_request_id()}"]
+    tags = api_tags(caller)
     # A failure here leaves the claim unbound: the same request retried reuses its nonce
     # (Prefect returns the run if one was made after all); a different one may take the key.
     run = await prefect.create_run(deployment, body.parameters, tags, prefect_key)
@@ -358,12 +367,11 @@ async def retry_run(
             f"run {run_id}'s parameters no longer fit flow {flow!r}: {said(errors)}",
             errors=errors,
         )
-    request_tag = f"request:{current_request_id()}"
-    tags = ["api", f"caller:{allowed.name}", request_tag, f"{RETRY_OF}{run_id}"]
+    tags = [*api_tags(allowed.name), f"{RETRY_OF}{run_id}"]
     # Prefect's idempotency key makes racing retries of one run one run; `force` a new one.
     key = f"retry:{run_id}" + (f":{uuid.uuid4()}" if force else "")
     retry = await prefect.create_run(flows[flow], run.parameters, tags, key)
-    replayed = request_tag not in retry.tags
+    replayed = request_tag() not in retry.tags  # Prefect gave back an earlier request's
     response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
     prefect.retried(run_id)
     request.state.audit_target = str(retry.id)
