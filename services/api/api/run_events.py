@@ -45,11 +45,15 @@ ALL_LOGS = LogFilter()  # every run's lines: a stack's log volume is small
 
 def run_id_of(event: Any) -> uuid.UUID | None:
     """The flow run an event is about (its resource), or None."""
-    resource = str(event.resource.id)
-    if not resource.startswith(RUN_RESOURCE):
+    return run_id_in(str(event.resource.id))
+
+
+def run_id_in(resource_id: str) -> uuid.UUID | None:
+    """The flow run a resource id names (`prefect.flow-run.<id>`), or None."""
+    if not resource_id.startswith(RUN_RESOURCE):
         return None
     try:
-        return uuid.UUID(resource.removeprefix(RUN_RESOURCE))
+        return uuid.UUID(resource_id.removeprefix(RUN_RESOURCE))
     except ValueError:
         return None
 

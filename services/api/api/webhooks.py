@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook as Signer
 
-from api.run_events import RUN_RESOURCE
+from api.run_events import run_id_in, run_id_of
 from common.contract import DRIFT_DETECTED, MODEL_PROMOTED
 
 logger = logging.getLogger("api.webhooks")
@@ -186,39 +186,29 @@ def _related(event: Any, role: str) -> Any:
 def message_of(event: Any) -> Message | None:
     """The message a Prefect event makes: a flow run's final state, or an event the flows
     emit (model.promoted, drift.detected); None for any other."""
-    resource = event.resource
-    resource_id = str(resource.id)
-    if (flow_event := FLOW_EVENTS.get(event.event)) is not None:
-        run = _related(event, "flow-run")
-        run_ref = str(run.id) if run is not None else ""
-        flow = _related(event, "flow")
-        data = {
-            "run_id": run_ref.removeprefix(RUN_RESOURCE) or None,
-            "flow": flow.get("prefect.resource.name") if flow is not None else None,
-            **event.payload,
-        }
-        event_type = flow_event
-    else:
-        final = FINAL_EVENTS.get(resource.get("prefect.state-type", ""))
-        if final is None or not resource_id.startswith(RUN_RESOURCE):
+    if (event_type := FLOW_EVENTS.get(event.event)) is not None:
+        run = _related(event, "flow-run")  # the run that emitted it
+        run_id = run_id_in(str(run.id)) if run is not None else None
+        if run is not None and run_id is None:
             return None
-        state = {
-            "type": resource.get("prefect.state-type"),
-            "name": resource.get("prefect.state-name"),
-            "message": resource.get("prefect.state-message") or None,
-        }
-        flow = _related(event, "flow")
-        data = {
-            "run_id": resource_id.removeprefix(RUN_RESOURCE),
-            "flow": flow.get("prefect.resource.name") if flow is not None else None,
-            "state": state,
-        }
+        details = dict(event.payload)
+    else:
+        resource = event.resource
+        final = FINAL_EVENTS.get(resource.get("prefect.state-type", ""))
+        if final is None or (run_id := run_id_of(event)) is None:
+            return None
         event_type = final
-    try:
-        run_id = uuid.UUID(data["run_id"]) if data["run_id"] else None
-    except ValueError:
-        return None
-    return Message(f"msg_{event.id}", event_type, data["flow"], run_id, event.occurred, data)
+        details = {
+            "state": {
+                "type": resource.get("prefect.state-type"),
+                "name": resource.get("prefect.state-name"),
+                "message": resource.get("prefect.state-message") or None,
+            }
+        }
+    flow = _related(event, "flow")
+    flow_name = flow.get("prefect.resource.name") if flow is not None else None
+    data = {"run_id": str(run_id) if run_id else None, "flow": flow_name, **details}
+    return Message(f"msg_{event.id}", event_type, flow_name, run_id, event.occurred, data)
 
 
 # -- the outbox -------------------------------------------------------------------------------
