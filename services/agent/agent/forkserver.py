@@ -4,8 +4,8 @@
 Prefect worker. The fork server imports Prefect, the engine's dependencies and the flows
 (pandas, pyarrow, scikit-learn) once, then listens on a Unix socket. For each launcher
 (agent.launch, the runs' job command) it forks a child that takes the launcher's
-environment, working directory and stdio, and runs `prefect.engine` as `__main__`, as
-`python -m prefect.engine` would, but without the seconds of imports. It reports the
+environment, working directory and stdio, and runs the engine (agent.engine: `prefect.engine`
+as `__main__`, as `python -m prefect.engine` would) without the seconds of imports. It reports the
 child's pid, relays the launcher's signals to it, kills it if the launcher vanishes, and
 reports its exit status.
 
@@ -22,7 +22,6 @@ import contextlib
 import gc
 import importlib
 import os
-import runpy
 import selectors
 import signal
 import socket
@@ -34,6 +33,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import engine
 from agent.protocol import (
     RELAYED_SIGNALS,
     STDIO_FDS,
@@ -437,7 +437,7 @@ def become_engine(job: Job) -> None:
     warnings.filterwarnings(
         "ignore", message=r"'prefect\.engine' found in sys\.modules", category=RuntimeWarning
     )
-    runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+    engine.main()
 
 
 def _ensure_stdio() -> None:

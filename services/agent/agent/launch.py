@@ -8,8 +8,8 @@ stands in for the engine: signals it receives go to the engine, and it ends as t
 ends (same exit code, or killed by the same signal), so Prefect's cancellation and crash
 detection see what they would see with `python -m prefect.engine`.
 
-If the fork server is not there or declines, it execs `python -m prefect.engine` itself:
-a run never depends on the fork server.
+If the fork server is not there or declines, it execs the engine itself (`python -m
+agent.engine`, which runs Prefect's): a run never depends on the fork server.
 
 Standard library only, and nothing heavy: this starts in tens of milliseconds. The wire
 protocol it speaks with the fork server is agent.protocol.
@@ -171,8 +171,9 @@ def process_alive(pid: int) -> bool:
 
 
 def exec_cold_engine() -> None:
-    """Replace this process with `python -m prefect.engine`, as the worker would start it."""
-    command = [sys.executable, "-m", "prefect.engine"]
+    """Replace this process with the engine (`python -m agent.engine`: Prefect's, as the
+    worker would start it, with its one repair)."""
+    command = [sys.executable, "-m", "agent.engine"]
     os.execv(command[0], command)
 
 
