@@ -4,14 +4,9 @@ import re
 import pytest
 from prefect.utilities.callables import parameter_schema
 
+from common.months import training_months
 from trainer.flows import load_data, send_requests, train_model
-from trainer.months import (
-    MONTH_PATTERN,
-    BadDateError,
-    parse_date,
-    parse_month,
-    training_months,
-)
+from trainer.months import MONTH_PATTERN, BadDateError, parse_date, parse_month
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """The promotion rule (trainer.registry) and how it is explained: pure logic, no MLflow."""
 
+import dataclasses
+
 import pytest
 
 from trainer.registry import (
@@ -58,3 +60,13 @@ def test_a_version_not_compared_says_so() -> None:
     assert text.startswith("version 4 (validation RMSE 7.4600 on 2021-07) was not compared")
     assert "(the promotion lock was not free within 300 s)" in text
     assert f"it becomes {CHALLENGER}" in text
+
+
+def test_a_version_held_back_by_promote_false_names_the_champion_that_stays() -> None:
+    held = dataclasses.replace(_registration(CHALLENGER, "3", None), promote=False)
+    assert held.decision == (
+        "version 4 (validation RMSE 7.4600 on 2021-07) is registered with promote=false: "
+        "it becomes challenger; champion stays version 3"
+    )
+    none_yet = dataclasses.replace(_registration(CHALLENGER, None, None), promote=False)
+    assert none_yet.decision.endswith("; trip-duration-fhv has no champion")

@@ -25,7 +25,7 @@ def test_every_bad_parameter_is_named() -> None:
     }  # fmt: skip
     assert by_field["parameters.date"] == "'2021-8-15' is not a valid YYYY-MM-DD date"
     assert by_field["parameters.x"] == (
-        "unknown parameter; allowed: auto_load, dataset, date, source"
+        "unknown parameter; allowed: auto_load, dataset, date, promote, source"
     )
 
 

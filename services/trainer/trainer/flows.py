@@ -22,13 +22,14 @@ from common.contract import (
     SEND_REQUESTS,
     TRAIN_MODEL,
 )
+from common.months import training_months
 from trainer import reports
 from trainer.datasets import DatasetName, get_dataset
 from trainer.features import prepare, prepare_month
 from trainer.loading import SourceName, load_month
 from trainer.memory import check_fits, memory_limit
 from trainer.models import ModelBundle, save_model
-from trainer.months import Day, Month, parse_date, parse_month, training_months, utc_now
+from trainer.months import Day, Month, parse_date, parse_month, utc_now
 from trainer.promotion_lock import promotion_lock
 from trainer.registry import (
     PromotionLockError,
@@ -124,10 +125,12 @@ def train_model(
     dataset: DatasetName = "fhv",
     auto_load: bool = False,
     source: SourceName = "tlc",
+    promote: bool = True,
 ) -> dict[str, object]:
     """Train on the month two before `date` (YYYY-MM-DD, default the run's scheduled day)
     and validate on the month before. With `auto_load`, missing months are loaded first
-    from `source`."""
+    from `source`. With `promote` false the model is registered as `challenger` and
+    `champion` stays where it is (what a backfill asks by default)."""
     logger = get_run_logger()
     settings = get_settings()
     run_date = parse_date(date, default=flow_run.scheduled_start_time.date())
@@ -158,7 +161,7 @@ def train_model(
     )  # fmt: skip
     reports.publish(reports.trained(bundle, location))
     try:
-        registration = register_model(settings, bundle, val)
+        registration = register_model(settings, bundle, val, promote)
     except (RegistryUnavailableError, PromotionLockError) as error:
         # The model is not lost: say where it is.
         raise type(error)(f"{error}; the model is saved at {location}") from None
@@ -176,8 +179,11 @@ def _registry_target(settings: TrainerSettings) -> RegistryTarget:
 
 
 @task(cache_policy=NO_CACHE)
-def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Registration | None:
-    """Log the run to MLflow, register the model and promote it if it is the best."""
+def register_model(
+    settings: TrainerSettings, bundle: ModelBundle, val, promote: bool = True
+) -> Registration | None:
+    """Log the run to MLflow, register the model and, if `promote`, make it `champion` if it
+    is the best."""
     logger = get_run_logger()
     if not settings.mlflow_tracking_uri:
         logger.warning("MLFLOW_TRACKING_URI is unset: the model is not registered")
@@ -187,6 +193,7 @@ def register_model(settings: TrainerSettings, bundle: ModelBundle, val) -> Regis
         bundle,
         val,
         serialize=lambda: promotion_lock(settings.promotion_timeout_seconds),
+        promote=promote,
     )
     logger.info("%s; MLflow run %s", registration.decision, registration.run_url)
     reports.publish(reports.registered(bundle.dataset, registration))

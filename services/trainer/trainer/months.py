@@ -7,6 +7,8 @@ from typing import Annotated
 from dateutil.relativedelta import relativedelta
 from pydantic import BeforeValidator, Field
 
+from common.months import month_of
+
 # The one rule for a month parameter. Flows type their months with `Month`, so the pattern
 # is in each deployment's parameter schema, where the API checks requests against it with
 # jsonschema (Python's `re`), while the flow engine checks it with pydantic (a Rust engine).
@@ -69,15 +71,6 @@ def parse_month(value: str | None, *, today: dt.date | None = None) -> str:
     if not re.fullmatch(MONTH_PATTERN, value):
         raise BadDateError(f"month {value!r} is not a valid YYYY-MM month")
     return value
-
-
-def month_of(day: dt.date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"
-
-
-def training_months(date: dt.date) -> tuple[str, str]:
-    """Train on the month two before `date`, validate on the month before."""
-    return month_of(date - relativedelta(months=2)), month_of(date - relativedelta(months=1))
 
 
 def month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:

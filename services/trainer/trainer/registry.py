@@ -90,10 +90,18 @@ class Registration:
     run_id: str
     run_url: str
     version_url: str
+    promote: bool = True  # False: a run that may not move `champion` (a backfill's)
 
     @property
     def decision(self) -> str:
         ours = f"version {self.version} (validation RMSE {self.val_rmse:.4f} on {self.val_month})"
+        if not self.promote:
+            stays = (
+                f"{CHAMPION} stays version {self.champion_version}"
+                if self.champion_version
+                else f"{self.model} has no {CHAMPION}"
+            )
+            return f"{ours} is registered with promote=false: it becomes {CHALLENGER}; {stays}"
         if self.champion_version is None:
             return f"{ours} is the first version of {self.model}: it becomes {CHAMPION}"
         theirs = (
@@ -128,12 +136,15 @@ def register_and_promote(
     bundle: ModelBundle,
     val: pd.DataFrame,
     serialize: Callable[[], AbstractContextManager[object]],
+    *,
+    promote: bool = True,
 ) -> Registration:
     """Log the run and its model to MLflow, register a version, then decide its alias.
 
     `val` holds the prepared validation trips, to re-score the champion on the same month.
     `serialize` holds a lock across read-compare-set of the alias, so that two runs that end
-    together never both take `champion` on a stale comparison.
+    together never both take `champion` on a stale comparison. With `promote` false the
+    version becomes `challenger` without a comparison (nor the lock): `champion` never moves.
     """
     client = MlflowClient(target.tracking_uri)
     name = model_name(bundle.dataset)
@@ -142,9 +153,15 @@ def register_and_promote(
     except (MlflowException, OSError) as error:
         raise _unavailable(target, error) from error
     try:
-        with serialize():
-            champion_version, champion_rmse = _score_champion(client, name, val)
-            alias = decide(bundle.metrics.val_rmse, champion_rmse)
+        if promote:
+            with serialize():
+                champion_version, champion_rmse = _score_champion(client, name, val)
+                alias = decide(bundle.metrics.val_rmse, champion_rmse)
+                client.set_registered_model_alias(name, alias, version)
+        else:
+            champion = client.get_registered_model(name).aliases.get(CHAMPION)
+            champion_version, champion_rmse = (str(champion) if champion else None), None
+            alias = CHALLENGER
             client.set_registered_model_alias(name, alias, version)
         registration = Registration(
             model=name,
@@ -157,6 +174,7 @@ def register_and_promote(
             run_id=run_id,
             run_url=f"{_ui(target)}/#/experiments/{experiment_id}/runs/{run_id}",
             version_url=f"{_ui(target)}/#/models/{name}/versions/{version}",
+            promote=promote,
         )
         client.update_model_version(name, version, description=registration.decision)
         client.set_tag(run_id, "promotion", registration.decision)
