@@ -14,6 +14,7 @@
 import dataclasses
 import datetime as dt
 import functools
+import time
 import uuid
 from typing import Any
 
@@ -28,6 +29,7 @@ from prefect.states import Cancelling
 
 from api import people
 from api.audit import GENESIS, Entry, Row, row_hash
+from api.backfills import Backfill
 from api.db import Claim, UserDisabledError, UserNameTakenError
 from api.deps import get_database, get_door_auth, get_idempotency_keys, get_prefect
 from api.idempotency import IdempotencyKeys
@@ -76,6 +78,10 @@ class FakeDatabase:
         self.deleted_webhooks: set[uuid.UUID] = set()
         self.outbox: dict[uuid.UUID, dict[str, Any]] = {}
         self.event_cursor: dt.datetime | None = None
+        # Backfills (api.backfills), by id, with their request hashes and leases.
+        self.backfills: dict[uuid.UUID, Backfill] = {}
+        self.backfill_hashes: dict[str, uuid.UUID] = {}
+        self.backfill_leases: dict[uuid.UUID, tuple[uuid.UUID, float]] = {}
         self.down = False
 
     def add_key(
@@ -425,6 +431,68 @@ class FakeDatabase:
         self._reach()
         return 0
 
+    def create_backfill(
+        self, request_hash: str, caller: str, request_id: str, flow: str,
+        request: dict[str, Any], plan: dict[str, Any],
+    ) -> tuple[Backfill, bool]:  # fmt: skip
+        self._reach()
+        if found := self.backfill_by_hash(request_hash):
+            return found, False
+        made = Backfill(
+            uuid.uuid4(), caller, request_id, flow, request, plan, "running", False, _now(), None
+        )
+        self.backfills[made.id], self.backfill_hashes[request_hash] = made, made.id
+        return dataclasses.replace(made), True
+
+    def backfill_by_hash(self, request_hash: str) -> Backfill | None:
+        self._reach()
+        found = self.backfill_hashes.get(request_hash)
+        return self.read_backfill(found) if found else None
+
+    def read_backfill(self, backfill_id: uuid.UUID) -> Backfill | None:
+        self._reach()
+        found = self.backfills.get(backfill_id)
+        return dataclasses.replace(found) if found else None
+
+    def list_backfills(self, limit: int, since: dt.datetime | None = None) -> list[Backfill]:
+        self._reach()
+        found = sorted(self.backfills.values(), key=lambda b: (b.created_at, b.id))
+        return [dataclasses.replace(b) for b in found if since is None or b.created_at >= since][
+            :limit
+        ]
+
+    def cancel_backfill(self, backfill_id: uuid.UUID) -> Backfill | None:
+        self._reach()
+        found = self.backfills.get(backfill_id)
+        if found and found.status in ("running", "cancelling"):
+            found.cancel_requested, found.status = True, "cancelling"
+        return self.read_backfill(backfill_id)
+
+    def claim_backfills(
+        self, holder: uuid.UUID, lease_seconds: float, limit: int
+    ) -> list[Backfill]:
+        self._reach()
+        now, claimed = time.monotonic(), []
+        for backfill in sorted(self.backfills.values(), key=lambda b: b.created_at):
+            held_by, until = self.backfill_leases.get(backfill.id, (holder, 0.0))
+            if backfill.status in ("running", "cancelling") and (held_by == holder or until < now):
+                self.backfill_leases[backfill.id] = (holder, now + lease_seconds)
+                claimed.append(dataclasses.replace(backfill))
+        return claimed[:limit]
+
+    def save_backfill(
+        self, backfill_id: uuid.UUID, holder: uuid.UUID, plan: dict[str, Any], status: str
+    ) -> bool:
+        self._reach()
+        if self.backfill_leases.get(backfill_id, (None, 0.0))[0] != holder:
+            return False
+        found = self.backfills[backfill_id]
+        found.plan = plan
+        found.status = "cancelling" if found.cancel_requested and status == "running" else status  # type: ignore[assignment]
+        if status in ("completed", "failed", "cancelled"):
+            found.ended_at = found.ended_at or _now()
+        return True
+
 
 @functools.cache
 def _hashed(password: str) -> str:
@@ -566,6 +634,13 @@ class FakePrefect(PrefectGateway):
         if state is not None and (not history or history[-1].id != state.id):
             history.append(state)
         return list(history)
+
+    async def runs_by_id(self, run_ids: list[uuid.UUID]) -> list[FlowRun]:
+        self._reach()
+        return [self.flow_runs[i].model_copy() for i in run_ids if i in self.flow_runs]
+
+    async def deployment_runs(self, deployment_id: uuid.UUID, limit: int) -> list[FlowRun]:
+        return await self.runs([deployment_id], None, None, None, limit)
 
     async def _read_retries(self, run_id: uuid.UUID) -> list[uuid.UUID]:
         self._reach()

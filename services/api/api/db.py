@@ -15,12 +15,16 @@ import psycopg2
 import psycopg2.extras
 
 from api.audit import AUDIT_LOCK_ID, AUDIT_SCHEMA, GENESIS, Entry, Row, row_hash
+from api.backfills import BACKFILLS_SCHEMA, Backfill
 from api.people import Session, User
 from api.webhooks import WEBHOOKS_SCHEMA, Delivery, Due, Message, Subscription
 from common.web.db import KEYS_SCHEMA, PEOPLE_SCHEMA, Database, hash_key, new_key
 
 USER_COLUMNS = "id, name, role, created_at, disabled_at"
 SESSION_COLUMNS = "s.id, s.user_id, u.name, s.created_at, s.expires_at, s.revoked_at"
+BACKFILL_COLUMNS = (
+    "id, caller, request_id, flow, request, plan, status, cancel_requested, created_at, ended_at"
+)
 AUDIT_COLUMNS = "actor, role, method, route, target, request_id, outcome, id, at, prev_hash, hash"
 
 IDEMPOTENCY_SCHEMA = """
@@ -57,7 +61,10 @@ class Claim:
 class ApiDatabase(Database):
     """The key store, the API's idempotency keys and its audit log."""
 
-    schema = KEYS_SCHEMA + PEOPLE_SCHEMA + IDEMPOTENCY_SCHEMA + AUDIT_SCHEMA + WEBHOOKS_SCHEMA
+    schema = (
+        KEYS_SCHEMA + PEOPLE_SCHEMA + IDEMPOTENCY_SCHEMA + AUDIT_SCHEMA + WEBHOOKS_SCHEMA
+        + BACKFILLS_SCHEMA
+    )  # fmt: skip
 
     def claim(self, caller: str, key: str, request_hash: str, retention_hours: float) -> Claim:
         """Record (caller, key) for this request, or find the record an earlier one made.
@@ -512,6 +519,107 @@ class ApiDatabase(Database):
             row = cursor.fetchone()
             return row[0] if row else None
 
+    # -- backfills (api.backfills) ---------------------------------------------------------
+
+    def create_backfill(
+        self, request_hash: str, caller: str, request_id: str, flow: str,
+        request: dict[str, Any], plan: dict[str, Any],
+    ) -> tuple[Backfill, bool]:  # fmt: skip
+        """The backfill of `request_hash`: made now (True), or the one an earlier request
+        made (False; racing requests make one)."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO backfills (id, request_hash, caller, request_id, flow, request, plan) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_hash) DO NOTHING "
+                f"RETURNING {BACKFILL_COLUMNS}",
+                (
+                    str(uuid.uuid4()), request_hash, caller, request_id, flow,
+                    psycopg2.extras.Json(request), psycopg2.extras.Json(plan),
+                ),
+            )  # fmt: skip
+            row = cursor.fetchone()
+            if row is not None:
+                return _backfill(row), True
+        found = self.backfill_by_hash(request_hash)
+        assert found is not None  # the insert met it
+        return found, False
+
+    def backfill_by_hash(self, request_hash: str) -> Backfill | None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {BACKFILL_COLUMNS} FROM backfills WHERE request_hash = %s",
+                (request_hash,),
+            )
+            row = cursor.fetchone()
+            return _backfill(row) if row else None
+
+    def read_backfill(self, backfill_id: uuid.UUID) -> Backfill | None:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {BACKFILL_COLUMNS} FROM backfills WHERE id = %s", (str(backfill_id),)
+            )
+            row = cursor.fetchone()
+            return _backfill(row) if row else None
+
+    def list_backfills(self, limit: int, since: dt.datetime | None = None) -> list[Backfill]:
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {BACKFILL_COLUMNS} FROM backfills "
+                "WHERE created_at >= coalesce(%s::timestamptz, '-infinity') "
+                "ORDER BY created_at, id LIMIT %s",
+                (since, limit),
+            )
+            return [_backfill(row) for row in cursor.fetchall()]
+
+    def cancel_backfill(self, backfill_id: uuid.UUID) -> Backfill | None:
+        """Ask a running backfill to stop (its backfiller cancels its runs); one that has
+        ended stays as it is. None: no such backfill."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE backfills SET cancel_requested = true, "
+                "  status = CASE WHEN status = 'running' THEN 'cancelling' ELSE status END "
+                "WHERE id = %s AND status IN ('running', 'cancelling') ",
+                (str(backfill_id),),
+            )
+        return self.read_backfill(backfill_id)
+
+    def claim_backfills(
+        self, holder: uuid.UUID, lease_seconds: float, limit: int
+    ) -> list[Backfill]:
+        """The running (or cancelling) backfills no other process holds, leased to
+        `holder` for `lease_seconds`, oldest first."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE backfills SET lease_holder = %(holder)s, "
+                "  lease_until = now() + make_interval(secs => %(lease)s) "
+                "WHERE id IN (SELECT id FROM backfills "
+                "  WHERE status IN ('running', 'cancelling') "
+                "    AND (lease_until < now() OR lease_holder = %(holder)s) "
+                "  ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {BACKFILL_COLUMNS}",
+                {"holder": str(holder), "lease": lease_seconds, "limit": limit},
+            )
+            return sorted((_backfill(row) for row in cursor.fetchall()), key=_created)
+
+    def save_backfill(
+        self, backfill_id: uuid.UUID, holder: uuid.UUID, plan: dict[str, Any], status: str
+    ) -> bool:
+        """Store a turn's plan and status, if `holder` still holds the lease (a cancel that
+        came during the turn keeps a running backfill `cancelling`)."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE backfills SET plan = %s, status = CASE WHEN cancel_requested "
+                "  AND %s = 'running' THEN 'cancelling' ELSE %s END, "
+                "  ended_at = CASE WHEN %s IN ('completed', 'failed', 'cancelled') "
+                "    THEN coalesce(ended_at, now()) END "
+                "WHERE id = %s AND lease_holder = %s",
+                (
+                    psycopg2.extras.Json(plan), status, status, status,
+                    str(backfill_id), str(holder),
+                ),
+            )  # fmt: skip
+            return cursor.rowcount == 1
+
 
 class UserNameTakenError(ValueError):
     """A user of that name exists already."""
@@ -523,6 +631,14 @@ class UserDisabledError(ValueError):
 
 
 WEBHOOK_COLUMNS = "id, url, events, flow, created_by, created_at"
+
+
+def _backfill(row: tuple[Any, ...]) -> Backfill:
+    return Backfill(*row)
+
+
+def _created(backfill: Backfill) -> dt.datetime:
+    return backfill.created_at
 
 
 def _subscription(row: tuple[Any, ...]) -> Subscription:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api.audit import AuditMiddleware
+from api.backfills import Backfiller
 from api.db import ApiDatabase
 from api.deps import ApiMetrics
 from api.idempotency import IdempotencyKeys
@@ -20,6 +21,7 @@ from api.prefect_gateway import open_gateway
 from api.routers import (
     PROBLEM_RESPONSES,
     audit,
+    backfills,
     door,
     flows,
     health,
@@ -72,12 +74,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             blocking=blocking,
         )
         events.listeners.append(deliverer.offer)
+        app.state.backfiller = backfiller = Backfiller(database, prefect, blocking)
+        events.listeners.append(backfiller.wake)
         tasks = [
             asyncio.create_task(events.run(), name="run-events"),
             asyncio.create_task(deliverer.run(), name="webhooks"),
             asyncio.create_task(
                 deliverer.keep_up(prefect.run_events_since), name="webhooks-catch-up"
             ),
+            asyncio.create_task(backfiller.run(), name="backfills"),
         ]
         yield
         for task in tasks:
@@ -136,6 +141,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     for router in (
         runs.router,
+        backfills.router,
         webhooks.router,
         flows.router,
         keys.router,

@@ -22,6 +22,7 @@ from prefect.client.schemas.filters import (
     DeploymentFilterName,
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
     FlowRunFilterTags,
@@ -52,8 +53,15 @@ RETRY_OF = "retry-of:"
 MAX_RETRIES_LISTED = 100
 MAX_EVENTS_READ_BACK = 20_000  # flow-run events one catch-up reads at most
 EVENTS_PAGE = 50  # the most Prefect gives in one page of events
+RUNS_PAGE = 200  # the most Prefect gives in one page of runs (PREFECT_API_DEFAULT_LIMIT)
 # A deployment registered (or removed) on the pool is seen within this long.
 FLOWS_CACHE_SECONDS = 5.0
+
+
+def run_tags(caller: str, request_id: str) -> list[str]:
+    """The tags of a run the API starts: `api`, who asked, and the request (the one that
+    made a backfill, for its runs)."""
+    return ["api", f"caller:{caller}", f"request:{request_id}"]
 
 
 def unknown_flow(flow: str, flows: dict[str, Any]) -> str:
@@ -246,6 +254,34 @@ class PrefectGateway:
                 limit=limit,
             )
         )
+
+    async def runs_by_id(self, run_ids: list[uuid.UUID]) -> list[FlowRun]:
+        """The runs of `run_ids` that exist, as they are now (no cache)."""
+        if not run_ids:
+            return []
+        return await self._call(
+            self.client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)),
+                limit=len(run_ids),
+            )
+        )
+
+    async def deployment_runs(self, deployment_id: uuid.UUID, limit: int) -> list[FlowRun]:
+        """The newest `limit` runs of a deployment, newest first (by expected start)."""
+        found: list[FlowRun] = []
+        while len(found) < limit:
+            page = await self._call(
+                self.client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                    sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                    offset=len(found),
+                    limit=min(RUNS_PAGE, limit - len(found)),
+                )
+            )
+            found += page
+            if len(page) < RUNS_PAGE:
+                break
+        return found
 
     async def states(self, run_id: uuid.UUID, fresh_after: float | None = None) -> list[State]:
         """Every state the run has been in, oldest first; cached as `record` is."""

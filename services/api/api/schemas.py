@@ -445,3 +445,110 @@ class WebhookDelivery(BaseModel):
 class DeliveryPage(BaseModel):
     deliveries: list[WebhookDelivery]
     next: str | None = Field(None, description="URL of the next page, if there is one.")
+
+
+# -- backfills (api.backfills) -------------------------------------------------------------
+
+MONTH_OR_DAY = r"^[0-9]{4}-(0[1-9]|1[0-2])(-[0-9]{2})?$"
+
+
+class BackfillRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "flow": TRAIN_MODEL,
+                    "start": "2024-03",
+                    "end": "2025-02",
+                    "max_active": 2,
+                    "parameters": {"auto_load": True},
+                }
+            ]
+        },
+    )
+    flow: str = Field(
+        TRAIN_MODEL,
+        max_length=100,
+        description="The flow: one of `GET /flows` with a `date` or `month` parameter.",
+    )
+    start: str = Field(
+        pattern=MONTH_OR_DAY,
+        description="The first date, YYYY-MM-DD, or a month, YYYY-MM (its first day).",
+    )
+    end: str = Field(
+        pattern=MONTH_OR_DAY,
+        description="The last date (inclusive), YYYY-MM-DD, or a month, YYYY-MM (any day of it).",
+    )
+    step: Literal["month"] = Field("month", description="The time between dates.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The flow's other parameters, the same for every run (its date is the "
+        "backfill's; `promote` is the field below).",
+    )
+    max_active: int = Field(1, ge=1, le=20, description="Runs going at once, at most.")
+    reprocess: Literal["missing", "failed", "all"] = Field(
+        "missing",
+        description="Which dates to run: `missing` (not done yet: no completed run of the "
+        "month and, for train-model, no model of it in the registry), `failed` (those whose "
+        "latest run failed, crashed or was cancelled) or `all`.",
+    )
+    promote: bool = Field(
+        False,
+        description="train-model: let the versions it registers take `champion` if they "
+        "beat it (by default they are registered as `challenger` and `champion` stays).",
+    )
+
+
+class BackfillDate(BaseModel):
+    date: str = Field(description="The flow's `date` or `month`.")
+    status: Literal["pending", "skipped", "running", "completed", "failed", "cancelled"]
+    run: uuid.UUID | None = Field(None, description="Its run, once started.")
+    state: StateTypeName | None = Field(None, description="The run's state type, as last read.")
+    reason: str | None = Field(None, description="Why it is skipped.")
+
+
+class BackfillLoad(BaseModel):
+    month: str
+    run: uuid.UUID | None = None
+    state: StateTypeName | None = None
+
+
+class BackfillProgress(BaseModel):
+    total: int
+    pending: int
+    skipped: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class BackfillLinks(BaseModel):
+    self: str
+    cancel: str
+
+
+class Backfill(BaseModel):
+    id: uuid.UUID
+    flow: str
+    status: Literal["running", "cancelling", "completed", "failed", "cancelled"] = Field(
+        description="`completed`: every date is done or skipped; `failed`: some run did not "
+        "complete; `cancelling` until the runs it cancelled have ended."
+    )
+    request: BackfillRequest
+    created_by: str
+    created: dt.datetime
+    ended: dt.datetime | None
+    progress: BackfillProgress
+    dates: list[BackfillDate]
+    loads: list[BackfillLoad] = Field(
+        description="train-model with `auto_load`: the load-data run of each month the "
+        "dates need, each month once."
+    )
+    links: BackfillLinks
+
+
+class BackfillPage(BaseModel):
+    backfills: list[Backfill]
+    next: str | None = Field(None, description="URL of the next page, if there is one.")

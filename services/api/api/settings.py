@@ -86,6 +86,11 @@ class ApiSettings(KeySettings):
         description="The wait after a webhook's first failed attempt; later waits grow from "
         "it (30 s, 2 min, ... 8 h: about a day in all at 5 s), then it is given up.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="The MLflow server of the registry: a train-model backfill skips the "
+        "months it holds a model of (unset: decided from the runs alone).",
+    )
     prefect_ui_url: str | None = Field(
         None, description="Prefect UI base URL, for links to runs (PREFECT_UI_URL)."
     )

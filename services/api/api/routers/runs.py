@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prefect.client.schemas.objects import FlowRun, StateType
+from pydantic import BaseModel
 
 from api import pages
 from api.deps import Allowed, IdempotencyDep, MetricsDep, PrefectDep, RunEventsDep, SettingsDep
@@ -21,6 +22,7 @@ from api.prefect_gateway import (
     PrefectGateway,
     RunRecord,
     retry_of,
+    run_tags,
     unknown_flow,
 )
 from api.routers import PROBLEM_RESPONSES, next_url, page_cursor
@@ -133,11 +135,12 @@ def request_tag() -> str:
 
 
 def api_tags(caller: str) -> list[str]:
-    """The tags of a run the API starts: `api`, who asked, and the request."""
-    return ["api", f"caller:{caller}", request_tag()]
+    """The tags of a run this request starts (`run_tags`)."""
+    return run_tags(caller, current_request_id())
 
 
-def request_hash(body: RunRequest) -> str:
+def request_hash(body: BaseModel) -> str:
+    """A digest of a request body, the same for the same request however it was written."""
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
