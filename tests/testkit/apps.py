@@ -480,6 +480,12 @@ class FakeDatabase:
                 claimed.append(dataclasses.replace(backfill))
         return claimed[:limit]
 
+    def release_backfills(self, holder: uuid.UUID) -> None:
+        self._reach()
+        for backfill_id, (held_by, _) in list(self.backfill_leases.items()):
+            if held_by == holder:
+                del self.backfill_leases[backfill_id]
+
     def save_backfill(
         self, backfill_id: uuid.UUID, holder: uuid.UUID, plan: dict[str, Any], status: str
     ) -> bool:

@@ -358,6 +358,9 @@ def test_a_second_process_leaves_a_held_backfill_alone(
     turn(first)
     turn(second)
     assert len(prefect.flow_runs) == 6  # started once, by the first
+    assert asyncio.run(second.turn()) == 0
+    asyncio.run(first.release())  # the first stops: the second takes over at once
+    assert asyncio.run(second.turn()) == 1
 
 
 def test_prefect_away_costs_a_turn_and_nothing_else(
@@ -488,8 +491,12 @@ def test_any_backfill_body_is_made_or_refused_never_a_5xx(body: dict[str, Any]) 
     for flow, schema in SCHEMAS.items():
         prefect.add_flow(flow).parameter_openapi_schema = schema
     client = TestClient(api_app(prefect, database, mlflow_tracking_uri=None))
-    response = client.post("/backfills", json=body, headers=AUTH)
-    assert response.status_code in (202, 404, 422), response.text
+    # json.dumps writes NaN and Infinity as JavaScript does, which JSON has not: a 400.
+    raw = json.dumps(body)
+    headers = AUTH | {"Content-Type": "application/json"}
+    response = client.post("/backfills", content=raw, headers=headers)
+    assert response.status_code in (202, 400, 404, 422), response.text
+    assert (response.status_code == 400) == (not _strict_json(raw)), response.text
     if response.status_code == 202:
         made = response.json()
         assert 1 <= made["progress"]["total"] <= MAX_DATES
@@ -497,6 +504,17 @@ def test_any_backfill_body_is_made_or_refused_never_a_5xx(body: dict[str, Any]) 
     else:
         assert database.backfills == {}
         assert response.headers["content-type"] == "application/problem+json"
+
+
+def _strict_json(text: str) -> bool:
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    try:
+        json.loads(text, parse_constant=refuse)
+    except ValueError:
+        return False
+    return True
 
 
 def test_a_run_deleted_from_prefect_counts_as_cancelled(

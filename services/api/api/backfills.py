@@ -341,6 +341,8 @@ class Store(Protocol):
         self, backfill_id: uuid.UUID, holder: uuid.UUID, plan: dict[str, Any], status: str
     ) -> bool: ...
 
+    def release_backfills(self, holder: uuid.UUID) -> None: ...
+
 
 async def advance(backfill: Backfill, prefect: PrefectGateway) -> tuple[Plan, Status]:
     """One turn of a backfill: read its runs' states, cancel or start what is due; the plan
@@ -403,6 +405,13 @@ class Backfiller:
                 self.store.save_backfill, backfill.id, self.holder, current.stored(), status
             )
         return len(claimed)
+
+    async def release(self) -> None:
+        """Let another process take this one's backfills over at once (at shutdown)."""
+        try:
+            await self.blocking(self.store.release_backfills, self.holder)
+        except Exception as error:  # the database away: the leases run out instead
+            logger.warning("backfills not released: %s: %s", type(error).__name__, error)
 
     async def run(self) -> None:
         while True:

@@ -601,6 +601,15 @@ class ApiDatabase(Database):
             )
             return sorted((_backfill(row) for row in cursor.fetchall()), key=_created)
 
+    def release_backfills(self, holder: uuid.UUID) -> None:
+        """Give up `holder`'s leases (an API that stops): another process takes its
+        backfills over at once, not after the lease."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE backfills SET lease_until = '-infinity' WHERE lease_holder = %s",
+                (str(holder),),
+            )
+
     def save_backfill(
         self, backfill_id: uuid.UUID, holder: uuid.UUID, plan: dict[str, Any], status: str
     ) -> bool:
