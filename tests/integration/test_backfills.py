@@ -4,12 +4,16 @@ Prefect is read directly to check what the backfill says of itself."""
 
 import datetime as dt
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import httpx
 import pytest
 
+from api.db import ApiDatabase
+from common.web.db import prepare_database
+from devstack.postgres import ensure_database
 from devstack.stack import LocalStack
 from testkit.prefect_api import PrefectApi
 
@@ -133,3 +137,39 @@ def test_a_cancelled_backfill_stops_its_runs(api: httpx.Client, prefect: Prefect
     assert all(r["state"]["type"] in ("COMPLETED", "CANCELLED") for r in runs)
     assert len(runs) < 6 and shown["status"] == "cancelled"
     assert shown["progress"]["cancelled"] >= 6 - len(runs)
+
+
+def test_leases_hand_a_backfill_to_one_process_at_a_time(stack: LocalStack) -> None:
+    """api.db's lease statements on PostgreSQL, in a database of their own (the stack's API
+    would carry these backfills out otherwise): a process that lost its lease can neither
+    renew it nor save; a release hands it over at once; past the batch, the backfill waited
+    longest comes first."""
+    url = ensure_database(stack.admin_url, f"leases_{uuid.uuid4().hex[:8]}")
+    database = ApiDatabase(url, max_connections=2)
+    prepare_database(database, None)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    plan = {"dates": [], "loads": []}
+    made = [
+        database.create_backfill(f"h{n}", "ci", "r", "probe", {"max_active": 1}, plan)[0]
+        for n in range(3)
+    ]
+    try:
+        assert [b.id for b in database.claim_backfills(first, 30, 10)] == [b.id for b in made]
+        assert database.claim_backfills(second, 30, 10) == []
+        assert database.renew_backfill(made[0].id, second, 30) is None
+        assert database.renew_backfill(made[0].id, first, 30) is not None
+        assert not database.save_backfill(made[0].id, second, plan, "completed")
+        database.cancel_backfill(made[1].id)  # seen by the holder's next renewal
+        renewed = database.renew_backfill(made[1].id, first, 30)
+        assert renewed is not None and renewed.cancel_requested
+        assert database.save_backfill(made[1].id, first, plan, "running")
+        assert database.read_backfill(made[1].id).status == "cancelling"  # type: ignore[union-attr]
+        database.release_backfills(first)
+        assert {b.id for b in database.claim_backfills(second, 30, 10)} == {b.id for b in made}
+        assert database.renew_backfill(made[0].id, first, 30) is None
+        assert not database.save_backfill(made[0].id, first, plan, "completed")
+        # Past the batch: each claim takes those whose lease ends first.
+        assert [b.id for b in database.claim_backfills(second, 30, 1)] == [made[0].id]
+        assert [b.id for b in database.claim_backfills(second, 30, 1)] == [made[1].id]
+    finally:
+        database.close()

@@ -131,8 +131,8 @@ def test_the_app_role_may_append_and_read_the_audit_log_not_change_it(admin: str
         with pytest.raises(errors.InsufficientPrivilege):
             execute(app, statement)
     assert execute(app, "SELECT count(*) FROM audit_log") == [(2,)]
-    # Its own tables it owns (keys, idempotency, people, sessions, webhooks), which its start-up
-    # alters.
+    # Its own tables it owns (keys, idempotency, people, sessions, webhooks, backfills),
+    # which its start-up alters.
     owned = execute(
         on(admin, "app"),
         "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
@@ -205,6 +205,7 @@ def test_a_server_from_before_the_roles_is_brought_to_them(tmp_path: Path) -> No
             ("audit.audit_log", "app_audit"),
             ("audit.audit_log_id_seq", "app_audit"),
             ("public.api_keys", "app"),
+            ("public.backfills", "app"),
             ("public.idempotency_keys", "app"),
             ("public.sessions", "app"),
             ("public.users", "app"),

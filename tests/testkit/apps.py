@@ -472,13 +472,35 @@ class FakeDatabase:
         self, holder: uuid.UUID, lease_seconds: float, limit: int
     ) -> list[Backfill]:
         self._reach()
-        now, claimed = time.monotonic(), []
-        for backfill in sorted(self.backfills.values(), key=lambda b: b.created_at):
-            held_by, until = self.backfill_leases.get(backfill.id, (holder, 0.0))
-            if backfill.status in ("running", "cancelling") and (held_by == holder or until < now):
-                self.backfill_leases[backfill.id] = (holder, now + lease_seconds)
-                claimed.append(dataclasses.replace(backfill))
-        return claimed[:limit]
+        now = time.monotonic()
+        leases = {b: self.backfill_leases.get(b, (holder, float("-inf"))) for b in self.backfills}
+        free = [
+            b for b in self.backfills.values()
+            if b.status in ("running", "cancelling")
+            and (leases[b.id][0] == holder or leases[b.id][1] < now)
+        ]  # fmt: skip
+        free.sort(key=lambda b: (leases[b.id][1], b.created_at))  # as api.db orders them
+        for backfill in free[:limit]:
+            self.backfill_leases[backfill.id] = (holder, now + lease_seconds)
+        return sorted((dataclasses.replace(b) for b in free[:limit]), key=lambda b: b.created_at)
+
+    def renew_backfill(
+        self, backfill_id: uuid.UUID, holder: uuid.UUID, lease_seconds: float
+    ) -> Backfill | None:
+        self._reach()
+        held_by, until = self.backfill_leases.get(backfill_id, (None, 0.0))
+        found = self.backfills.get(backfill_id)
+        if held_by != holder or until < time.monotonic() or found is None:
+            return None
+        if found.status not in ("running", "cancelling"):
+            return None
+        self.backfill_leases[backfill_id] = (holder, time.monotonic() + lease_seconds)
+        return dataclasses.replace(found)
+
+    def open_backfills(self, flow: str) -> list[Backfill]:
+        self._reach()
+        found = [b for b in self.backfills.values() if b.flow == flow and b.status == "running"]
+        return [dataclasses.replace(b) for b in sorted(found, key=lambda b: b.created_at)]
 
     def release_backfills(self, holder: uuid.UUID) -> None:
         self._reach()
@@ -490,7 +512,8 @@ class FakeDatabase:
         self, backfill_id: uuid.UUID, holder: uuid.UUID, plan: dict[str, Any], status: str
     ) -> bool:
         self._reach()
-        if self.backfill_leases.get(backfill_id, (None, 0.0))[0] != holder:
+        held_by, until = self.backfill_leases.get(backfill_id, (None, 0.0))
+        if held_by != holder or until < time.monotonic():
             return False
         found = self.backfills[backfill_id]
         found.plan = plan

@@ -35,6 +35,7 @@ from api.schemas import MONTH_OR_DAY
 from common.contract import LOAD_DATA, PROBE, TRAIN_MODEL
 from common.months import training_months
 from common.web.db import blocking
+from common.web.problems import unavailable as unavailable_problem
 from testkit.apps import AUTH, FakeDatabase, FakePrefect, api_app
 from trainer.flows import load_data, probe, train_model
 
@@ -82,14 +83,18 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
 # -- the dates -----------------------------------------------------------------------------
 
 
-days = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2090, 12, 31))
+days = st.dates()  # year 1 to 9999: dates past 9999 end the range, not the API
 
 
 @given(days, st.integers(min_value=0, max_value=MAX_DATES + 5), st.integers(0, 40))
 def test_dates_step_a_month_from_start_and_stop_at_end(
     start: dt.date, months: int, extra_days: int
 ) -> None:
-    end = start + dt.timedelta(days=months * 31 + extra_days)
+    end = (
+        min(start + dt.timedelta(days=months * 31 + extra_days), dt.date.max)
+        if (dt.date.max - start).days > months * 31 + extra_days
+        else dt.date.max
+    )
     try:
         found = dates(start, end)
     except BackfillRefused as refused:
@@ -102,6 +107,8 @@ def test_dates_step_a_month_from_start_and_stop_at_end(
         assert (day.year, day.month) == (month // 12, month % 12 + 1)
         assert day.day == start.day or day.day < start.day  # a short month clamps the day
     following = found[-1].year * 12 + found[-1].month  # the month after the last, 0-based
+    if following // 12 > 9999:
+        return  # there is none
     assert (following // 12, following % 12 + 1) > (end.year, end.month) or (
         dt.date(following // 12, following % 12 + 1, 1) + dt.timedelta(days=start.day - 1) > end
     )
@@ -200,7 +207,9 @@ def test_a_backfill_is_planned_and_the_same_request_answers_it(client: TestClien
     assert [b["id"] for b in listed] == [made["id"], forced.json()["id"]]
 
 
-def test_months_done_are_skipped_and_say_why(client: TestClient, prefect: FakePrefect) -> None:
+def test_months_done_are_skipped_and_say_why(
+    client: TestClient, prefect: FakePrefect, database: FakeDatabase
+) -> None:
     done = prefect.add_run(TRAIN_MODEL, StateType.COMPLETED, parameters={"date": "2024-04-15"})
     other = {"date": "2024-05-01", "dataset": "green"}  # other data: not the same work
     prefect.add_run(TRAIN_MODEL, StateType.COMPLETED, parameters=other)
@@ -212,6 +221,8 @@ def test_months_done_are_skipped_and_say_why(client: TestClient, prefect: FakePr
     assert [by_date[d]["status"] for d in ("2024-03-01", "2024-05-01", "2024-06-01")] == [
         "pending"
     ] * 3
+    # (That backfill, still running, has its months to run: another would skip them.)
+    database.backfills[uuid.UUID(made["id"])].status = "completed"
     failed_only = create(client, end="2024-06", reprocess="failed").json()
     statuses = {d["date"]: d["status"] for d in failed_only["dates"]}
     assert statuses == {"2024-03-01": "skipped", "2024-04-01": "skipped",
@@ -491,12 +502,13 @@ def test_any_backfill_body_is_made_or_refused_never_a_5xx(body: dict[str, Any]) 
     for flow, schema in SCHEMAS.items():
         prefect.add_flow(flow).parameter_openapi_schema = schema
     client = TestClient(api_app(prefect, database, mlflow_tracking_uri=None))
-    # json.dumps writes NaN and Infinity as JavaScript does, which JSON has not: a 400.
+    # json.dumps writes NaN and Infinity as JavaScript does, which JSON has not: a 422.
     raw = json.dumps(body)
     headers = AUTH | {"Content-Type": "application/json"}
     response = client.post("/backfills", content=raw, headers=headers)
-    assert response.status_code in (202, 400, 404, 422), response.text
-    assert (response.status_code == 400) == (not _strict_json(raw)), response.text
+    assert response.status_code in (202, 404, 422), response.text
+    if not _strict_json(raw):
+        assert response.status_code == 422 and "not valid JSON" in response.text
     if response.status_code == 202:
         made = response.json()
         assert 1 <= made["progress"]["total"] <= MAX_DATES
@@ -528,3 +540,86 @@ def test_a_run_deleted_from_prefect_counts_as_cancelled(
     shown = client.get(made["links"]["self"], headers=AUTH).json()
     assert [d["state"] for d in shown["dates"]] == ["CANCELLED", "CANCELLED"]
     assert shown["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("body", "dates_"),
+    [
+        ({"flow": LOAD_DATA, "start": "9999-11", "end": "9999-12-31"}, ["9999-11", "9999-12"]),
+        ({"flow": LOAD_DATA, "start": "0001-01", "end": "0001-01"}, ["0001-01"]),
+    ],
+)
+def test_the_first_and_last_months_there_are(
+    client: TestClient, body: dict[str, Any], dates_: list[str]
+) -> None:
+    made = create(client, **body)
+    assert made.status_code == 202, made.text
+    assert [d["date"] for d in made.json()["dates"]] == dates_
+
+
+def test_training_on_months_before_year_one_is_refused(client: TestClient) -> None:
+    refused = problem(create(client, start="0001-02", end="0001-03"), 422)
+    assert refused["errors"][0]["field"] == "body.start"
+    assert "has no months before it" in refused["detail"]
+
+
+def test_the_same_backfill_written_another_way_is_the_same(client: TestClient) -> None:
+    made = create(client, start="2024-03", end="2025-02").json()
+    again = create(client, start="2024-03-01", end="2025-02-28")
+    assert again.status_code == 200 and again.json()["id"] == made["id"]
+    assert create(client, start="2024-03-01", end="2025-02-01").json()["id"] == made["id"]
+    other = create(client, start="2024-03-02", end="2025-02-28").json()  # other days
+    assert other["id"] != made["id"]
+
+
+def test_months_an_open_backfill_has_are_not_run_twice(client: TestClient) -> None:
+    first = create(client, start="2024-03", end="2024-06").json()
+    second = create(client, start="2024-05", end="2024-08").json()
+    by_date = {d["date"]: d for d in second["dates"]}
+    for date in ("2024-05-01", "2024-06-01"):
+        assert by_date[date]["status"] == "skipped"
+        assert by_date[date]["reason"] == f"in progress: backfill {first['id']}"
+    assert [by_date[d]["status"] for d in ("2024-07-01", "2024-08-01")] == ["pending"] * 2
+    other_data = create(client, start="2024-05", end="2024-06", parameters={"dataset": "green"})
+    assert {d["status"] for d in other_data.json()["dates"]} == {"pending"}
+
+
+def test_an_outdated_train_model_deployment_is_refused_not_promoting(
+    client: TestClient, prefect: FakePrefect, database: FakeDatabase
+) -> None:
+    old = {k: v for k, v in SCHEMAS[TRAIN_MODEL]["properties"].items() if k != "promote"}
+    prefect.deployments[TRAIN_MODEL].parameter_openapi_schema = SCHEMAS[TRAIN_MODEL] | {
+        "properties": old
+    }
+    refused = problem(create(client), 409)
+    assert "register the deployments again" in refused["detail"]
+    assert database.backfills == {}
+
+
+def test_a_refusal_that_will_not_pass_fails_the_backfill_prefect_away_does_not(
+    client: TestClient, prefect: FakePrefect, database: FakeDatabase
+) -> None:
+    made = create(client, flow=LOAD_DATA, start="2024-01", end="2024-03").json()
+    backfiller = Backfiller(database, prefect, blocking)
+    real_create = prefect.create_run
+
+    async def unavailable(*args: Any) -> Any:
+        raise unavailable_problem("the Prefect API", ConnectionError("refused"))
+
+    prefect.create_run = unavailable  # type: ignore[method-assign]
+    turn(backfiller)
+    shown = client.get(made["links"]["self"], headers=AUTH).json()
+    assert shown["status"] == "running" and "unavailable" in shown["error"]
+    prefect.create_run = real_create  # type: ignore[method-assign]
+    turn(backfiller)
+    shown = client.get(made["links"]["self"], headers=AUTH).json()
+    assert shown["error"] is None and shown["progress"]["running"] == 1
+    del prefect.deployments[LOAD_DATA]
+    prefect._catalogue.forget("flows")  # seen at once, not within FLOWS_CACHE_SECONDS
+    finish_going(prefect)
+    for _ in range(3):
+        turn(backfiller)
+    shown = client.get(made["links"]["self"], headers=AUTH).json()
+    assert shown["status"] == "failed", shown
+    assert shown["error"].startswith("unknown flow 'load-data'; the flows are: ")
+    assert [d["status"] for d in shown["dates"]] == ["completed", "pending", "pending"]

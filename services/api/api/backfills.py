@@ -35,6 +35,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from api.prefect_gateway import FINAL, PrefectGateway, run_tags
 from common.contract import LOAD_DATA, TRAIN_MODEL, model_name
 from common.months import month_of, training_months
+from common.web.problems import Problem
 
 logger = logging.getLogger("api.backfills")
 
@@ -49,6 +50,7 @@ BACKFILL_TAG = "backfill:"  # each run a backfill starts carries `backfill:<id>`
 # these did not do the same work. (`auto_load`, `source`, `promote` say how, not what.)
 IDENTITY = ("dataset",)
 LEASE_SECONDS = 30.0  # a backfill whose process vanished is taken over after this
+TURN_SECONDS = 10.0  # one backfill's turn, at most: well within its lease
 TICK_SECONDS = 2.0  # how often running backfills are looked at, short of a run's event
 CLAIM_BATCH = 50
 RUNS_CONSIDERED = 1000  # the newest runs of the flow `reprocess` looks at
@@ -120,16 +122,27 @@ class Item:
 class Plan:
     dates: list[Item]
     loads: list[Item] = field(default_factory=list)
+    # Why the last turn could not start a run (None: it could); `stopped`: it never will,
+    # and the backfill has failed.
+    error: str | None = None
+    stopped: bool = False
 
     @classmethod
     def of(cls, stored: dict[str, Any]) -> Plan:
         return cls(
             dates=[Item(**item) for item in stored["dates"]],
             loads=[Item(**item) for item in stored.get("loads", [])],
+            error=stored.get("error"),
+            stopped=bool(stored.get("stopped")),
         )
 
     def stored(self) -> dict[str, Any]:
-        return {"dates": [asdict(d) for d in self.dates], "loads": [asdict(m) for m in self.loads]}
+        return {
+            "dates": [asdict(d) for d in self.dates],
+            "loads": [asdict(m) for m in self.loads],
+            "error": self.error,
+            "stopped": self.stopped,
+        }
 
     def items(self) -> list[Item]:
         return [*self.loads, *self.dates]
@@ -144,8 +157,12 @@ class Plan:
     def status(self, cancel_requested: bool) -> Status:
         if cancel_requested:
             return "cancelling" if any(i.active for i in self.items()) else "cancelled"
-        if any(i.active or i.waiting for i in self.items()):
+        if any(i.active for i in self.items()) or (
+            not self.stopped and any(i.waiting for i in self.items())
+        ):
             return "running"
+        if self.stopped:
+            return "failed"
         ran = [d for d in self.dates if d.run is not None]
         return "completed" if all(d.state == "COMPLETED" for d in ran) else "failed"
 
@@ -153,7 +170,7 @@ class Plan:
         """What to start now: dates whose loads have ended, first, then loads, in order,
         while fewer than `max_active` runs are going."""
         free = max_active - sum(i.active for i in self.items())
-        if free <= 0:
+        if free <= 0 or self.stopped:
             return []
         loaded = {m.value for m in self.loads if m.run is not None and _final(m.state)}
         loaded |= {m.value for m in self.loads if m.skipped is not None}
@@ -201,13 +218,18 @@ def dates(start: dt.date, end: dt.date) -> list[dt.date]:
     if end < start:
         raise BackfillRefused("body.end", f"end {end} is before start {start}")
     found: list[dt.date] = []
-    while (day := start + relativedelta(months=len(found))) <= end:
+    while True:
+        try:
+            day = start + relativedelta(months=len(found))
+        except ValueError:  # past year 9999: there is no next date
+            return found
+        if day > end:
+            return found
         if len(found) == MAX_DATES:
             raise BackfillRefused(
                 "body.end", f"more than {MAX_DATES} dates from {start} to {end}: split it"
             )
         found.append(day)
-    return found
 
 
 def as_value(day: dt.date, kind: DateKind) -> str:
@@ -253,8 +275,11 @@ def histories(
     return found
 
 
-def skip_reason(reprocess: Reprocess, history: History, registered: str | None) -> str | None:
-    """Why a date is not run (None: it is). `registered`: what the registry holds of it."""
+def skip_reason(
+    reprocess: Reprocess, history: History, registered: str | None, claimed: str | None = None
+) -> str | None:
+    """Why a date is not run (None: it is). `registered`: what the registry holds of it;
+    `claimed`: the open backfill that has it to run."""
     if reprocess == "all":
         return None
     if history.completed is not None:
@@ -264,9 +289,25 @@ def skip_reason(reprocess: Reprocess, history: History, registered: str | None) 
     latest = history.latest
     if latest is not None and latest.state is not None and latest.state.type not in FINAL:
         return f"in progress: run {latest.id} is {latest.state.type.value}"
+    if claimed is not None:
+        return f"in progress: {claimed}"
     if reprocess == "failed" and latest is None:
         return "not failed: it never ran"
     return None
+
+
+def claimed_months(
+    backfills: list[Backfill], same: dict[str, Any], schema: dict[str, Any]
+) -> dict[str, str]:
+    """By month: the open backfill that has it still to run, or running, for the same data
+    (`same`, as `identity` gives it)."""
+    param, _ = date_parameter(schema)
+    found: dict[str, str] = {}
+    for backfill in backfills:
+        for item in Plan.of(backfill.plan).dates:
+            if (item.waiting or item.active) and identity(item.parameters, schema) == same:
+                found.setdefault(str(item.parameters[param])[:7], f"backfill {backfill.id}")
+    return found
 
 
 def plan(
@@ -277,18 +318,27 @@ def plan(
     reprocess: Reprocess,
     runs: list[FlowRun],
     registered: dict[tuple[str, str], str],
+    open_backfills: list[Backfill] | None = None,
 ) -> Plan:
     """The dates to run and skip and, for train-model with `auto_load`, the months to load
-    first. `registered`: what the registry holds, by (train month, validation month)."""
+    first. `registered`: what the registry holds, by (train month, validation month);
+    `open_backfills`: the flow's running backfills, whose dates are not run twice."""
     param, kind = date_parameter(schema)
-    past = histories(runs, param, identity(parameters, schema), schema)
+    same = identity(parameters, schema)
+    past = histories(runs, param, same, schema)
+    claimed = claimed_months(open_backfills or [], same, schema)
     items = []
     for day in values:
-        months = training_months(day) if flow == TRAIN_MODEL else ()
+        try:
+            months = training_months(day) if flow == TRAIN_MODEL else ()
+        except ValueError:  # before year 1
+            raise BackfillRefused("body.start", f"{day} has no months before it") from None
+        month = month_of(day)
         skipped = skip_reason(
             reprocess,
-            past.get(month_of(day), History()),
+            past.get(month, History()),
             registered.get(months) if months else None,
+            claimed.get(month),
         )
         value = as_value(day, kind)
         auto_load = flow == TRAIN_MODEL and parameters.get("auto_load") and not skipped
@@ -343,6 +393,10 @@ class Store(Protocol):
 
     def release_backfills(self, holder: uuid.UUID) -> None: ...
 
+    def renew_backfill(
+        self, backfill_id: uuid.UUID, holder: uuid.UUID, lease_seconds: float
+    ) -> Backfill | None: ...
+
 
 async def advance(backfill: Backfill, prefect: PrefectGateway) -> tuple[Plan, Status]:
     """One turn of a backfill: read its runs' states, cancel or start what is due; the plan
@@ -361,15 +415,21 @@ async def advance(backfill: Backfill, prefect: PrefectGateway) -> tuple[Plan, St
                 await prefect.cancel(uuid.UUID(item.run))
                 item.state = StateType.CANCELLING.value
         return current, current.status(True)
-    flows = await prefect.flows()
-    for item in current.next(int(backfill.request["max_active"])):
-        flow = LOAD_DATA if item in current.loads else backfill.flow
-        kind = "load" if flow != backfill.flow else "date"
-        tags = [*run_tags(backfill.caller, backfill.request_id), f"{BACKFILL_TAG}{backfill.id}"]
-        run = await prefect.create_run(
-            flows[flow], item.parameters, tags, f"backfill:{backfill.id}:{kind}:{item.value}"
-        )
-        item.run, item.state = str(run.id), run.state.type.value if run.state else "SCHEDULED"
+    current.error = None
+    try:
+        for item in current.next(int(backfill.request["max_active"])):
+            flow = LOAD_DATA if item in current.loads else backfill.flow
+            deployment = await prefect.deployment(flow)  # 404 once it is gone from the pool
+            kind = "load" if flow != backfill.flow else "date"
+            tags = [*run_tags(backfill.caller, backfill.request_id), f"{BACKFILL_TAG}{backfill.id}"]
+            key = f"backfill:{backfill.id}:{kind}:{item.value}"
+            run = await prefect.create_run(deployment, item.parameters, tags, key)
+            item.run, item.state = str(run.id), run.state.type.value if run.state else "SCHEDULED"
+    except Problem as refused:
+        # What was started is kept. Prefect away (503): the next turn tries again; anything
+        # else (a flow gone, parameters it refuses now) will not pass: start nothing more.
+        current.error = refused.detail
+        current.stopped = refused.status != 503
     return current, current.status(False)
 
 
@@ -395,10 +455,20 @@ class Backfiller:
         claimed = await self.blocking(
             self.store.claim_backfills, self.holder, LEASE_SECONDS, CLAIM_BATCH
         )
-        for backfill in claimed:
+        for listed in claimed:
+            # Leased again, and read afresh, right before its turn: a lease that ran out while
+            # earlier backfills took theirs (another process has it now), or a cancel that
+            # came meanwhile, is seen.
+            backfill = await self.blocking(
+                self.store.renew_backfill, listed.id, self.holder, LEASE_SECONDS
+            )
+            if backfill is None:
+                continue
             try:
-                current, status = await advance(backfill, self.prefect)
-            except Exception as error:  # Prefect away, a deployment gone: the next turn
+                current, status = await asyncio.wait_for(
+                    advance(backfill, self.prefect), TURN_SECONDS
+                )
+            except Exception as error:  # Prefect away or slow: the next turn
                 logger.warning("backfill %s: %s: %s", backfill.id, type(error).__name__, error)
                 continue
             await self.blocking(

@@ -587,7 +587,8 @@ class ApiDatabase(Database):
         self, holder: uuid.UUID, lease_seconds: float, limit: int
     ) -> list[Backfill]:
         """The running (or cancelling) backfills no other process holds, leased to
-        `holder` for `lease_seconds`, oldest first."""
+        `holder` for `lease_seconds`, oldest first; up to `limit` of them, those whose
+        lease ends first (so that past `limit`, each gets its turn)."""
         with self.connection() as conn, conn.cursor() as cursor:
             cursor.execute(
                 "UPDATE backfills SET lease_holder = %(holder)s, "
@@ -595,11 +596,37 @@ class ApiDatabase(Database):
                 "WHERE id IN (SELECT id FROM backfills "
                 "  WHERE status IN ('running', 'cancelling') "
                 "    AND (lease_until < now() OR lease_holder = %(holder)s) "
-                "  ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                "  ORDER BY lease_until, created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 f"RETURNING {BACKFILL_COLUMNS}",
                 {"holder": str(holder), "lease": lease_seconds, "limit": limit},
             )
             return sorted((_backfill(row) for row in cursor.fetchall()), key=_created)
+
+    def renew_backfill(
+        self, backfill_id: uuid.UUID, holder: uuid.UUID, lease_seconds: float
+    ) -> Backfill | None:
+        """The backfill as it is now, its lease extended, if `holder` holds it still (None:
+        another process took it over, or it has ended)."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "UPDATE backfills SET lease_until = now() + make_interval(secs => %s) "
+                "WHERE id = %s AND lease_holder = %s AND lease_until > now() "
+                "  AND status IN ('running', 'cancelling') "
+                f"RETURNING {BACKFILL_COLUMNS}",
+                (lease_seconds, str(backfill_id), str(holder)),
+            )
+            row = cursor.fetchone()
+            return _backfill(row) if row else None
+
+    def open_backfills(self, flow: str) -> list[Backfill]:
+        """The flow's backfills still running."""
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {BACKFILL_COLUMNS} FROM backfills "
+                "WHERE flow = %s AND status = 'running' ORDER BY created_at",
+                (flow,),
+            )
+            return [_backfill(row) for row in cursor.fetchall()]
 
     def release_backfills(self, holder: uuid.UUID) -> None:
         """Give up `holder`'s leases (an API that stops): another process takes its
@@ -621,7 +648,7 @@ class ApiDatabase(Database):
                 "  AND %s = 'running' THEN 'cancelling' ELSE %s END, "
                 "  ended_at = CASE WHEN %s IN ('completed', 'failed', 'cancelled') "
                 "    THEN coalesce(ended_at, now()) END "
-                "WHERE id = %s AND lease_holder = %s",
+                "WHERE id = %s AND lease_holder = %s AND lease_until > now()",
                 (
                     psycopg2.extras.Json(plan), status, status, status,
                     str(backfill_id), str(holder),

@@ -490,8 +490,8 @@ class BackfillRequest(BaseModel):
     reprocess: Literal["missing", "failed", "all"] = Field(
         "missing",
         description="Which dates to run: `missing` (not done yet: no completed run of the "
-        "month and, for train-model, no model of it in the registry), `failed` (those whose "
-        "latest run failed, crashed or was cancelled) or `all`.",
+        "month and, for train-model, no model of it in the registry), `failed` (those not "
+        "done whose latest run failed, crashed or was cancelled) or `all`.",
     )
     promote: bool = Field(
         False,
@@ -545,6 +545,11 @@ class Backfill(BaseModel):
     loads: list[BackfillLoad] = Field(
         description="train-model with `auto_load`: the load-data run of each month the "
         "dates need, each month once."
+    )
+    error: str | None = Field(
+        None,
+        description="Why its last turn could not start a run: Prefect away (it tries again) "
+        "or a refusal that will not pass (the backfill has failed; what started goes on).",
     )
     links: BackfillLinks
 

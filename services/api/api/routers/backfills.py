@@ -59,6 +59,7 @@ def shown(settings: ApiSettings, request: Request, backfill: Backfill) -> Backfi
             for d in current.dates
         ],
         loads=[BackfillLoad(month=m.value, run=m.run, state=m.state) for m in current.loads],
+        error=current.error,
         links=BackfillLinks(self=f"{base}/{backfill.id}", cancel=f"{base}/{backfill.id}/cancel"),
     )
 
@@ -93,7 +94,8 @@ async def create_backfill(
     ] = False,
 ) -> BackfillShown:
     """The dates are planned now: which run and which are skipped, by `reprocess`. The same
-    request again answers the backfill it made (200, `Idempotency-Replayed: true`)."""
+    request again (whoever sends it, however its dates are written) answers the backfill it
+    made (200, `Idempotency-Replayed: true`)."""
     deployment = await prefect.deployment(body.flow)
     schema = deployment.parameter_openapi_schema or {}
     try:
@@ -112,18 +114,28 @@ async def create_backfill(
     if errors:
         raise Problem(422, "validation-error", said(errors), errors=errors)
 
-    body_hash = request_hash(body) + (f":{uuid.uuid4()}" if force else "")
+    # The same backfill however its dates are written (2024-03 or 2024-03-01; an end
+    # anywhere in the month after the last date), by anyone.
+    resolved = body.model_copy(update={"start": str(days[0]), "end": str(days[-1])})
+    body_hash = request_hash(resolved) + (f":{uuid.uuid4()}" if force else "")
     found = await blocking(database.backfill_by_hash, body_hash)
     made, created = found, False
     if found is None:
         runs: list[Any] = []
         registered: dict[tuple[str, str], str] = {}
+        running: list[Backfill] = []
         if body.reprocess != "all":
             runs = await prefect.deployment_runs(deployment.id, RUNS_CONSIDERED)
+            running = await blocking(database.open_backfills, body.flow)
             if body.flow == TRAIN_MODEL and settings.mlflow_tracking_uri:
                 model = registry_model(parameters, schema)
                 registered = await trained_months(settings.mlflow_tracking_uri, model)
-        planned = plan(body.flow, schema, days, parameters, body.reprocess, runs, registered)
+        try:
+            planned = plan(
+                body.flow, schema, days, parameters, body.reprocess, runs, registered, running
+            )
+        except BackfillRefused as refused:
+            raise invalid(refused.field, str(refused)) from None
         made, created = await blocking(
             database.create_backfill,
             body_hash,
@@ -156,6 +168,15 @@ def _parameters(body: BackfillRequest, schema: dict[str, Any], param: str) -> di
         raise invalid("body.parameters.promote", "give `promote` beside `parameters`")
     if "promote" in (schema.get("properties") or {}):
         return body.parameters | {"promote": body.promote}
+    if body.flow == TRAIN_MODEL:
+        # A deployment registered before train-model took `promote` would drop it, and
+        # every run would promote: refuse rather than move `champion` unasked.
+        raise Problem(
+            409,
+            "deployment-outdated",
+            f"the {TRAIN_MODEL} deployment takes no `promote` parameter: register the "
+            "deployments again (restart the trainer) first",
+        )
     if body.promote:
         raise invalid("body.promote", f"flow {body.flow!r} registers no models to promote")
     return dict(body.parameters)

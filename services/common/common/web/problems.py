@@ -33,6 +33,7 @@ TITLES = {
     "idempotency-key-reused": "Idempotency-Key reused with a different request",
     "run-is-final": "The run has already finished",
     "run-not-retryable": "The run cannot be retried",
+    "deployment-outdated": "The flow's deployment is older than the API",
     "payload-too-large": "The request body is too large",
     "rate-limited": "Too many requests",
     "service-unavailable": "A service the API depends on is unavailable",
