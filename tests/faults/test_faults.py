@@ -278,6 +278,44 @@ def test_the_api_drains_in_flight_requests_on_sigterm(
     assert "Finished server process" in shutdown
 
 
+def test_a_backfill_goes_on_after_its_api_is_killed(
+    fault_stack: LocalStack, prefect: PrefectApi, api: httpx.Client
+) -> None:
+    """kill -9 of the API mid-backfill: the supervisor starts it again, and the new process
+    takes the backfill over once the dead one's lease (30 s) has run out, starting each
+    month once (Prefect's idempotency key covers a run started and never recorded)."""
+    body = {"flow": "load-data", "start": "2011-01", "end": "2011-06", "max_active": 1,
+            "parameters": {"source": "synthetic"}}  # fmt: skip
+    made = api.post("/backfills", json=body)
+    assert made.status_code == 202, made.text
+    tag = f"backfill:{made.json()['id']}"
+
+    def runs() -> list[dict]:
+        found = prefect.http.post(
+            "/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [tag]}}, "limit": 200}
+        )
+        found.raise_for_status()
+        return found.json()
+
+    wait_until(lambda: len(runs()) >= 2, 90, "the backfill's second run")
+    killed = time.monotonic()
+    kill_group(fault_stack.processes["api"].pid)
+    deadline = killed + 180
+    while True:
+        try:
+            shown = api.get(f"/backfills/{made.json()['id']}").json()
+        except httpx.TransportError:
+            shown = {"status": "down"}  # the API is coming back
+        if shown["status"] not in ("running", "down"):
+            break
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.5)
+    assert shown["status"] == "completed", shown
+    months = sorted(run["parameters"]["month"] for run in runs())
+    assert months == [f"2011-{m:02d}" for m in range(1, 7)]  # each once
+    RECORDS.append(("kill -9 the API mid-backfill", "-", f"{time.monotonic() - killed:.1f}", 0))
+
+
 def test_a_heartbeat_after_completion_cannot_crash_the_run(
     fault_stack: LocalStack, prefect: PrefectApi
 ) -> None:
