@@ -173,7 +173,6 @@ class Plan:
         if free <= 0 or self.stopped:
             return []
         loaded = {m.value for m in self.loads if m.run is not None and _final(m.state)}
-        loaded |= {m.value for m in self.loads if m.skipped is not None}
         ready = [d for d in self.dates if d.waiting and set(d.needs) <= loaded]
         loads = [m for m in self.loads if m.waiting]
         return (ready + loads)[:free]
@@ -189,14 +188,13 @@ def _final(state: str | None) -> bool:
 DateKind = Literal["date", "month"]
 
 
-def date_parameter(schema: dict[str, Any]) -> tuple[str, DateKind]:
+def date_parameter(schema: dict[str, Any]) -> DateKind:
     """The flow's parameter a backfill steps through: `date` (YYYY-MM-DD) or `month`
     (YYYY-MM), by its deployment's parameter schema."""
     properties = schema.get("properties") or {}
-    if "date" in properties:
-        return "date", "date"
-    if "month" in properties:
-        return "month", "month"
+    for name in get_args(DateKind):
+        if name in properties:
+            return name  # type: ignore[no-any-return]
     raise BackfillRefused("body.flow", "the flow has no `date` or `month` parameter to step")
 
 
@@ -301,7 +299,7 @@ def claimed_months(
 ) -> dict[str, str]:
     """By month: the open backfill that has it still to run, or running, for the same data
     (`same`, as `identity` gives it)."""
-    param, _ = date_parameter(schema)
+    param = date_parameter(schema)
     found: dict[str, str] = {}
     for backfill in backfills:
         for item in Plan.of(backfill.plan).dates:
@@ -323,7 +321,7 @@ def plan(
     """The dates to run and skip and, for train-model with `auto_load`, the months to load
     first. `registered`: what the registry holds, by (train month, validation month);
     `open_backfills`: the flow's running backfills, whose dates are not run twice."""
-    param, kind = date_parameter(schema)
+    param = date_parameter(schema)
     same = identity(parameters, schema)
     past = histories(runs, param, same, schema)
     claimed = claimed_months(open_backfills or [], same, schema)
@@ -340,7 +338,7 @@ def plan(
             registered.get(months) if months else None,
             claimed.get(month),
         )
-        value = as_value(day, kind)
+        value = as_value(day, param)
         auto_load = flow == TRAIN_MODEL and parameters.get("auto_load") and not skipped
         items.append(
             Item(value, parameters | {param: value}, skipped, list(months) if auto_load else [])
@@ -471,9 +469,11 @@ class Backfiller:
             except Exception as error:  # Prefect away or slow: the next turn
                 logger.warning("backfill %s: %s: %s", backfill.id, type(error).__name__, error)
                 continue
-            await self.blocking(
-                self.store.save_backfill, backfill.id, self.holder, current.stored(), status
-            )
+            stored = current.stored()
+            if stored != backfill.plan or status != backfill.status:  # else nothing to write
+                await self.blocking(
+                    self.store.save_backfill, backfill.id, self.holder, stored, status
+                )
         return len(claimed)
 
     async def release(self) -> None:

@@ -61,7 +61,12 @@ FLOWS_CACHE_SECONDS = 5.0
 def run_tags(caller: str, request_id: str) -> list[str]:
     """The tags of a run the API starts: `api`, who asked, and the request (the one that
     made a backfill, for its runs)."""
-    return ["api", f"caller:{caller}", f"request:{request_id}"]
+    return ["api", f"caller:{caller}", request_tag(request_id)]
+
+
+def request_tag(request_id: str) -> str:
+    """The tag of the request that started a run."""
+    return f"request:{request_id}"
 
 
 def unknown_flow(flow: str, flows: dict[str, Any]) -> str:

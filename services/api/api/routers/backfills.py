@@ -99,7 +99,7 @@ async def create_backfill(
     deployment = await prefect.deployment(body.flow)
     schema = deployment.parameter_openapi_schema or {}
     try:
-        param, kind = date_parameter(schema)
+        param = date_parameter(schema)
         days = dates(parse_day(body.start, "body.start"), parse_day(body.end, "body.end", end=True))
     except BackfillRefused as refused:
         raise invalid(refused.field, str(refused)) from None
@@ -110,7 +110,7 @@ async def create_backfill(
             "body.parameters.auto_load",
             f"auto_load loads months with the {LOAD_DATA} flow, which the API does not run",
         )
-    errors = parameter_errors(schema, parameters | {param: as_value(days[0], kind)})
+    errors = parameter_errors(schema, parameters | {param: as_value(days[0], param)})
     if errors:
         raise Problem(422, "validation-error", said(errors), errors=errors)
 
@@ -182,8 +182,7 @@ def _parameters(body: BackfillRequest, schema: dict[str, Any], param: str) -> di
     return dict(body.parameters)
 
 
-async def _found(database: DatabaseDep, backfill_id: uuid.UUID) -> Backfill:
-    found = await blocking(database.read_backfill, backfill_id)
+def _found(backfill_id: uuid.UUID, found: Backfill | None) -> Backfill:
     if found is None:
         raise Problem(404, "not-found", f"no backfill {backfill_id}")
     return found
@@ -223,7 +222,8 @@ async def read_backfill(
     _: Allowed,
 ) -> BackfillShown:
     """The runs' states are as the backfill last read them: at most a few seconds old."""
-    return shown(settings, request, await _found(database, backfill_id))
+    found = _found(backfill_id, await blocking(database.read_backfill, backfill_id))
+    return shown(settings, request, found)
 
 
 @router.post(
@@ -242,8 +242,6 @@ async def cancel_backfill(
 ) -> BackfillShown:
     """Idempotent; a backfill that has ended is answered as it is. It is `cancelling` until
     the runs it cancelled have ended, then `cancelled`."""
-    await _found(database, backfill_id)
-    found = await blocking(database.cancel_backfill, backfill_id)
-    assert found is not None  # it was there a moment ago; backfills are never deleted
+    found = _found(backfill_id, await blocking(database.cancel_backfill, backfill_id))
     _wake(request)
     return shown(settings, request, found)

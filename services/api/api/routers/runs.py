@@ -21,6 +21,7 @@ from api.prefect_gateway import (
     RETRYABLE,
     PrefectGateway,
     RunRecord,
+    request_tag,
     retry_of,
     run_tags,
     unknown_flow,
@@ -128,10 +129,6 @@ async def in_full(
     retryable = state is not None and state.type in RETRYABLE
     retries = await prefect.retries(record.run.id) if retryable else []
     return present(settings, request, record, retries)
-
-
-def request_tag() -> str:
-    return f"request:{current_request_id()}"
 
 
 def api_tags(caller: str) -> list[str]:
@@ -374,7 +371,9 @@ async def retry_run(
     # Prefect's idempotency key makes racing retries of one run one run; `force` a new one.
     key = f"retry:{run_id}" + (f":{uuid.uuid4()}" if force else "")
     retry = await prefect.create_run(flows[flow], run.parameters, tags, key)
-    replayed = request_tag() not in retry.tags  # Prefect gave back an earlier request's
+    replayed = (
+        request_tag(current_request_id()) not in retry.tags
+    )  # Prefect gave back an earlier request's
     response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
     prefect.retried(run_id)
     request.state.audit_target = str(retry.id)
