@@ -9,7 +9,7 @@ UV_VERSION = $(shell sed -n "s/^uv==\([0-9.]*\).*/\1/p" requirements-dev.lock)
 export PYTHONPATH := services/common:services/trainer:services/agent:services/autoscaler:services/api:services/devstack:services/mlflow:services/serving:tests
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test e2e-prepare test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale bench-door lock clean \
+.PHONY: help venv dev test e2e-prepare test-unit test-integration test-faults lint format bench bench-registry bench-serve bench-api bench-trigger bench-autoscale bench-door bench-startup lock clean \
 	env up up-ha down logs deploy scale run e2e backup restore upgrade
 COMPOSE ?= docker compose
 # The autoscaler container joins the Docker socket's group (compose reads DOCKER_GID).
@@ -89,6 +89,9 @@ bench-api: venv ## Trigger latency through the API, and read load, against Prefe
 
 bench-trigger: venv ## Trigger-to-running: Prefect's defaults, our poll, push, our warm starts
 	$(BIN)/python bench/trigger.py
+
+bench-startup: venv ## make dev from the command to its banner: fresh state and existing state
+	$(BIN)/python bench/startup.py
 
 bench-autoscale: venv ## Drain a burst: autoscaler vs 1 fixed agent vs max fixed; plots bench/autoscale.png
 	$(BIN)/python bench/autoscale.py

@@ -176,3 +176,20 @@ def test_standby_agents_beyond_the_room_left_are_stopped_unready_first() -> None
     scaler(actuator, [busy], [0.0], policy).tick()
     assert actuator.stopped == ["s2", "s1"]  # room for one: 4 - 3
     assert [s.name for s in actuator.standby] == ["s3"]
+
+
+def test_at_start_up_the_first_standby_waits_until_the_first_agent_is_online() -> None:
+    policy = replace(POLICY, standby_agents=2)
+    actuator = RecordingActuator([])
+    # The last stack's worker still counts as online for a while: it is not ours.
+    starting = PoolSnapshot(Backlog(0, 0), [], online_workers=["old-agent"])
+    online = PoolSnapshot(Backlog(0, 0), [], online_workers=["old-agent", "new1"])
+    autoscaler = scaler(actuator, [starting, starting, online, online], [0.0], policy)
+    autoscaler.tick()
+    assert actuator.live == ["new1"] and actuator.started_standby == 0  # it imports alone
+    autoscaler.tick()
+    assert actuator.started_standby == 0  # still starting
+    autoscaler.tick()
+    assert actuator.started_standby == 1  # online: standby agents follow, one per poll
+    autoscaler.tick()
+    assert actuator.started_standby == 2

@@ -123,14 +123,23 @@ def test_standby_agents_never_exceed_what_the_maximum_leaves_room_for() -> None:
 
 def test_standby_agents_start_one_at_a_time_and_only_while_the_pool_is_calm() -> None:
     policy = ScalingPolicy(1, 4, 2, 60, standby_agents=3)
-    assert standby_change(policy, Backlog(0, 0), current=1, standbys=0) == 1
-    assert standby_change(policy, Backlog(0, 2), current=1, standbys=2) == 1  # busy, not short
+
+    def change(backlog: Backlog, current: int, standbys: int, online: int | None = None) -> int:
+        online = current if online is None else online
+        return standby_change(policy, backlog, current, standbys, online=online)
+
+    assert change(Backlog(0, 0), current=1, standbys=0) == 1
+    assert change(Backlog(0, 2), current=1, standbys=2) == 1  # busy, not short
     # A run waits, or agents are missing: their imports would compete with the runs.
-    assert standby_change(policy, Backlog(1, 0), current=1, standbys=0) == 0
-    assert standby_change(policy, Backlog(0, 4), current=1, standbys=0) == 0
-    assert standby_change(policy, Backlog(0, 0), current=1, standbys=3) == 0
+    assert change(Backlog(1, 0), current=1, standbys=0) == 0
+    assert change(Backlog(0, 4), current=1, standbys=0) == 0
+    assert change(Backlog(0, 0), current=1, standbys=3) == 0
+    # An agent still starting (the first one, at start-up): not before it is online.
+    assert change(Backlog(0, 0), current=1, standbys=0, online=0) == 0
+    assert change(Backlog(0, 0), current=2, standbys=0, online=1) == 0
     # Beyond the target (agents were added): the extra standby agents stop, calm or not.
-    assert standby_change(policy, Backlog(5, 0), current=3, standbys=3) == -2
+    assert change(Backlog(5, 0), current=3, standbys=3) == -2
+    assert change(Backlog(0, 0), current=3, standbys=3, online=0) == -2
 
 
 def test_a_scale_up_promotes_standby_agents_before_starting_cold_ones() -> None:

@@ -124,7 +124,10 @@ class Autoscaler:
     def _keep_standbys(self, snapshot: PoolSnapshot, agents: int, standbys: list[Standby]) -> str:
         """Start a standby agent while the pool is calm, or stop those beyond the target
         (those still warming up first). Returns what was done, to add to the action."""
-        change = standby_change(self.policy, snapshot.backlog, agents, len(standbys))
+        # Our agents the server sees online: not the workers of a stack before a restart,
+        # which stay online for a while, nor agents we do not run.
+        online = sum(self.actuator.owner(w) is not None for w in snapshot.online_workers)
+        change = standby_change(self.policy, snapshot.backlog, agents, len(standbys), online=online)
         try:
             if change > 0:
                 self.actuator.start(change, standby=True)

@@ -140,13 +140,18 @@ def standby_target(policy: ScalingPolicy, current: int) -> int:
     return min(policy.standby_agents, max(policy.max_agents - current, 0))
 
 
-def standby_change(policy: ScalingPolicy, backlog: Backlog, current: int, standbys: int) -> int:
-    """Standby agents to start (1 at most, and only while the pool is calm: no run waits and
-    no agent is missing) or, beyond the target, to stop (negative)."""
+def standby_change(
+    policy: ScalingPolicy, backlog: Backlog, current: int, standbys: int, *, online: int
+) -> int:
+    """Standby agents to start (1 at most, and only while the pool is calm: no run waits, no
+    agent is missing and every agent is online: `online` counts those of the `current`
+    agents the server sees online) or, beyond the target, to stop (negative)."""
     target = standby_target(policy, current)
     if standbys > target:
         return target - standbys
-    calm = backlog.waiting == 0 and desired_agents(policy, backlog) <= current
+    # An agent still starting would share the cores with the standby's imports: at start-up
+    # the first agent came online 3 s later beside one (make dev, 2 cores).
+    calm = backlog.waiting == 0 and desired_agents(policy, backlog) <= current <= online
     return 1 if standbys < target and calm else 0
 
 

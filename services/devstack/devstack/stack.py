@@ -133,6 +133,7 @@ class LocalStack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.services: dict[str, _Service] = {}
         self._agents = 0
+        self._one_shots: set[str] = set()  # started, not yet waited for (finish_once)
         self.env: dict[str, str] = {}
         self.database_urls: dict[str, str] = {}
         # The superuser's URL on the maintenance database `postgres` (DATABASE_URL's own user
@@ -201,16 +202,21 @@ class LocalStack:
                 self.start_mlflow()
             self.start_service("server")
             self.wait_until(self._server_healthy, 90, "the Prefect server to answer /api/ready")
-            self.run_once("trainer")
+            # What needs only the server and the databases starts at once, side by side with
+            # the registration: start-up is the longest of them, not their sum
+            # (bench/startup.py). Agents wait for the registration's work pool, as in Compose.
+            trainer = self.start_once("trainer")
+            self.start_service("api")
+            if mlflow:
+                self.wait_for_mlflow()
+                self.start_service("serving")
+            self.finish_once("trainer", trainer)
             for _ in range(agents):
                 self.add_agent()
             if autoscale:
                 self.start_autoscaler()
-            self.start_service("api")
             self.wait_until(self._api_ready, 90, "the API to answer /readyz")
             if mlflow:
-                self.wait_for_mlflow()
-                self.start_service("serving")
                 self.wait_until(self._serving_alive, 90, "serving to answer /healthz")
         except BaseException:
             self.stop()
@@ -305,12 +311,24 @@ class LocalStack:
 
     def run_once(self, name: str, timeout: float = 180, env: dict[str, str] | None = None) -> None:
         """Run a one-shot service to completion; it must exit 0. `env` adds to the stack's."""
-        process = self.start_service(name, env=env)
+        self.finish_once(name, self.start_once(name, env), timeout)
+
+    def start_once(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start the one-shot service `name`; `finish_once` waits for it. Meanwhile its
+        exit with 0 is not a service that stopped (`check_alive`)."""
+        self._one_shots.add(name)
+        return self.start_service(name, env=env)
+
+    def finish_once(
+        self, name: str, process: subprocess.Popen[bytes], timeout: float = 180
+    ) -> None:
+        """Wait for the one-shot `name`, started as `process`, to exit; it must exit 0."""
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
             raise StackError(f"{name} did not finish within {timeout:.0f} s") from None
         finally:
+            self._one_shots.discard(name)
             self.processes.pop(name, None)
             self.services.pop(name, None)  # one-shot: never restarted
         if code != 0:
@@ -318,7 +336,7 @@ class LocalStack:
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
-            if process.poll() is not None:
+            if process.poll() is not None and not (name in self._one_shots and process.poll() == 0):
                 raise StackError(
                     f"{name} exited {process.returncode}; see {self.log_dir / name}.log"
                 )

@@ -1,0 +1,104 @@
+"""Start-up: `make dev` from the command to its banner, with the environments built.
+
+Each run starts `python -m devstack` (what `make dev` runs) on free ports and a state
+directory of its own, times it from the command to the banner ("Local stack is up"), then
+stops it with Ctrl-C (SIGINT) and waits for it to exit. The first run of a state directory
+starts from nothing (initdb, Prefect's and MLflow's migrations); the next ones find the
+state of the one before, as a developer's second `make dev` does. `--runs N` makes N fresh
+and N later starts, alternating, each in a new process.
+
+    make bench-startup  # from the repository root, with the defaults; or, with options:
+    PYTHONPATH=services/common:services/trainer:services/agent:services/autoscaler:\
+services/api:services/devstack:services/mlflow:services/serving:tests \
+        .venv/bin/python bench/startup.py [--runs 3] [--timeout 180]
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from devstack.stack import REPO, free_port
+from testkit.bench import p50
+
+BANNER = b"Local stack is up"
+
+
+def start_to_banner(state_dir: Path, timeout: float) -> float:
+    """Seconds from starting `python -m devstack` on `state_dir` to its banner; the stack is
+    then stopped. RuntimeError (with the output's end) if it exits or times out first."""
+    env = {
+        **os.environ,
+        "STATE_DIR": str(state_dir),
+        "PREFECT_SERVER_API_PORT": str(free_port()),
+        "API_PORT": str(free_port()),
+        "MLFLOW_SERVER_PORT": str(free_port()),
+        "SERVING_PORT": str(free_port()),
+        "AUTOSCALER_METRICS_PORT": str(free_port()),
+    }
+    banner = threading.Event()
+    output: list[bytes] = []
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert process.stdout is not None
+
+    def read() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            output.append(line)
+            if BANNER in line:
+                banner.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while not banner.wait(0.05):
+            if process.poll() is not None or time.monotonic() - started > timeout:
+                tail = b"".join(output[-40:]).decode(errors="replace")
+                raise RuntimeError(f"no banner (exit {process.returncode}):\n{tail}")
+        return time.monotonic() - started
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        reader.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="fresh and later starts, each")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds to the banner")
+    args = parser.parse_args()
+    fresh: list[float] = []
+    later: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as root:
+        for i in range(args.runs):
+            state = Path(root) / f"state-{i}"
+            fresh.append(start_to_banner(state, args.timeout))
+            print(f"run {i + 1}: fresh state {fresh[-1]:.1f} s", flush=True)
+            later.append(start_to_banner(state, args.timeout))
+            print(f"run {i + 1}: existing state {later[-1]:.1f} s", flush=True)
+    print(f"\nmake dev -> banner over {args.runs} runs each, seconds")
+    print(f"{'state':<10}{'p50':>8}{'min':>8}{'max':>8}")
+    for name, values in (("fresh", fresh), ("existing", later)):
+        print(f"{name:<10}{p50(values):>8.1f}{min(values):>8.1f}{max(values):>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
