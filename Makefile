@@ -46,16 +46,21 @@ dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 
 # The integration tests and the fault suite each start a stack of their own (free ports, their
 # own PostgreSQL) and mostly wait on it: side by side they take the time of the longer one.
+# `make dev`'s own fault tests (test_make_dev.py, stacks of their own) run in the integration
+# lane, which is the shorter one. With E2E=1 (what CI runs; Docker prepared by `make
+# e2e-prepare`) the faults lane goes on with make e2e's suites: the Compose stack then runs
+# beside the integration lane's end, not after it.
 # Each lane's pytest has a base directory of its own, not /tmp/pytest-of-<user>: a pytest
 # session that starts makes that one private again (0700), which cut the other lane's
 # PostgreSQL (run as the embedded_postgres user) off its data directory mid-run.
 LANES_TMP := $(or $(TMPDIR),/tmp)/stack-test-lanes-$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
-test: venv ## Run every test: unit first, then integration (real Postgres, server, worker) and faults side by side
+E2E_TESTS = $(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py && $(BIN)/python -m pytest tests/e2e/test_ha.py
+test: venv $(if $(E2E),e2e-prepare) ## Run every test: unit first, then integration (real Postgres, server, worker) and faults side by side (E2E=1: and make e2e's, after the faults)
 	$(BIN)/python -m pytest tests/unit
 	mkdir -p $(LANES_TMP)
 	$(BIN)/python -m testkit.lanes \
-		integration="$(BIN)/python -m pytest tests/integration --basetemp=$(LANES_TMP)/integration" \
-		faults="$(BIN)/python -m pytest tests/faults --basetemp=$(LANES_TMP)/faults"
+		integration="$(BIN)/python -m pytest tests/integration tests/faults/test_make_dev.py --basetemp=$(LANES_TMP)/integration" \
+		faults="$(BIN)/python -m pytest tests/faults --ignore=tests/faults/test_make_dev.py --basetemp=$(LANES_TMP)/faults$(if $(E2E), && $(E2E_TESTS))"
 
 test-unit: venv ## Only the fast unit tests
 	$(BIN)/python -m pytest tests/unit
@@ -183,8 +188,7 @@ upgrade: venv ## A backup, then Prefect's and MLflow's migrations, then start th
 	@$(BACKUP) upgrade
 
 e2e: venv e2e-prepare ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
-	$(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py
-	$(BIN)/python -m pytest tests/e2e/test_ha.py
+	$(E2E_TESTS)
 
 # The images are built again by the e2e fixtures (a cache hit when nothing changed); the values
 # given here only satisfy the compose file's required variables, which no build reads.
