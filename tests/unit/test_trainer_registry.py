@@ -1,9 +1,13 @@
-"""The promotion rule (trainer.registry) and how it is explained: pure logic, no MLflow."""
+"""The promotion rule (trainer.registry) and how it is explained, and when a champion scored
+ahead is used: pure logic, no MLflow."""
 
 import dataclasses
+from concurrent.futures import Future
 
+import pandas as pd
 import pytest
 
+from trainer import registry
 from trainer.registry import (
     CHALLENGER,
     CHAMPION,
@@ -70,3 +74,46 @@ def test_a_version_held_back_by_promote_false_names_the_champion_that_stays() ->
     )
     none_yet = dataclasses.replace(_registration(CHALLENGER, None, None), promote=False)
     assert none_yet.decision.endswith("; trip-duration-fhv has no champion")
+
+
+class _Registry:
+    """MlflowClient's one call _score_champion makes: the model and its aliases."""
+
+    def __init__(self, champion: str | None) -> None:
+        self.champion = champion
+
+    def get_registered_model(self, name: str):
+        aliases = {} if self.champion is None else {CHAMPION: self.champion}
+        return type("RegisteredModel", (), {"aliases": aliases})()
+
+
+def _done(result=None, error: Exception | None = None) -> Future:
+    future: Future = Future()
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+    return future
+
+
+@pytest.mark.parametrize(
+    ("early", "rescored"),
+    [
+        (_done(("3", 6.5)), False),  # scored ahead, still the champion: taken as it is
+        (_done(("2", 9.0)), True),  # another version was champion then
+        (_done((None, None)), True),  # there was none then
+        (_done(error=OSError("MLflow away")), True),  # the early score failed
+        (None, True),
+    ],
+)
+def test_the_champion_scored_ahead_counts_only_if_it_is_still_the_champion(
+    monkeypatch: pytest.MonkeyPatch, early: Future | None, rescored: bool
+) -> None:
+    loaded: list[str] = []
+    monkeypatch.setattr(registry.mlflow.sklearn, "load_model", loaded.append)
+    monkeypatch.setattr(registry, "rmse", lambda model, val, inputs: 7.25)
+    client = _Registry(champion="3")
+    result = registry._score_champion(client, "m", pd.DataFrame(), early)  # type: ignore[arg-type]
+    assert result == (("3", 7.25) if rescored else ("3", 6.5))
+    assert loaded == (["models:/m/3"] if rescored else [])
+    assert registry._score_champion(_Registry(None), "m", pd.DataFrame(), early) == (None, None)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import functools
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -148,14 +149,20 @@ def register_and_promote(
     """
     client = MlflowClient(target.tracking_uri)
     name = model_name(bundle.dataset)
-    try:
-        experiment_id, run_id, version = _log_and_register(client, target, bundle, val, name)
-    except (MlflowException, OSError) as error:
-        raise _unavailable(target, error) from error
+    mlflow.set_tracking_uri(target.tracking_uri)  # before the thread below reads it
+    # The champion is downloaded and re-scored while the new model uploads: they share
+    # nothing, and the lock is then held only to compare and set (a score of another version
+    # than the champion found under the lock is not used).
+    with ThreadPoolExecutor(1, thread_name_prefix="champion-score") as ahead:
+        early = ahead.submit(_score_champion, client, name, val) if promote else None
+        try:
+            experiment_id, run_id, version = _log_and_register(client, target, bundle, val, name)
+        except (MlflowException, OSError) as error:
+            raise _unavailable(target, error) from error
     try:
         if promote:
             with serialize():
-                champion_version, champion_rmse = _score_champion(client, name, val)
+                champion_version, champion_rmse = _score_champion(client, name, val, early)
                 alias = decide(bundle.metrics.val_rmse, champion_rmse)
                 client.set_registered_model_alias(name, alias, version)
         else:
@@ -252,7 +259,6 @@ def _log_and_register(
         "prefect.flow_run_url": target.flow_run_url or "",
         "dataset": bundle.dataset,
     }
-    mlflow.set_tracking_uri(target.tracking_uri)
     experiment_id = _experiment_id(client, name)
     with mlflow.start_run(
         experiment_id=experiment_id,
@@ -306,12 +312,20 @@ def _code_package() -> Path:
 
 
 def _score_champion(
-    client: MlflowClient, name: str, val: pd.DataFrame
+    client: MlflowClient,
+    name: str,
+    val: pd.DataFrame,
+    early: Future[tuple[str | None, float | None]] | None = None,
 ) -> tuple[str | None, float | None]:
-    """The current champion and its RMSE on these validation trips; (None, None) if none."""
+    """The current champion and its RMSE on these validation trips; (None, None) if none.
+    `early`, a score made before (or its failure), is taken if it is of the same version."""
     champion = client.get_registered_model(name).aliases.get(CHAMPION)
     if champion is None:
         return None, None
+    if early is not None and early.exception() is None:
+        version, scored = early.result()
+        if version == str(champion):
+            return version, scored
     model: Pipeline = mlflow.sklearn.load_model(f"models:/{name}/{champion}")
 
     # Filled here, not by the model: a champion registered before the fill became the model's
