@@ -46,10 +46,11 @@ dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 
 # The integration tests and the fault suite each start a stack of their own (free ports, their
 # own PostgreSQL) and mostly wait on it: side by side they take the time of the longer one.
-# `make dev`'s own fault tests (test_make_dev.py, stacks of their own) run in the integration
-# lane, which is the shorter one. With E2E=1 (what CI runs; Docker prepared by `make
-# e2e-prepare`) the faults lane goes on with make e2e's suites: the Compose stack then runs
-# beside the integration lane's end, not after it.
+# With E2E=1 (what CI runs; Docker prepared by `make e2e-prepare`) the faults lane goes on
+# with make e2e's suites: the Compose stack then runs beside the integration lane's end, not
+# after it. To even the lanes, the integration lane also runs `make dev`'s own fault tests
+# (test_make_dev.py, stacks of their own) and the Postgres outages (3 min on a fault stack of
+# their own), after the integration tests.
 # Each lane's pytest has a base directory of its own, not /tmp/pytest-of-<user>: a pytest
 # session that starts makes that one private again (0700), which cut the other lane's
 # PostgreSQL (run as the embedded_postgres user) off its data directory mid-run.
@@ -59,8 +60,8 @@ test: venv $(if $(E2E),e2e-prepare) ## Run every test: unit first, then integrat
 	$(BIN)/python -m pytest tests/unit
 	mkdir -p $(LANES_TMP)
 	$(BIN)/python -m testkit.lanes \
-		integration="$(BIN)/python -m pytest tests/integration tests/faults/test_make_dev.py --basetemp=$(LANES_TMP)/integration" \
-		faults="$(BIN)/python -m pytest tests/faults --ignore=tests/faults/test_make_dev.py --basetemp=$(LANES_TMP)/faults$(if $(E2E), && $(E2E_TESTS))"
+		integration="$(BIN)/python -m pytest tests/integration tests/faults/test_make_dev.py --basetemp=$(LANES_TMP)/integration && $(BIN)/python -m pytest tests/faults/test_faults.py -k postgres_outage --basetemp=$(LANES_TMP)/outages" \
+		faults="$(BIN)/python -m pytest tests/faults --ignore=tests/faults/test_make_dev.py -k 'not postgres_outage' --basetemp=$(LANES_TMP)/faults$(if $(E2E), && $(E2E_TESTS))"
 
 test-unit: venv ## Only the fast unit tests
 	$(BIN)/python -m pytest tests/unit
