@@ -155,15 +155,18 @@ def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Re
         result.scale_back_seconds = result.samples[-1][0] - result.drain_seconds
 
 
-def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float]:
-    """(standby agents, their resident memory in MiB, CPU seconds they used over `seconds`):
-    each standby is a `python -m agent` with its waiting worker and its fork server."""
+def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float, list[float]]:
+    """(standby agents, their resident memory in MiB, CPU seconds they used over `seconds`,
+    each one's unique memory in MiB): each standby is a `python -m agent` with its waiting
+    worker and its fork server. Resident memory counts pages shared with other processes in
+    each; unique memory (USS) is what stopping that standby would give back."""
     roots = {
         p.parent()
         for p in psutil.process_iter(["cmdline"])
         if "--standby" in (p.info["cmdline"] or []) and "agent.worker" in p.info["cmdline"]
     }
-    members = [m for root in roots if root for m in (root, *root.children(recursive=True))]
+    trees = [[root, *root.children(recursive=True)] for root in roots if root]
+    members = [m for tree in trees for m in tree]
 
     def cpu() -> float:
         return sum(sum(m.cpu_times()[:2]) for m in members)
@@ -171,7 +174,8 @@ def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float]:
     before = cpu()
     time.sleep(seconds)
     rss = sum(m.memory_info().rss for m in members) / 2**20
-    return len(roots), rss, cpu() - before
+    uss = [sum(m.memory_full_info().uss for m in tree) / 2**20 for tree in trees]
+    return len(roots), rss, cpu() - before, uss
 
 
 def plot(result: Result, path: Path, runs: int, seconds: float) -> None:
@@ -222,7 +226,7 @@ def main() -> None:
         parser.error("--runs must be 1-200 and --seconds 0-120")
     if not 0 <= args.standby < MAX_AGENTS:
         parser.error(f"--standby must be 0-{MAX_AGENTS - 1}")
-    footprint = (0, 0.0, 0.0)
+    footprint: tuple[int, float, float, list[float]] = (0, 0.0, 0.0, [])
 
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory() as root:
@@ -266,9 +270,10 @@ def main() -> None:
         f"back to 1 agent {auto.scale_back_seconds:.1f} s after the drain "
         f"(cooldown {COOLDOWN_SECONDS} s)"
     )
-    standbys, rss, cpu = footprint
+    standbys, rss, cpu, uss = footprint
     print(f"standby agents: {standbys} (warm, not polling), holding {rss:.0f} MiB resident "
           f"and using {cpu:.2f} CPU-s over 5 s while they waited")  # fmt: skip
+    print("unique memory (USS) per standby agent, MiB: " + ", ".join(f"{u:.0f}" for u in uss))
     window = WINDOW_SECONDS
     print(f"over a {window / 60:.0f}-minute window holding this burst (the measured drain, then "
           "idle at each configuration's idle count):")  # fmt: skip

@@ -27,10 +27,9 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from agent.protocol import SOCKET_ENV  # noqa: E402
+from agent.protocol import FORKSERVER_PID_ENV, SOCKET_ENV  # noqa: E402
 from agent.settings import AgentSettings  # noqa: E402
 from agent.supervisor import supervise  # noqa: E402
-from agent.worker import FORKSERVER_PID_ENV  # noqa: E402
 from common.agents import ACTIVE, STATE_FILE_ENV, read_state  # noqa: E402
 from common.contract import RUN_ENVIRONMENT  # noqa: E402
 

@@ -29,13 +29,12 @@ import time
 
 from agent import push
 from agent.launch import process_alive
-from agent.protocol import SOCKET_ENV, listening
+from agent.protocol import FORKSERVER_PID_ENV, SOCKET_ENV, listening
 from agent.settings import AgentSettings
 from common.agents import ACTIVE, STANDBY, STATE_FILE_ENV, write_state
 
 logger = logging.getLogger("agent")
 
-FORKSERVER_PID_ENV = "AGENT_FORKSERVER_PID"
 # Preloading takes seconds, tens under load; past this the worker starts anyway (runs then
 # start cold, as they would without a fork server).
 FORKSERVER_WAIT_SECONDS = 120.0
