@@ -29,24 +29,17 @@ import threading
 import time
 from pathlib import Path
 
-from devstack.stack import REPO, free_port
+from devstack.stack import REPO
+from testkit import makedev
 from testkit.bench import p50
 
-BANNER = b"Local stack is up"
+BANNER = makedev.HEADLINE.encode()
 
 
 def start_to_banner(state_dir: Path, timeout: float) -> float:
     """Seconds from starting `python -m devstack` on `state_dir` to its banner; the stack is
     then stopped. RuntimeError (with the output's end) if it exits or times out first."""
-    env = {
-        **os.environ,
-        "STATE_DIR": str(state_dir),
-        "PREFECT_SERVER_API_PORT": str(free_port()),
-        "API_PORT": str(free_port()),
-        "MLFLOW_SERVER_PORT": str(free_port()),
-        "SERVING_PORT": str(free_port()),
-        "AUTOSCALER_METRICS_PORT": str(free_port()),
-    }
+    env = makedev.environment(state_dir)
     banner = threading.Event()
     output: list[bytes] = []
     started = time.monotonic()

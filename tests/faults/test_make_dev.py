@@ -2,7 +2,6 @@
 everything within the grace period, and so do two or three stop signals in quick succession;
 what a killed `make dev` left behind is stopped by the next one."""
 
-import os
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import psutil
 import pytest
 
 from devstack.stack import REPO, free_port, wait_until
+from testkit import makedev
 
 pytestmark = pytest.mark.faults
 # make dev gives each service 20 s after SIGTERM; the agents go with the autoscaler.
@@ -32,21 +32,13 @@ def _service(devstack: psutil.Process, module: str) -> psutil.Process | None:
 
 
 def _env(tmp_path: Path, port: int, api_port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            str(REPO / "services" / name)
-            for name in ("common", "trainer", "agent", "autoscaler", "api", "devstack")
-        ),
-        "STATE_DIR": str(tmp_path / "var"),
-        "PREFECT_SERVER_API_PORT": str(port),
-        "API_PORT": str(api_port),
-        "MLFLOW_SERVER_PORT": str(free_port()),
-        "SERVING_PORT": str(free_port()),
-        "AUTOSCALER_METRICS_PORT": str(free_port()),
-        "WORK_POOL_NAME": "make-dev",
-        "SYNTHETIC_ROWS": "2000",
-    }
+    return makedev.environment(
+        tmp_path / "var",
+        port=port,
+        api_port=api_port,
+        WORK_POOL_NAME="make-dev",
+        SYNTHETIC_ROWS="2000",
+    )
 
 
 def _start(tmp_path: Path, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
@@ -61,9 +53,7 @@ def _start(tmp_path: Path, env: dict[str, str], log_name: str) -> subprocess.Pop
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until(
-            lambda: "Local stack is up" in output.read_text(errors="replace"), 180, "make dev"
-        )
+        wait_until(lambda: makedev.HEADLINE in output.read_text(errors="replace"), 180, "make dev")
     except BaseException:
         process.kill()
         raise

@@ -10,8 +10,11 @@ from devstack.processes import claim_state_dir, kill, marked
 from devstack.settings import DevSettings
 from devstack.stack import LocalStack, StackError
 
-BANNER = """
-  Local stack is up (state in {state}).
+# The banner's first words: what the tests and bench/startup.py wait for.
+HEADLINE = "Local stack is up"
+BANNER = (
+    f"\n  {HEADLINE}"
+    + """ (state in {state}).
     Prefect UI:   {ui}
     Prefect API:  {api}
     Stack API:    {service}   (docs: {service}/docs){insecure}
@@ -24,6 +27,7 @@ BANNER = """
                {{"date": "2021-08-15", "auto_load": true, "source": "synthetic"}}}}'
   Ctrl-C stops everything.
 """
+)
 INSECURE = "\n    WARNING: the API accepts requests without a key (API_INSECURE_DEV_MODE)"
 
 

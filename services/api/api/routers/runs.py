@@ -371,9 +371,8 @@ async def retry_run(
     # Prefect's idempotency key makes racing retries of one run one run; `force` a new one.
     key = f"retry:{run_id}" + (f":{uuid.uuid4()}" if force else "")
     retry = await prefect.create_run(flows[flow], run.parameters, tags, key)
-    replayed = (
-        request_tag(current_request_id()) not in retry.tags
-    )  # Prefect gave back an earlier request's
+    # Prefect gave back an earlier request's run.
+    replayed = request_tag(current_request_id()) not in retry.tags
     response.headers["Idempotency-Replayed"] = "true" if replayed else "false"
     prefect.retried(run_id)
     request.state.audit_target = str(retry.id)
