@@ -15,7 +15,7 @@ the run's end (its final state's time in Prefect) to its answer.
 
     make bench-api  # from the repository root, with the defaults; or, with options:
     PYTHONPATH=services/common:services/trainer:services/agent:services/devstack:tests \
-        .venv/bin/python bench/api.py [--runs 10] [--read-seconds 10] [--wait-runs 20]
+        .venv/bin/python bench/api.py [--runs 20] [--read-seconds 10] [--wait-runs 20]
 
 All traffic goes to 127.0.0.1; loops are bounded in count and time.
 """
@@ -165,7 +165,7 @@ def wait_against_poll(api: httpx.Client, runs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10, help="triggers per stack (max 50)")
+    parser.add_argument("--runs", type=int, default=20, help="triggers per stack (max 50)")
     parser.add_argument("--read-seconds", type=float, default=10.0)
     parser.add_argument("--wait-runs", type=int, default=20, help="runs followed (max 50)")
     args = parser.parse_args()

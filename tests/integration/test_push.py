@@ -1,6 +1,7 @@
 """Push (agent.push) on a real server: an agent whose poll interval is ten minutes still
 takes a run within seconds of its scheduling, from Prefect's event alone; with AGENT_PUSH
-false the same agent waits for its interval."""
+false the same agent waits for its interval. A full agent takes its next run as soon as a
+slot frees, not at its next poll."""
 
 import time
 from collections.abc import Iterator
@@ -32,7 +33,9 @@ def _deployment_in(prefect: PrefectApi, pool: str) -> str:
     return response.json()["id"]
 
 
-def _agent(stack: LocalStack, prefect: PrefectApi, name: str, push: bool) -> None:
+def _agent(
+    stack: LocalStack, prefect: PrefectApi, name: str, push: bool, limit: int | None = None
+) -> None:
     stack.start_service(
         name,
         SERVICE_COMMANDS["agent"],
@@ -41,6 +44,7 @@ def _agent(stack: LocalStack, prefect: PrefectApi, name: str, push: bool) -> Non
             "AGENT_NAME": name,
             "AGENT_PUSH": str(push).lower(),
             "PREFECT_WORKER_QUERY_SECONDS": str(POLL_SECONDS),
+            **({"AGENT_LIMIT": str(limit)} if limit else {}),
         },
     )
     stack.wait_until(lambda: name in stack.online_workers(POOL), 120, f"{name} online")
@@ -74,7 +78,7 @@ def _seconds_to_pending(prefect: PrefectApi, deployment_id: str, timeout: float)
 def deployment(stack: LocalStack, prefect: PrefectApi) -> Iterator[str]:
     deployment_id = _deployment_in(prefect, POOL)
     yield deployment_id
-    for name in ("push-agent", "poll-agent"):
+    for name in ("push-agent", "poll-agent", "full-agent"):
         if name in stack.processes:
             stack.stop_service(name)
     prefect.http.delete(f"/deployments/{deployment_id}").raise_for_status()
@@ -97,3 +101,29 @@ def test_an_agent_takes_a_run_when_it_is_scheduled_not_at_its_next_poll(
     # The control: the same agent without push leaves a run waiting for its interval.
     _agent(stack, prefect, "poll-agent", push=False)
     assert _seconds_to_pending(prefect, deployment, 10) is None
+
+
+def test_a_full_agent_takes_its_next_run_as_its_slot_frees_not_at_its_next_poll(
+    stack: LocalStack, prefect: PrefectApi, deployment: str
+) -> None:
+    _agent(stack, prefect, "full-agent", push=True, limit=1)
+    log = stack.log_dir / "full-agent.log"
+    subscribed = f"push: polling pool {POOL!r} as runs are scheduled"
+    stack.wait_until(lambda: subscribed in log.read_text(), 60, "the agent's subscription")
+    runs = []
+    for seconds in (3, 0):  # the second is scheduled while the first holds the one slot
+        response = prefect.http.post(
+            f"/deployments/{deployment}/create_flow_run", json={"parameters": {"seconds": seconds}}
+        )
+        response.raise_for_status()
+        runs.append(response.json()["id"])
+    first = prefect.wait(runs[0], CLAIM_LIMIT_SECONDS)
+    # The next poll is minutes away: only the freed slot can have claimed the second run.
+    second = prefect.wait(runs[1], CLAIM_LIMIT_SECONDS)
+    assert first["state"]["type"] == second["state"]["type"] == "COMPLETED"
+    states = prefect.http.get("/flow_run_states/", params={"flow_run_id": runs[1]}).json()
+    pending = min(datetime.fromisoformat(s["timestamp"]) for s in states if s["type"] == "PENDING")
+    ended = datetime.fromisoformat(first["end_time"])
+    assert pending >= ended, "one slot, two runs at once"
+    print(f"slot freed: the second run claimed {(pending - ended).total_seconds():.2f} s after "
+          "the first ended")  # fmt: skip

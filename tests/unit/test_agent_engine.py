@@ -31,6 +31,22 @@ class Client:
         self.set.append(state)
 
 
+@pytest.fixture(autouse=True)
+def prefect_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine.main wraps Prefect's heartbeats and TLS contexts for the process: for a test
+    only."""
+    import importlib
+
+    from prefect import flow_engine
+
+    from agent import tls
+
+    monkeypatch.setattr(flow_engine, "_send_heartbeats", flow_engine._send_heartbeats)
+    for name in tls.PREFECT_MODULES:
+        module = importlib.import_module(name)
+        monkeypatch.setattr(module, "ssl", module.ssl)
+
+
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> Client:
     fake = Client(StateType.CANCELLING)
@@ -84,3 +100,51 @@ def test_only_an_engine_that_fails_is_checked(
     with contextlib.suppress(SystemExit, RuntimeError):
         engine.main()
     assert calls == ([RUN] if settled else [])
+
+
+class HeartbeatingEngine:
+    """What Prefect's `_send_heartbeats` reads of a flow run engine."""
+
+    heartbeat_seconds = 30
+    flow_run = None
+
+    def __init__(self) -> None:
+        import logging
+
+        self.logger = logging.getLogger("test.engine")
+        self.beats = 0
+
+    def _build_heartbeat_event_template(self) -> tuple[dict[str, str], list[Any]]:
+        return {}, []
+
+    def _emit_flow_run_heartbeat(self, resource: object, related: object) -> None:
+        self.beats += 1
+
+
+def _heartbeat_threads() -> list[Any]:
+    import threading
+
+    return [t for t in threading.enumerate() if "heartbeat_loop" in repr(getattr(t, "_args", ""))]
+
+
+def test_a_finished_engine_does_not_wait_for_its_heartbeat_thread() -> None:
+    import time
+
+    from prefect import flow_engine
+
+    run = HeartbeatingEngine()
+    with flow_engine._send_heartbeats(run):  # Prefect's own: joins its thread
+        time.sleep(0.05)
+    assert run.beats == 1 and not _heartbeat_threads()
+
+    engine.heartbeats_not_joined()
+    wrapper = flow_engine._send_heartbeats
+    engine.heartbeats_not_joined()  # twice: one wrapper
+    assert flow_engine._send_heartbeats is wrapper
+    with flow_engine._send_heartbeats(run):
+        time.sleep(0.05)
+    # The run is over; its heartbeat thread still sleeps out its second, without us.
+    [thread] = _heartbeat_threads()
+    assert thread.daemon
+    thread.join(5)
+    assert not thread.is_alive() and run.beats == 2

@@ -1,4 +1,5 @@
-"""The fork server (agent.forkserver): its socket per agent, and what it reads as a request."""
+"""The fork server (agent.forkserver): its socket per agent, what it reads as a request, and
+the model schemas it builds before it forks."""
 
 import os
 import socket
@@ -6,6 +7,7 @@ import sys
 
 import pytest
 
+from agent import forkserver
 from agent.__main__ import forkserver_command
 from agent.protocol import ProtocolError, encode_frame, start_request
 from agent.settings import AgentSettings, default_forkserver_socket
@@ -44,3 +46,29 @@ def test_a_connection_that_sends_nothing_is_a_probe_not_a_bad_request() -> None:
         client.close()
         with pytest.raises(ProtocolError, match="closed before a whole request"):
             _read_request(server)
+
+
+def test_the_fork_server_builds_deferred_model_schemas_before_it_forks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import textwrap
+    import types
+
+    module = types.ModuleType("deferred_models")
+    monkeypatch.setitem(sys.modules, "deferred_models", module)
+    # A model that refers to one defined after it: pydantic defers its schema.
+    source = """
+        from pydantic import BaseModel
+
+        class Run(BaseModel):
+            state: "State | None" = None
+
+        class State(BaseModel):
+            name: str
+    """
+    exec(textwrap.dedent(source), module.__dict__)
+    assert not module.Run.__pydantic_complete__
+    assert forkserver.complete_models("deferred_models") == 1
+    assert module.Run.__pydantic_complete__
+    assert module.Run(state={"name": "Running"}).state.name == "Running"
+    assert forkserver.complete_models("deferred_models") == 0  # nothing left to build

@@ -1,5 +1,6 @@
-"""agent.push: a poll per burst of Scheduled events, the subscription opened again when it
-fails, and the worker's polling loop wrapped for its poll only. On a real server:
+"""agent.push: a poll per burst of Scheduled events and of freed slots, none while the
+worker is full, the subscription opened again when it fails, and the worker's polling loop
+wrapped for its poll only. On a real server:
 tests/integration/test_push.py."""
 
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ import anyio
 import pytest
 
 from agent import push
-from agent.push import SCHEDULED, poll_on_events, scheduled_in
+from agent.push import SCHEDULED, PushedPoll, poll_on_events, scheduled_in
 from common import prefect_events
 
 
@@ -53,7 +54,7 @@ async def test_each_event_brings_a_poll_and_a_burst_only_one_more() -> None:
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:
-            group.start_soon(poll_on_events, poll, "training", events.subscribe)
+            group.start_soon(poll_on_events, PushedPoll(poll), "training", events.subscribe)
             await events.send.send("one")
             while not polls:
                 await anyio.sleep(0.01)
@@ -82,7 +83,7 @@ async def test_a_failed_poll_does_not_end_the_push(caplog: pytest.LogCaptureFixt
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:
-            group.start_soon(poll_on_events, poll, "training", events.subscribe)
+            group.start_soon(poll_on_events, PushedPoll(poll), "training", events.subscribe)
             for _ in range(2):
                 await events.send.send("scheduled")
                 await anyio.sleep(0.05)
@@ -103,7 +104,7 @@ async def test_a_failed_subscription_is_retried_and_said(
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:
-            group.start_soon(poll_on_events, poll, "training", events.subscribe)
+            group.start_soon(poll_on_events, PushedPoll(poll), "training", events.subscribe)
             while len(events.filters) < 3:
                 await anyio.sleep(0.01)
             await events.send.send("scheduled")
@@ -126,8 +127,8 @@ async def test_install_wraps_the_worker_s_poll_loop_only(monkeypatch: pytest.Mon
         looped.append(workload.__name__)
         await anyio.sleep(0.2)
 
-    async def fake_push(poll: Any, pool: str) -> None:
-        pushed.append(f"{poll.__name__} {pool}")
+    async def fake_push(pushed_poll: PushedPoll, pool: str) -> None:
+        pushed.append(f"{pushed_poll.poll.__name__} {pool}")
         await anyio.sleep_forever()
 
     monkeypatch.setattr(base, "critical_service_loop", original)
@@ -138,8 +139,11 @@ async def test_install_wraps_the_worker_s_poll_loop_only(monkeypatch: pytest.Mon
     assert wrapped is not original and wrapped.pushes_to == "training"
 
     class Worker:
+        _limiter = None
+
         async def get_and_submit_flow_runs(self) -> None: ...
         async def _sync_and_initialize(self) -> None: ...
+        def _release_limit_slot(self, flow_run_id: object) -> None: ...
 
     worker = Worker()
     with anyio.fail_after(5):
@@ -152,3 +156,68 @@ async def test_install_wraps_the_worker_s_poll_loop_only(monkeypatch: pytest.Mon
         "get_and_submit_flow_runs",
     ]
     assert pushed == ["get_and_submit_flow_runs training"]  # the loop's poll, pushed; once
+
+
+class Limited:
+    """Prefect's worker, as far as push sees it: a limiter of `limit` slots and its poll."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._limiter = anyio.CapacityLimiter(limit) if limit else None
+        self._last_polled_time = None
+        self.polls = 0
+        self.released: list[str] = []
+
+    async def get_and_submit_flow_runs(self) -> list[str]:
+        self.polls += 1
+        return ["a run"]
+
+    def _release_limit_slot(self, flow_run_id: str) -> None:
+        assert self._limiter is not None
+        self._limiter.release_on_behalf_of(flow_run_id)
+        self.released.append(flow_run_id)
+
+
+@pytest.mark.anyio
+async def test_a_full_worker_does_not_query_but_counts_as_polling() -> None:
+    worker = Limited(2)
+    poll = push.unless_full(worker.get_and_submit_flow_runs)
+    assert poll.__name__ == push.POLL_WORKLOAD
+    assert await poll() == ["a run"] and worker.polls == 1
+    assert worker._limiter is not None
+    worker._limiter.acquire_on_behalf_of_nowait("one")
+    assert await poll() == ["a run"] and worker.polls == 2  # one slot free: it queries
+    worker._limiter.acquire_on_behalf_of_nowait("two")
+    assert push.free_slots(worker) == 0
+    assert await poll() == [] and worker.polls == 2  # full: no query
+    assert worker._last_polled_time is not None  # the health check sees a live loop
+    worker._release_limit_slot("one")
+    assert await poll() == ["a run"] and worker.polls == 3
+
+
+@pytest.mark.anyio
+async def test_a_worker_without_a_limit_always_queries() -> None:
+    worker = Limited(None)
+    assert push.free_slots(worker) is None
+    poll = push.unless_full(worker.get_and_submit_flow_runs)
+    for _ in range(3):
+        await poll()
+    assert worker.polls == 3
+
+
+@pytest.mark.anyio
+async def test_a_freed_slot_brings_a_poll_at_once() -> None:
+    worker = Limited(1)
+    pushed = PushedPoll(push.unless_full(worker.get_and_submit_flow_runs))
+    push.wake_on_release(worker, pushed)
+    assert worker._limiter is not None
+    worker._limiter.acquire_on_behalf_of_nowait("run")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(pushed.run)
+            await anyio.sleep(0.05)
+            assert worker.polls == 0  # nothing woke it
+            worker._release_limit_slot("run")  # the run ended
+            while worker.polls < 1:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert worker.released == ["run"] and worker.polls == 1

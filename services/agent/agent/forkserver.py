@@ -33,7 +33,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import engine
+from agent import engine, tls
 from agent.protocol import (
     RELAYED_SIGNALS,
     STDIO_FDS,
@@ -91,6 +91,31 @@ def log(text: str) -> None:
     # Plain stderr, not `logging`: a root handler set up here would change how Prefect
     # configures logging in every child.
     print(f"agent.forkserver: {text}", file=sys.stderr, flush=True)
+
+
+def complete_models(prefix: str = "prefect.") -> int:
+    """Build now the schemas that pydantic defers to a model's first use, for the models of
+    modules under `prefix` (Prefect's: FlowRun, DeploymentResponse, FlowRunUpdate, event
+    filters, ...); returns how many it built.
+
+    Prefect's models refer to one another ahead of their definition, so pydantic completes
+    many on first use, from the same modules' namespaces. Left to the engines, every forked
+    engine built them again (FlowRun as it read its run, the deployment as it loaded the
+    flow). Built here, before any fork, the children find them built. A model that cannot be
+    built yet is left to its first use, as before.
+    """
+    from pydantic import BaseModel
+
+    built, pending = 0, list(BaseModel.__subclasses__())
+    while pending:
+        model = pending.pop()
+        pending.extend(model.__subclasses__())
+        if model.__module__.startswith(prefix) and not model.__dict__.get(
+            "__pydantic_complete__", True
+        ):
+            with contextlib.suppress(Exception):
+                built += bool(model.model_rebuild())
+    return built
 
 
 @dataclass
@@ -167,6 +192,10 @@ class ForkServer:
                 importlib.import_module(name)
             except Exception as exc:  # a run imports it again, and reports it properly
                 log(f"cannot preload {name}: {exc!r}")
+        # Prefect's clients share one loaded CA bundle; the engines find it loaded.
+        tls.install()
+        tls.warm()
+        complete_models()
         # Move everything imported so far out of the collector's reach: children then do
         # not touch (and copy) those pages when they collect.
         gc.collect()

@@ -15,20 +15,29 @@ move a run to PENDING (the one an agent's two polls race for is the same as two 
 racing for it). Events that arrive while a pushed poll runs are answered by one more poll
 after it, not one each.
 
+A worker also polls the moment one of its slots frees (a run ends, or another agent claimed
+the run it was submitting), not at its next interval: in a burst, a slot would otherwise
+idle up to a poll interval after each run. And it does not poll while its slots are full
+(AGENT_LIMIT runs going): Prefect's worker would query the whole backlog to submit none of
+it, a query per agent per second that, in a burst, costs the server CPU the runs need.
+
 Prefect has no hook for this: `install` wraps `prefect.workers.base.critical_service_loop`,
-the helper `BaseWorker.start` runs its polling loop with, for that one workload only.
-`tests/integration/test_push.py` fails if a Prefect upgrade bypasses it.
+the helper `BaseWorker.start` runs its polling loop with, for that one workload only, and
+the worker's `_release_limit_slot`. `tests/integration/test_push.py` fails if a Prefect
+upgrade bypasses them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.events.schemas.events import ResourceSpecification
+from prefect.types._datetime import now
 
 from common.prefect_events import Subscribe, follow, prefect_subscriber
 
@@ -50,21 +59,69 @@ def scheduled_in(pool: str) -> EventFilter:
     )
 
 
-async def poll_on_events(
-    poll: Callable[[], Awaitable[object]], pool: str, subscribe: Subscribe = prefect_subscriber
-) -> None:
-    """Run `poll` once per burst of Scheduled events in `pool`; runs until cancelled."""
-    wake = anyio.Event()
+class PushedPoll:
+    """Runs `poll` once per burst of wake-ups: `wake()` during a poll asks for one more after
+    it, however many times it is called. `run()` serves until cancelled."""
 
-    async def poller() -> None:
-        nonlocal wake
+    def __init__(self, poll: Callable[[], Awaitable[object]]) -> None:
+        self.poll = poll
+        self._wake = anyio.Event()
+
+    def wake(self) -> None:
+        """Ask for a poll (from the worker's event loop)."""
+        self._wake.set()
+
+    async def run(self) -> None:
         while True:
-            await wake.wait()
-            wake = anyio.Event()  # events from now on call for one more poll
+            await self._wake.wait()
+            self._wake = anyio.Event()  # wake-ups from now on call for one more poll
             try:
-                await poll()
+                await self.poll()
             except Exception as error:  # the loop's own poll reports and retries these
                 logger.debug("pushed poll failed: %r", error)
+
+
+def free_slots(worker: Any) -> int | None:
+    """How many more runs `worker` (Prefect's BaseWorker) can take now; None: no limit."""
+    limiter = getattr(worker, "_limiter", None)
+    return None if limiter is None else int(limiter.available_tokens)
+
+
+def unless_full(
+    poll: Callable[[], Coroutine[Any, Any, Any]],
+) -> Callable[[], Coroutine[Any, Any, Any]]:
+    """The worker's poll (its bound `get_and_submit_flow_runs`), skipped while the worker's
+    slots are all taken. A skipped poll still counts as one for the worker's health check
+    (`--with-healthcheck` fails a worker that has not polled for a while): the loop is alive,
+    it only has no room."""
+    worker = getattr(poll, "__self__", None)
+
+    @functools.wraps(poll)
+    async def gated() -> Any:
+        if worker is not None and free_slots(worker) == 0:
+            worker._last_polled_time = now("UTC")  # as Prefect's poll sets it
+            return []
+        return await poll()
+
+    return gated
+
+
+def wake_on_release(worker: Any, pushed: PushedPoll) -> None:
+    """Make `worker` poll as soon as it frees a slot (Prefect's `_release_limit_slot`)."""
+    release = worker._release_limit_slot
+
+    def release_and_poll(flow_run_id: Any) -> None:
+        release(flow_run_id)
+        pushed.wake()
+
+    worker._release_limit_slot = release_and_poll
+
+
+async def poll_on_events(
+    pushed: PushedPoll, pool: str, subscribe: Subscribe = prefect_subscriber
+) -> None:
+    """Run `pushed`'s poll once per burst of Scheduled events in `pool` (and of its other
+    wake-ups); runs until cancelled."""
 
     def closed(why: str, delay: float) -> None:
         logger.warning(
@@ -75,10 +132,10 @@ async def poll_on_events(
         )
 
     async with anyio.create_task_group() as group:
-        group.start_soon(poller)
+        group.start_soon(pushed.run)
         await follow(
             scheduled_in(pool),
-            lambda _event: wake.set(),
+            lambda _event: pushed.wake(),
             on_open=lambda: logger.info("push: polling pool %r as runs are scheduled", pool),
             on_close=closed,
             subscribe=subscribe,
@@ -86,7 +143,8 @@ async def poll_on_events(
 
 
 def install(pool: str) -> None:
-    """Make the worker that `prefect worker start` runs in this process poll on push too."""
+    """Make the worker that `prefect worker start` runs in this process poll on push too,
+    and as its slots free, and not while they are full."""
     from prefect.workers import base
 
     original = base.critical_service_loop
@@ -96,10 +154,15 @@ def install(pool: str) -> None:
     async def critical_service_loop(workload: Callable[..., Any], *args: Any, **kwargs: Any):
         if getattr(workload, "__name__", None) != POLL_WORKLOAD or kwargs.get("run_once"):
             return await original(workload, *args, **kwargs)
+        poll = unless_full(workload)
+        pushed = PushedPoll(poll)
+        worker = getattr(workload, "__self__", None)
+        if worker is not None:
+            wake_on_release(worker, pushed)
         async with anyio.create_task_group() as group:
-            group.start_soon(poll_on_events, workload, pool)
+            group.start_soon(poll_on_events, pushed, pool)
             try:
-                return await original(workload, *args, **kwargs)
+                return await original(poll, *args, **kwargs)
             finally:
                 group.cancel_scope.cancel()
 

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from agent import push
+from agent import push, tls
 from agent.launch import process_alive
 from agent.protocol import FORKSERVER_PID_ENV, SOCKET_ENV, listening
 from agent.settings import AgentSettings
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("%s: starting the worker", how)
     write_state(state_file, ACTIVE)
     settings = AgentSettings()  # the agent's, whose environment this process has
+    tls.install()
     if settings.agent_push:
         push.install(settings.work_pool_name)
     # Prefect's worker sets the root logger to WARNING as it starts: ours keep saying more.
