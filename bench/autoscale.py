@@ -6,11 +6,14 @@ they do not poll and cost no CPU while they wait, and it reports the memory they
 
 Each configuration gets a work pool of its own and the same burst: N probe runs that each
 hold an agent for S seconds, every agent taking AGENT_LIMIT runs at once. For each it
-measures the drain time (submission to the last run's end, server clock) and the
-agent-seconds spent meanwhile (agents alive, sampled twice a second). The autoscaler then
-goes on until it is back at its minimum: that tail is reported too. The configurations run
-one after the other, each alone on the machine. It plots agents and backlog over time during
-the autoscaled burst (--plot, a PNG).
+measures the drain time (submission to the last run's end, server clock) against the ideal
+(runs x seconds / the configuration's slots, agents x AGENT_LIMIT), the agent-seconds spent
+meanwhile (agents alive, sampled twice a second), and the machine's CPU time meanwhile (all
+processes: the stack's cost per run, and the drain it bounds on this many cores). The
+autoscaler then goes on until it is back at its minimum: that tail is reported too. The
+configurations run one after the other, each alone on the machine. It plots agents and
+backlog over time during the autoscaled burst, and the runs going in each configuration
+(--plot, a PNG).
 
     make bench-autoscale  # from the repository root, with the defaults; or, with options
     # and the PYTHONPATH the Makefile exports:
@@ -44,8 +47,11 @@ WINDOW_SECONDS = 600
 @dataclass
 class Result:
     name: str
+    slots: int
     drain_seconds: float = 0.0
     agent_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the machine's, all processes, over the drain
+    submit_seconds: float = 0.0  # to create the burst's runs (part of the drain)
     scale_back_seconds: float | None = None
     # (seconds since submission, agents, online, desired, waiting, running, standby)
     samples: list[tuple[float, ...]] = field(default_factory=list)
@@ -121,14 +127,23 @@ class Pool:
                 self.stack.stop_service(service)
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (not idle or waiting on I/O) since boot."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq
+
+
 def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Result) -> None:
+    cpu_before = busy_cpu_seconds()
     submitted = time.monotonic()
     wall_submitted = datetime.now().astimezone()
+
     ids = []
     for _ in range(runs):
         response = prefect.create_run("probe", {"seconds": seconds}, deployment=pool.name)
         response.raise_for_status()
         ids.append(response.json()["id"])
+    result.submit_seconds = time.monotonic() - submitted
     deadline = submitted + TIMEOUT_SECONDS
     drained_at = None
     while time.monotonic() < deadline:
@@ -140,6 +155,7 @@ def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Re
             if all(state in FINAL_STATES for state in states):
                 assert states == ["COMPLETED"] * runs, states
                 drained_at = now
+                result.cpu_seconds = busy_cpu_seconds() - cpu_before
         if drained_at is not None and (pool.metrics_url is None or agents <= 1):
             break
         time.sleep(SAMPLE_SECONDS)
@@ -178,14 +194,15 @@ def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float, list[flo
     return len(roots), rss, cpu() - before, uss
 
 
-def plot(result: Result, path: Path, runs: int, seconds: float) -> None:
+def plot(results: dict[str, Result], path: Path, runs: int, seconds: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    result = results["autoscaled"]
     t = [s[0] for s in result.samples]
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    fig, (top, bottom, every) = plt.subplots(3, 1, sharex=True, figsize=(9, 9))
     top.step(t, [s[3] for s in result.samples], where="post", label="desired", ls="--")
     top.step(t, [s[1] for s in result.samples], where="post", label="current (started)")
     top.step(t, [s[2] for s in result.samples], where="post", label="online in Prefect")
@@ -201,8 +218,17 @@ def plot(result: Result, path: Path, runs: int, seconds: float) -> None:
     bottom.step(t, [s[5] for s in result.samples], where="post", label="running")
     bottom.axvline(result.drain_seconds, color="grey", ls=":", label="drained")
     bottom.set_ylabel("runs")
-    bottom.set_xlabel("seconds since the burst was submitted")
     bottom.legend(loc="upper right")
+    for other in results.values():
+        ideal = runs * seconds / other.slots
+        (line,) = every.step([s[0] for s in other.samples], [s[5] for s in other.samples],
+                             where="post", label=f"{other.name} ({other.slots} slots)")  # fmt: skip
+        every.axvline(ideal, color=line.get_color(), ls=":", lw=1)
+        every.axvline(other.drain_seconds, color=line.get_color(), ls="--", lw=1)
+    every.set_title("runs going, each configuration (dotted: its ideal drain; dashed: its drain)")
+    every.set_ylabel("running runs")
+    every.set_xlabel("seconds since the burst was submitted")
+    every.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
@@ -243,7 +269,8 @@ def main() -> None:
                 if name == "autoscaled":
                     footprint = standby_footprint()
                 print(f"{name}: draining {args.runs} runs of {args.seconds:g} s ...", flush=True)
-                results[name] = Result(name)
+                slots = RUNS_PER_AGENT * (1 if name == "fixed-1" else MAX_AGENTS)
+                results[name] = Result(name, slots)
                 try:
                     burst(pool, prefect, args.runs, args.seconds, results[name])
                 finally:
@@ -256,10 +283,20 @@ def main() -> None:
         f"\n{args.runs} runs x {args.seconds:g} s, {RUNS_PER_AGENT} runs per agent, "
         f"max {MAX_AGENTS} agents"
     )
-    print(f"{'configuration':<14}{'drain s':>10}{'agent-s':>10}{'agents when idle':>18}")
+    cores = psutil.cpu_count() or 1
+    print(f"{'configuration':<14}{'drain s':>10}{'agent-s':>10}{'agents when idle':>18}"
+          f"{'ideal s':>10}{'drain/ideal':>13}{'CPU-s/run':>11}{'CPU floor s':>13}")  # fmt: skip
     for result, idle in ((one, 1), (most, MAX_AGENTS), (auto, 1)):
+        ideal = args.runs * args.seconds / result.slots
+        per_run, floor = result.cpu_seconds / args.runs, result.cpu_seconds / cores
         print(f"{result.name:<14}{result.drain_seconds:>10.1f}{result.agent_seconds:>10.1f}"
-              f"{idle:>18}")  # fmt: skip
+              f"{idle:>18}{ideal:>10.1f}{result.drain_seconds / ideal:>12.2f}x"
+              f"{per_run:>11.2f}{floor:>13.1f}")  # fmt: skip
+    created = ", ".join(f"{r.name} {r.submit_seconds:.1f} s" for r in results.values())
+    print(f"runs created in {created} (one after the other; the drain includes it)")
+    print(f"ideal: runs x seconds / slots ({RUNS_PER_AGENT} per agent); CPU: the whole machine's "
+          f"busy time over the drain, per run; CPU floor: that time over its {cores} cores, "
+          "the drain the CPU alone allows")  # fmt: skip
     print(
         f"autoscaled drains {one.drain_seconds / auto.drain_seconds:.2f}x as fast as fixed-1, "
         f"at {auto.drain_seconds / most.drain_seconds:.2f}x fixed-max's drain time"
@@ -284,7 +321,7 @@ def main() -> None:
         f"autoscaled {held['autoscaled']:.0f}: autoscaled / fixed-max = "
         f"{held['autoscaled'] / held['fixed-max']:.2f}"
     )
-    plot(auto, args.plot, args.runs, args.seconds)
+    plot(results, args.plot, args.runs, args.seconds)
 
 
 if __name__ == "__main__":
