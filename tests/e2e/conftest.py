@@ -101,6 +101,13 @@ class Compose:
                 sizes[name] = int(out.stdout.strip())
         return sizes
 
+    def events(self) -> list[dict]:
+        """The project's containers' `create` events since the session began, in order, as
+        `docker events --format '{{json .}}'` gives them (`Action`, `Actor.Attributes.name`,
+        `timeNano`)."""
+        lines = self.events_file.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
     def containers(self) -> list[dict]:
         """The project's containers. `compose ps` lists, then inspects each: a container the
         autoscaler removes in between makes it fail ("No such container"), so ask again."""
@@ -194,6 +201,15 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     stack = Compose(write_env(tmp_path_factory.mktemp("e2e") / ".env"))
     ARTIFACTS.mkdir(exist_ok=True)
     started = time.monotonic()
+    # When each container was created, from the start (the engine keeps only its last 256
+    # events, and health checks run as execs), for the start-up order's test.
+    stack.events_file = tmp_path_factory.mktemp("e2e-events") / "events.jsonl"
+    events = subprocess.Popen(
+        ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
+         "--filter", f"label=com.docker.compose.project={stack.project}",
+         "--filter", "event=create"],
+        stdout=stack.events_file.open("w"),
+    )  # fmt: skip
     try:
         stack.reset()
         stack.run("build", timeout=1800)
@@ -212,6 +228,8 @@ def compose(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         if request.session.testsfailed or os.environ.get("E2E_PRINT_LOGS"):
             print(stack.run("logs", "--no-color", "--tail", "200", check=False))
         stack.run("down", "-v", "--remove-orphans", check=False, timeout=300)
+        events.terminate()
+        events.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
