@@ -171,11 +171,13 @@ def burst(pool: Pool, prefect: PrefectApi, runs: int, seconds: float, result: Re
         result.scale_back_seconds = result.samples[-1][0] - result.drain_seconds
 
 
-def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float, list[float]]:
+def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float, list[float], float]:
     """(standby agents, their resident memory in MiB, CPU seconds they used over `seconds`,
-    each one's unique memory in MiB): each standby is a `python -m agent` with its waiting
-    worker and its fork server. Resident memory counts pages shared with other processes in
-    each; unique memory (USS) is what stopping that standby would give back."""
+    each one's unique memory in MiB, the shared fork server's unique memory in MiB): each
+    standby is a `python -m agent` with its waiting worker (and, without a shared fork server,
+    a fork server of its own). Resident memory counts pages shared with other processes in
+    each; unique memory (USS) is what stopping that standby would give back. The stack's
+    agents share one fork server (devstack), whatever their number: counted once, apart."""
     roots = {
         p.parent()
         for p in psutil.process_iter(["cmdline"])
@@ -183,6 +185,12 @@ def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float, list[flo
     }
     trees = [[root, *root.children(recursive=True)] for root in roots if root]
     members = [m for tree in trees for m in tree]
+    shared = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "agent.forkserver" in (p.info["cmdline"] or [])
+        and any("stack-forkserver-" in part for part in p.info["cmdline"])
+    ]
 
     def cpu() -> float:
         return sum(sum(m.cpu_times()[:2]) for m in members)
@@ -191,7 +199,8 @@ def standby_footprint(seconds: float = 5.0) -> tuple[int, float, float, list[flo
     time.sleep(seconds)
     rss = sum(m.memory_info().rss for m in members) / 2**20
     uss = [sum(m.memory_full_info().uss for m in tree) / 2**20 for tree in trees]
-    return len(roots), rss, cpu() - before, uss
+    shared_uss = sum(p.memory_full_info().uss for p in shared) / 2**20
+    return len(roots), rss, cpu() - before, uss, shared_uss
 
 
 def plot(results: dict[str, Result], path: Path, runs: int, seconds: float) -> None:
@@ -252,7 +261,7 @@ def main() -> None:
         parser.error("--runs must be 1-200 and --seconds 0-120")
     if not 0 <= args.standby < MAX_AGENTS:
         parser.error(f"--standby must be 0-{MAX_AGENTS - 1}")
-    footprint: tuple[int, float, float, list[float]] = (0, 0.0, 0.0, [])
+    footprint: tuple[int, float, float, list[float], float] = (0, 0.0, 0.0, [], 0.0)
 
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory() as root:
@@ -307,10 +316,11 @@ def main() -> None:
         f"back to 1 agent {auto.scale_back_seconds:.1f} s after the drain "
         f"(cooldown {COOLDOWN_SECONDS} s)"
     )
-    standbys, rss, cpu, uss = footprint
+    standbys, rss, cpu, uss, shared_uss = footprint
     print(f"standby agents: {standbys} (warm, not polling), holding {rss:.0f} MiB resident "
           f"and using {cpu:.2f} CPU-s over 5 s while they waited")  # fmt: skip
     print("unique memory (USS) per standby agent, MiB: " + ", ".join(f"{u:.0f}" for u in uss))
+    print(f"the fork server all the stack's agents share: {shared_uss:.0f} MiB unique, once")
     window = WINDOW_SECONDS
     print(f"over a {window / 60:.0f}-minute window holding this burst (the measured drain, then "
           "idle at each configuration's idle count):")  # fmt: skip

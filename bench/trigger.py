@@ -199,7 +199,7 @@ def main() -> None:
                 stacks[name] = start_stack(Path(tmp), name, environments[name])
             apis = {name: PrefectApi(stack.api_url) for name, stack in stacks.items()}
             for name in {"poll", "ours"} & set(stacks):
-                wait_for_log(stacks[name].log_dir / "agent-1.log", "agent.forkserver: ready on")
+                wait_for_log(stacks[name].log_dir / "forkserver.log", "agent.forkserver: ready on")
             for api in apis.values():  # store the month: measured runs only check it
                 run = api.run("load-data", MONTH, timeout=300)
                 assert run["state"]["type"] == "COMPLETED", run["state"]

@@ -81,7 +81,9 @@ def test_a_killed_agent_s_run_is_crashed_rescheduled_and_completed(
 ) -> None:
     run_id = _probe(prefect, 20)
     worker = wait_running(prefect, run_id)["labels"][WORKER_LABEL]
-    kill_group(agent_pid(fault_stack, worker))  # the agent, its fork server and the engine
+    # The agent and its runs' launchers: the shared fork server kills an engine whose launcher
+    # is gone (in Compose the agent container goes, with its fork server and the engine).
+    kill_group(agent_pid(fault_stack, worker))
     killed = time.monotonic()
 
     crashed = _first_seen(prefect, run_id, "CRASHED", DETECT_LIMIT_SECONDS)

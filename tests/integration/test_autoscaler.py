@@ -164,6 +164,10 @@ def test_standby_agents_wait_outside_prefect_and_a_burst_promotes_them(
         # Warm, but not a worker: Prefect does not see it, so no run can reach it.
         time.sleep(2)
         assert standby not in stack.online_workers(STANDBY_POOL)
+        # Warm from the fork server the stack's agents share: none of its own.
+        agents = psutil.Process(stack.processes[STANDBY_NAME].pid).children(recursive=True)
+        assert not [a.pid for a in agents if "agent.forkserver" in a.cmdline()], agents
+        assert stack.processes["forkserver"].poll() is None
 
         # 6 runs, 2 per agent: 3 agents wanted; the standby is promoted, one more starts cold.
         ids = [
@@ -178,6 +182,8 @@ def test_standby_agents_wait_outside_prefect_and_a_burst_promotes_them(
         assert metrics["autoscaler_agents_started_total"] == 2  # the first agent, one cold
         workers = {run["labels"]["prefect.worker.name"] for run in runs}
         assert standby in workers, f"the promoted standby ran none of {workers}"
+        forked = (stack.log_dir / "forkserver.log").read_text(errors="replace")
+        assert all(f"flow run {run['id']}: forked engine" in forked for run in runs), forked
 
         # Calm again: back to one agent, and a new standby, warm, waits for the next burst.
         stack.wait_until(

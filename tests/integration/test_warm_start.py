@@ -1,4 +1,5 @@
-"""Runs start warm, from the agent's fork server, and still behave like cold engines."""
+"""Runs start warm, from the fork server the stack's agents share, and still behave like cold
+engines."""
 
 import json
 import os
@@ -21,7 +22,10 @@ FHV = DATASETS["fhv"]
 
 
 def _agent_log(stack: LocalStack) -> str:
-    return (stack.log_dir / "agent-1.log").read_text(errors="replace")
+    """The agent's log (its launchers'), then the fork server's: the stack's agents share
+    one, which logs apart (devstack's `forkserver`)."""
+    logs = (stack.log_dir / name for name in ("agent-1.log", "forkserver.log"))
+    return "".join(log.read_text(errors="replace") for log in logs if log.exists())
 
 
 def _wait_for_agent_log(stack: LocalStack, pattern: str, timeout: float = 60) -> re.Match[str]:

@@ -165,7 +165,7 @@ def test_no_service_reaches_into_another() -> None:
 @pytest.mark.parametrize(
     ("package", "source", "reason"),
     [
-        ("trainer", "from agent.launch import SOCKET_ENV\n", "imports agent.launch"),
+        ("trainer", "from agent.launch import main\n", "imports agent.launch"),
         ("serving", "import api.main\n", "imports api.main"),
         ("common", "from trainer.settings import TrainerSettings\n", "imports trainer.settings"),
         ("trainer", 'COMMAND = "python -m agent.launch"\n', "names agent.launch"),

@@ -2,7 +2,9 @@
 up by a small supervisor.
 
 With AGENT_FORKSERVER (the default) it first starts the fork server (agent.forkserver), so
-that runs whose job command is `python -m agent.launch` start warm; see agent.launch.
+that runs whose job command is `python -m agent.launch` start warm; see agent.launch. With
+AGENT_FORKSERVER_PID it uses the one another process started (make dev's, shared by all its
+agents) on AGENT_FORKSERVER_SOCKET.
 
 The worker retries its calls through an outage of the database or the server of about four
 minutes (RUN_ENVIRONMENT): when Prefect's worker exits it kills the runs it started. Should
@@ -27,10 +29,15 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from agent.protocol import FORKSERVER_PID_ENV, SOCKET_ENV  # noqa: E402
 from agent.settings import AgentSettings  # noqa: E402
 from agent.supervisor import supervise  # noqa: E402
-from common.agents import ACTIVE, STATE_FILE_ENV, read_state  # noqa: E402
+from common.agents import (  # noqa: E402
+    ACTIVE,
+    FORKSERVER_PID_ENV,
+    FORKSERVER_SOCKET_ENV,
+    STATE_FILE_ENV,
+    read_state,
+)
 from common.contract import RUN_ENVIRONMENT  # noqa: E402
 
 # Prefect polls every 10 s by default, which dominates trigger-to-running time. With warm
@@ -73,13 +80,16 @@ def main() -> None:
     if settings.agent_forkserver:
         # Launchers find the server through the runs' environment, which the worker
         # passes on from its own.
-        os.environ[SOCKET_ENV] = settings.agent_forkserver_socket
-        # The worker waits for it to listen before it polls. It exits once this process is
-        # gone and its runs are done.
-        forkserver = subprocess.Popen(forkserver_command(settings))
-        os.environ[FORKSERVER_PID_ENV] = str(forkserver.pid)
+        os.environ[FORKSERVER_SOCKET_ENV] = settings.agent_forkserver_socket
+        if settings.agent_forkserver_pid is None:
+            # The worker waits for it to listen before it polls. It exits once this process
+            # is gone and its runs are done.
+            forkserver = subprocess.Popen(forkserver_command(settings))
+            os.environ[FORKSERVER_PID_ENV] = str(forkserver.pid)
+        # Else a shared one (make dev's), whose pid is in our environment already: a standby
+        # or an extra agent then costs its worker, not another preloaded interpreter.
     else:
-        os.environ.pop(SOCKET_ENV, None)
+        os.environ.pop(FORKSERVER_SOCKET_ENV, None)
 
     stop = threading.Event()
     current: list[subprocess.Popen] = []

@@ -11,8 +11,8 @@ detection see what they would see with `python -m prefect.engine`.
 If the fork server is not there or declines, it execs the engine itself (`python -m
 agent.engine`, which runs Prefect's): a run never depends on the fork server.
 
-Standard library only, and nothing heavy: this starts in tens of milliseconds. The wire
-protocol it speaks with the fork server is agent.protocol.
+The standard library and common.agents only, nothing heavy: this starts in tens of
+milliseconds. The wire protocol it speaks with the fork server is agent.protocol.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any
 from agent.protocol import (
     HEADER_BYTES,
     RELAYED_SIGNALS,
-    SOCKET_ENV,
     STDIO_FDS,
     FrameDecoder,
     encode_frame,
     start_request,
 )
+from common.agents import FORKSERVER_SOCKET_ENV
 
 # The fork server answers within milliseconds; a longer silence means it is stuck.
 REPLY_TIMEOUT_SECONDS = 10.0
@@ -85,7 +85,7 @@ def _receive(
 
 def _connect(path: str | None) -> socket.socket:
     if not path:
-        raise ForkServerUnavailable(f"{SOCKET_ENV} is not set")
+        raise ForkServerUnavailable(f"{FORKSERVER_SOCKET_ENV} is not set")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(REPLY_TIMEOUT_SECONDS)
     try:
@@ -190,7 +190,7 @@ def finish(code: int) -> None:
 
 def main() -> None:
     try:
-        code = run_on_forkserver(os.environ.get(SOCKET_ENV))
+        code = run_on_forkserver(os.environ.get(FORKSERVER_SOCKET_ENV))
     except ForkServerUnavailable as exc:
         _note(f"fork server unavailable ({exc}); starting a cold engine")
         exec_cold_engine()

@@ -23,9 +23,6 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-SOCKET_ENV = "AGENT_FORKSERVER_SOCKET"
-# The fork server's pid, which `python -m agent` hands its worker (agent.worker waits on it).
-FORKSERVER_PID_ENV = "AGENT_FORKSERVER_PID"
 PROTOCOL_VERSION = 1
 STDIO_FDS = (0, 1, 2)
 # Signals a cold engine would receive from the worker (SIGTERM: cancel, shutdown) or from

@@ -49,6 +49,13 @@ class AgentSettings(BaseSettings):
         default_factory=default_forkserver_socket,
         description="Unix socket of the fork server; must be unique per agent.",
     )
+    agent_forkserver_pid: int | None = Field(
+        None,
+        ge=1,
+        description="Set when another process started the fork server on "
+        "AGENT_FORKSERVER_SOCKET (its pid; `make dev` starts one that all its agents share): "
+        "the agent uses that one and starts none of its own.",
+    )
     agent_standby: bool = Field(
         False,
         description="Start as a standby: warm (imports done, fork server up) but not polling "

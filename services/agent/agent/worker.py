@@ -29,9 +29,16 @@ import time
 
 from agent import push, tls
 from agent.launch import process_alive
-from agent.protocol import FORKSERVER_PID_ENV, SOCKET_ENV, listening
+from agent.protocol import listening
 from agent.settings import AgentSettings
-from common.agents import ACTIVE, STANDBY, STATE_FILE_ENV, write_state
+from common.agents import (
+    ACTIVE,
+    FORKSERVER_PID_ENV,
+    FORKSERVER_SOCKET_ENV,
+    STANDBY,
+    STATE_FILE_ENV,
+    write_state,
+)
 
 logger = logging.getLogger("agent")
 
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     for module in WORKER_MODULES:
         importlib.import_module(module)
     pid = os.environ.get(FORKSERVER_PID_ENV)
-    how = wait_for_forkserver(os.environ.get(SOCKET_ENV), int(pid) if pid else None)
+    how = wait_for_forkserver(os.environ.get(FORKSERVER_SOCKET_ENV), int(pid) if pid else None)
     state_file = os.environ.get(STATE_FILE_ENV)
     if args.standby:
         write_state(state_file, STANDBY)

@@ -2,7 +2,8 @@
 and the state file in which it says whether it waits as a standby or polls.
 
 The agent (`services/agent`) writes and names; the autoscaler (`services/autoscaler`) reads,
-starts and promotes. Neither imports the other, so the terms live here.
+starts and promotes; local mode (`services/devstack`) starts the fork server its agents
+share. None imports another, so the terms live here.
 """
 
 from pathlib import Path
@@ -16,6 +17,11 @@ AGENT_MODULE: Final = "agent"
 STANDBY_ENV: Final = "AGENT_STANDBY"
 # Where an agent writes its state (one of STANDBY, ACTIVE); unset: nowhere.
 STATE_FILE_ENV: Final = "AGENT_STATE_FILE"
+# The fork server's Unix socket (runs' launchers find it there), and the pid of the one the
+# agent waits for: its own, or one another process started and gave it (make dev starts one
+# that all its agents share), in which case the agent starts none.
+FORKSERVER_SOCKET_ENV: Final = "AGENT_FORKSERVER_SOCKET"
+FORKSERVER_PID_ENV: Final = "AGENT_FORKSERVER_PID"
 STANDBY: Final = "standby"
 ACTIVE: Final = "active"
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,8 +20,10 @@ from typing import IO, Any, TypeVar
 
 import httpx
 from dotenv import dotenv_values
+from pydantic import TypeAdapter
 from sqlalchemy.engine import make_url
 
+from common.agents import FORKSERVER_PID_ENV, FORKSERVER_SOCKET_ENV
 from common.contract import DEFAULT_WORK_POOL
 from common.restarts import next_restart_delay
 from devstack.postgres import (
@@ -49,6 +52,9 @@ SERVICE_COMMANDS: dict[str, list[str]] = {
     "server": ["prefect", "server", "start"],
     "trainer": ["python", "-m", "trainer.register"],
     "agent": ["python", "-m", "agent"],
+    # The agents' shared fork server (the socket path follows): in Compose each agent
+    # container starts its own, as `python -m agent` does without AGENT_FORKSERVER_PID.
+    "forkserver": ["python", "-m", "agent.forkserver", "--socket"],
     # Runs in the agent image; in local mode it starts and stops agent processes itself.
     "autoscaler": ["python", "-m", "autoscaler"],
     "api": ["python", "-m", "api"],
@@ -206,6 +212,7 @@ class LocalStack:
             # the registration: start-up is the longest of them, not their sum
             # (bench/startup.py). Agents wait for the registration's work pool, as in Compose.
             trainer = self.start_once("trainer")
+            self.start_forkserver()
             self.start_service("api")
             if mlflow:
                 self.wait_for_mlflow()
@@ -255,6 +262,21 @@ class LocalStack:
             "MLFLOW_SERVER_HOST": "127.0.0.1",
             "MLFLOW_SERVER_PORT": str(self.mlflow_port),
         }
+
+    def start_forkserver(self) -> None:
+        """The one fork server this stack's agents share (agent.forkserver; `AGENT_FORKSERVER`
+        false: none). A standby or extra agent then costs its worker alone, not another
+        interpreter holding the runs' preloaded modules (bench/autoscale.py prints both).
+        Its socket and pid go into the environment that agents, and the autoscaler's, get;
+        it stops once we are gone and its runs have ended. In Compose each agent container
+        keeps one of its own."""
+        if not TypeAdapter(bool).validate_python(self.env.get("AGENT_FORKSERVER", "true")):
+            return
+        # Unique per stack (its Prefect port), and short: a socket path has ~100 bytes.
+        path = str(Path(tempfile.gettempdir()) / f"stack-forkserver-{self.port}.sock")
+        process = self.start_service("forkserver", [*SERVICE_COMMANDS["forkserver"], path])
+        self.env[FORKSERVER_SOCKET_ENV] = path
+        self.env[FORKSERVER_PID_ENV] = str(process.pid)
 
     def add_agent(self) -> str:
         """Start one more agent and wait until the server sees it online."""
