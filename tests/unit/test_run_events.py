@@ -168,6 +168,6 @@ def test_a_stream_that_falls_behind_reads_the_log_instead() -> None:
     events = RunEvents()
     watch = run_events.Watch(events, lines=True)
     for n in range(run_events.MAX_HELD_LINES + 5):
-        watch.hand(log_line(uuid.uuid4(), str(n)))
+        watch.hand(log_line(uuid.uuid4(), str(n)), 0.0)
     assert watch.overflowed
     assert len(watch.take_lines()) == 5

@@ -164,6 +164,33 @@ async def test_states_and_lines_come_as_they_happen_then_the_end(prefect: FakePr
 
 
 @pytest.mark.anyio
+async def test_a_line_that_outruns_its_state_event_is_given_after_that_state(
+    prefect: FakePrefect,
+) -> None:
+    """A busy server can deliver the flow's first line before the event of RUNNING, which
+    was set before it: the stream reads the states again as of the line, and gives RUNNING
+    first, though the states read a moment ago (cached) said SCHEDULED."""
+    run = prefect.add_run("load-data", expected=T0 - dt.timedelta(seconds=1))
+    events, got = live_events(), []
+    async with events.watch(run.id, lines=True) as watch:
+        stream = RunStream(run.id, Position(), prefect, watch, lambda: end_of(run.id))
+        task = asyncio.create_task(collect(stream, got))
+        await until(got, 1)
+        prefect.move(run.id, StateType.RUNNING, T0)  # its event not in yet
+        events._on_line(line(run.id, "first", T0 + dt.timedelta(seconds=1)))
+        await until(got, 3)
+        prefect.move(run.id, StateType.COMPLETED, dt.datetime.now(dt.UTC))
+        events.wake(run.id)
+        await asyncio.wait_for(task, 5)
+    assert said(got) == [
+        ("state", "SCHEDULED"),
+        ("state", "RUNNING"),
+        ("log", "first"),
+        ("state", "COMPLETED"),
+    ]
+
+
+@pytest.mark.anyio
 async def test_a_resumed_stream_gives_what_follows_and_nothing_twice(
     prefect: FakePrefect,
 ) -> None:

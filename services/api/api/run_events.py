@@ -72,12 +72,17 @@ class Watch:
         self.state_news = True  # an event came (or may have) since the run was last read
         self.news_at = self.since  # when (time.monotonic()): a read begun after is fresh
         self.overflowed = False  # lines were dropped: read the log instead
+        # When (time.monotonic()) the newest held line arrived: its run's states up to it are
+        # in Prefect by then, so a read of them begun after it shows every state before it.
+        self.lines_at = self.since
 
     def wake(self) -> None:
         self.state_news, self.news_at = True, time.monotonic()
         self._flag.set()
 
-    def hand(self, line: Log) -> None:
+    def hand(self, line: Log, at: float) -> None:
+        """Hold `line`, which arrived at `at` (time.monotonic(), the same for every watch)."""
+        self.lines_at = at
         if len(self._lines) >= MAX_HELD_LINES:
             self._lines.clear()
             self.overflowed = True
@@ -204,9 +209,10 @@ class RunEvents:
         self.lines += 1
         if line.flow_run_id is None:
             return
+        at = time.monotonic()  # one moment for all its watches: their reads of states coalesce
         for watch in self._watches.get(line.flow_run_id, ()):
             if watch.wants_lines:
-                watch.hand(line)
+                watch.hand(line, at)
 
     def _on_logs_close(self, why: str, delay: float) -> None:
         if self.logs_live:

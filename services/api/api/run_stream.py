@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -130,6 +131,7 @@ class RunStream:
         self.run_id, self.position, self.prefect, self.watch = run_id, position, prefect, watch
         self._end = end  # the run as GET /runs/{id} shows it, for the `end` event
         self.final_since: dt.datetime | None = None  # when the run became final
+        self.newest_state: dt.datetime | None = None  # the newest state's time, as last read
         # The lines given on this connection (the newest GIVEN_REMEMBERED): one that comes
         # both from a read and from the subscription is given once.
         self._given: dict[uuid.UUID, None] = {}
@@ -171,13 +173,29 @@ class RunStream:
         """What the client does not have yet, states and lines on one time line, and the
         seconds until the run's last lines are in (see `_settling`). Nothing is counted
         as given until `_give`: a turn that fails (Prefect away) loses nothing."""
-        news: list[State | Log] = list(await self._new_states())
+        states = await self._new_states()
         left = self._settling()
+        lines: list[Log] = []
+        lines_at: float | None = None  # a states read begun after this has every state before
         if catch_up or left == 0 or self.watch.overflowed:
             self.watch.overflowed = False
-            news += await self._read_log(None if left == 0 else PAGES_PER_TURN)
-        news += [line for line in self.watch.take_lines() if self._is_news(line, live=True)]
-        unique = {item.id: item for item in news}  # a line both read and held: once
+            lines_at = time.monotonic()
+            lines += await self._read_log(None if left == 0 else PAGES_PER_TURN)
+        held_at, held = self.watch.lines_at, self.watch.take_lines()
+        lines += [line for line in held if self._is_news(line, live=True)]
+        if held:
+            lines_at = held_at if lines_at is None else max(lines_at, held_at)
+        newest = max((line.timestamp for line in lines), default=None)
+        if newest is not None and lines_at is not None and self._behind(newest):
+            # States and lines come over two subscriptions, which a busy server delivers in
+            # either order: a line can arrive before the event of the state set before it
+            # (RUNNING before the flow's first line). Read the states again as of the lines,
+            # so that no line is given ahead of a state older than it. Shared by the streams
+            # of the run (one moment per line), and most often already read.
+            states = await self._new_states(fresh_after=lines_at)
+            left = self._settling()
+        items: list[State | Log] = [*states, *lines]
+        unique = {item.id: item for item in items}  # a line both read and held: once
         return sorted(unique.values(), key=_order), left
 
     def _settling(self) -> float | None:
@@ -203,11 +221,23 @@ class RunStream:
         self.position.place(item)
         return self._event("log", _line(item))
 
-    async def _new_states(self) -> list[State]:
+    def _behind(self, moment: dt.datetime) -> bool:
+        """Whether the states read may lack one from before `moment`: the run is not final
+        and its newest state read is older."""
+        return self.final_since is None and (
+            self.newest_state is None or self.newest_state < moment
+        )
+
+    async def _new_states(self, fresh_after: float | None = None) -> list[State]:
+        """The states the client does not have, read as of `fresh_after` (time.monotonic())
+        or fresher; and of any event that came since the last read."""
         fresh = self.watch.news_at if self.watch.state_news else None
+        if fresh_after is not None:
+            fresh = fresh_after if fresh is None else max(fresh, fresh_after)
         self.watch.state_news = False
         states = await self.prefect.states(self.run_id, fresh_after=fresh)
         last = states[-1] if states else None
+        self.newest_state = last.timestamp if last else None
         final = last is not None and last.type in FINAL
         self.final_since = last.timestamp if final and last else None
         return states[self.position.states :]
