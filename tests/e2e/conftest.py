@@ -64,6 +64,8 @@ class Compose:
         files: tuple[str, ...] = ("docker-compose.yaml",),
     ) -> None:
         self.env_file, self.project, self.files = env_file, project, files
+        # Where the session's fixture records the containers' `create` events (`events()`).
+        self.events_file: Path | None = None
         env = _read_env(env_file)
         self.api_key = env["API_KEY"]
         self.auth = {"Authorization": f"Bearer {self.api_key}"}
@@ -105,6 +107,8 @@ class Compose:
         """The project's containers' `create` events since the session began, in order, as
         `docker events --format '{{json .}}'` gives them (`Action`, `Actor.Attributes.name`,
         `timeNano`)."""
+        if self.events_file is None:
+            raise RuntimeError("this stack's events are not recorded (the compose fixture does)")
         lines = self.events_file.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 

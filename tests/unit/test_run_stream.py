@@ -62,6 +62,15 @@ async def until(got: list[Any], count: int, timeout: float = 5) -> None:
             await asyncio.sleep(0.01)
 
 
+async def complete(
+    prefect: FakePrefect, events: RunEvents, run_id: uuid.UUID, *streams: Any, timeout: float = 5
+) -> None:
+    """The run completes now and its event comes: wait for `streams` (tasks) to end."""
+    prefect.move(run_id, StateType.COMPLETED, dt.datetime.now(dt.UTC))
+    events.wake(run_id)
+    await asyncio.wait_for(asyncio.gather(*streams), timeout)
+
+
 def said(events: list[Any]) -> list[tuple[str, str]]:
     """(kind, state type or message) of each state and log event."""
     out = []
@@ -148,9 +157,7 @@ async def test_states_and_lines_come_as_they_happen_then_the_end(prefect: FakePr
         assert reads["logs"] == 1  # the lines came with the subscription: no read
         # The final state, and a line that reaches Prefect but not the subscription.
         prefect.add_log(run, "late", T0 + dt.timedelta(seconds=3))
-        prefect.move(run.id, StateType.COMPLETED, dt.datetime.now(dt.UTC))
-        events.wake(run.id)
-        await asyncio.wait_for(task, 5)
+        await complete(prefect, events, run.id, task)
     assert said(got) == [
         ("state", "SCHEDULED"),
         ("state", "RUNNING"),
@@ -179,9 +186,7 @@ async def test_a_line_that_outruns_its_state_event_is_given_after_that_state(
         prefect.move(run.id, StateType.RUNNING, T0)  # its event not in yet
         events._on_line(line(run.id, "first", T0 + dt.timedelta(seconds=1)))
         await until(got, 3)
-        prefect.move(run.id, StateType.COMPLETED, dt.datetime.now(dt.UTC))
-        events.wake(run.id)
-        await asyncio.wait_for(task, 5)
+        await complete(prefect, events, run.id, task)
     assert said(got) == [
         ("state", "SCHEDULED"),
         ("state", "RUNNING"),
@@ -240,9 +245,7 @@ async def test_streams_of_one_run_share_one_read_of_its_states_per_event(
     for into in got:
         await until(into, 2)
     assert prefect.states_read.fetches - before == 1
-    prefect.move(run.id, StateType.COMPLETED, dt.datetime.now(dt.UTC))
-    events.wake(run.id)
-    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    await complete(prefect, events, run.id, *tasks, timeout=10)
     assert all(said(into)[-1] == ("state", "COMPLETED") for into in got)
     assert events.watched == 0
 
@@ -294,9 +297,7 @@ async def test_prefect_away_mid_stream_is_said_and_nothing_is_lost(
         prefect.down = False
         await until(got, 5)
         assert got[2].event == "notice" and got[2].data["mode"] == "live"
-        prefect.move(run.id, StateType.COMPLETED, dt.datetime.now(dt.UTC))
-        events.wake(run.id)
-        await asyncio.wait_for(task, 5)
+        await complete(prefect, events, run.id, task)
     assert said(got) == [
         ("state", "SCHEDULED"),
         ("state", "RUNNING"),

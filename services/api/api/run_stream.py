@@ -179,6 +179,9 @@ class RunStream:
         lines_at: float | None = None  # a states read begun after this has every state before
         if catch_up or left == 0 or self.watch.overflowed:
             self.watch.overflowed = False
+            # The read's start, one per stream (held lines have one moment for all streams):
+            # a line written during the read, after a state also set during it, can still
+            # come first; that window is the read's few milliseconds.
             lines_at = time.monotonic()
             lines += await self._read_log(None if left == 0 else PAGES_PER_TURN)
         held_at, held = self.watch.lines_at, self.watch.take_lines()
