@@ -108,6 +108,42 @@ def test_concurrent_runs_each_get_their_own_warm_engine(
     assert all(_manifest(data_dir, m)["rows"] == 20_000 for m in months)
 
 
+def test_each_warm_run_has_its_own_prefect_settings_built_once_per_environment(
+    warm: LocalStack, prefect: PrefectApi, tmp_path: Path
+) -> None:
+    # A setting the engine reads as the run goes: whether, and where, it stores its result.
+    def probe(storage: Path | None) -> str:
+        env = None
+        if storage is not None:
+            env = {
+                "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+                "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(storage),
+            }
+        run_id = _start(prefect, "probe", {"seconds": 0}, env)
+        assert prefect.wait(run_id)["state"]["type"] == "COMPLETED"
+        _wait_for_agent_log(warm, rf"flow run {run_id}: engine pid \d+ exited 0 ")
+        return run_id
+
+    def stored(storage: Path) -> int:
+        return len(list(storage.iterdir())) if storage.exists() else 0
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    built = ", its Prefect settings built for an earlier run"
+    run_ids = [probe(first)]
+    assert stored(first) >= 1
+    run_ids.append(probe(first))  # the same inputs: the settings the server built
+    assert stored(first) >= 2
+    run_ids.append(probe(second))  # other inputs: its own, not the first's
+    assert stored(second) >= 1 and stored(first) == 2
+    run_ids.append(probe(None))  # the deployment's: nothing stored anywhere
+    assert (stored(first), stored(second)) == (2, 1)
+    lines = [
+        _wait_for_agent_log(warm, rf"flow run {run_id}: forked engine pid \d+.*")[0]
+        for run_id in run_ids
+    ]
+    assert built not in lines[0] and built in lines[1] and built not in lines[2], lines
+
+
 def test_training_with_subflows_tasks_and_artifacts_runs_warm(
     warm: LocalStack, prefect: PrefectApi
 ) -> None:

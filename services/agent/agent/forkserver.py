@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import engine, tls
+from agent.prefect_settings import SettingsCache, use_settings
 from agent.protocol import (
     RELAYED_SIGNALS,
     STDIO_FDS,
@@ -126,6 +127,7 @@ class Job:
     cwd: str
     fds: dict[int, int]  # stdio descriptor (0, 1, 2) -> the launcher's, received
     ignored: list[int]  # signals the launcher inherited as ignored
+    settings: Any = None  # Prefect's settings context for env and cwd, when built already
 
 
 @dataclass
@@ -149,6 +151,7 @@ class ForkServer:
         # The environment the imports see: a run must not need a different one at import.
         self.env = dict(os.environ)
         self.runs: dict[int, _Run] = {}
+        self.settings = SettingsCache()
         self.stopping = False
         self._selector = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
@@ -285,6 +288,7 @@ class ForkServer:
                 cwd=request["cwd"],
                 fds=dict(zip(request["fds"], fds, strict=True)),
                 ignored=request["ignored"],
+                settings=self.settings.get(request["env"], request["cwd"]),
             )
             # Nothing buffered may be written twice, by us and by the child.
             sys.stdout.flush()
@@ -313,8 +317,19 @@ class ForkServer:
         conn.setblocking(False)
         self._selector.register(conn, selectors.EVENT_READ, run)
         run.watched = True
-        log(f"flow run {run_id}: forked engine pid {pid}")
+        built = "" if job.settings is None else ", its Prefect settings built for an earlier run"
+        log(f"flow run {run_id}: forked engine pid {pid}{built}")
+        if job.settings is None:
+            self._build_settings(job)
         return None
+
+    def _build_settings(self, job: Job) -> None:
+        """Build Prefect's settings for this run's inputs, for the runs after it (this one's
+        engine builds its own)."""
+        try:
+            self.settings.build(job.env, job.cwd)
+        except Exception as exc:  # the runs then build their own, as this one does
+            log(f"cannot build Prefect's settings for later runs: {exc!r}")
 
     def _on_launcher(self, run: _Run) -> None:
         """A relayed signal, or the launcher's end (then the engine must not outlive it)."""
@@ -453,10 +468,9 @@ def become_engine(job: Job) -> None:
     tempfile.tempdir = None
     os.chdir(job.cwd)
     sys.path[0] = job.cwd  # what `python -m` puts first
-    # Prefect read its settings at import, from the server's environment: read them again.
-    from prefect.context import refresh_global_settings_context
-
-    refresh_global_settings_context()
+    # Prefect read its settings at import, from the server's environment: the run's are
+    # those built here for an earlier run with the same inputs, or built now.
+    use_settings(job.settings)
     if "numpy" in sys.modules:
         # A fresh process seeds numpy's global generator from the OS; do not share ours.
         sys.modules["numpy"].random.seed()
