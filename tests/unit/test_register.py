@@ -1,6 +1,6 @@
 """What trainer.register creates: deployments (schedules, versions, heartbeats), an automation."""
 
-from common.contract import HEARTBEAT_SECONDS
+from common.contract import FLOW_ENTRYPOINT_ENV, HEARTBEAT_SECONDS, RUN_ENVIRONMENT
 from trainer.register import (
     _automation_spec,
     deployments,
@@ -46,6 +46,19 @@ def test_runs_get_heartbeats_and_retries_that_outlast_an_outage() -> None:
         retries = int(env["PREFECT_CLIENT_MAX_RETRIES"])
         assert sum(2**n for n in range(1, retries + 1)) > 200  # seconds of back-off in all
         assert env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] == "500"
+
+
+def test_each_deployment_s_runs_are_told_its_entrypoint_and_it_loads_its_flow() -> None:
+    from prefect.flows import load_flow_from_entrypoint
+
+    made = deployments(TrainerSettings())
+    for deployment in made:
+        env = deployment.job_variables["env"]
+        assert env == {**RUN_ENVIRONMENT, FLOW_ENTRYPOINT_ENV: deployment.entrypoint}
+        # What the engine does with it (prefect.flow_engine.load_flow): the deployment's flow.
+        flow = load_flow_from_entrypoint(env[FLOW_ENTRYPOINT_ENV], use_placeholder_flow=False)
+        assert flow.name == deployment.flow_name
+    assert len({d.job_variables["env"][FLOW_ENTRYPOINT_ENV] for d in made}) == len(made)
 
 
 def test_the_zombie_automation_is_never_forced() -> None:

@@ -29,6 +29,13 @@ FLOWS = (LOAD_DATA, TRAIN_MODEL, SEND_REQUESTS, PROBE)
 # which forks a warm engine from the agent's fork server (`python -m prefect.engine` when
 # there is none). The agent image must hold this module.
 JOB_COMMAND = "python -m agent.launch"
+
+# Prefect's variable (its runner sets it for served flows) that names the flow a run's engine
+# imports. A deployment's runs carry their entrypoint in it (trainer.register), so the engine
+# imports the flow at once instead of first reading the deployment from the server to learn
+# it (about 60 ms between PENDING and RUNNING: an event loop, a client and a request). The
+# deployments have no storage or pull steps, for which that read would be needed.
+FLOW_ENTRYPOINT_ENV = "PREFECT__FLOW_ENTRYPOINT"
 # What the agent's fork server imports before it forks any run: the trainer's flows (and the
 # modules they would load lazily), so that a run starts with them warm. The agent image
 # carries the trainer's package for this.

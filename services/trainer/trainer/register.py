@@ -21,7 +21,13 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 
-from common.contract import HEARTBEAT_SECONDS, JOB_COMMAND, PROMOTION_LOCK, RUN_ENVIRONMENT
+from common.contract import (
+    FLOW_ENTRYPOINT_ENV,
+    HEARTBEAT_SECONDS,
+    JOB_COMMAND,
+    PROMOTION_LOCK,
+    RUN_ENVIRONMENT,
+)
 from trainer.flows import load_data, probe, send_requests, train_model
 from trainer.settings import TrainerSettings, get_settings
 
@@ -146,7 +152,15 @@ def deployments(settings: TrainerSettings) -> list[RunnerDeployment]:
             "end to end (and to exercise the autoscaler).",
         ),
     ]
-    return [_synchronous(deployment) for deployment in made]
+    return [_with_entrypoint_in_env(_synchronous(deployment)) for deployment in made]
+
+
+def _with_entrypoint_in_env(deployment: RunnerDeployment) -> RunnerDeployment:
+    """The deployment, its runs told its entrypoint (FLOW_ENTRYPOINT_ENV)."""
+    variables = dict(deployment.job_variables)
+    variables["env"] = {**variables.get("env", {}), FLOW_ENTRYPOINT_ENV: deployment.entrypoint}
+    deployment.job_variables = variables
+    return deployment
 
 
 def _synchronous(
