@@ -21,7 +21,12 @@ class MlflowServerSettings(BaseSettings):
     )
     mlflow_server_host: str = Field("127.0.0.1", description="Interface the server listens on.")
     mlflow_server_port: int = Field(5000, description="Port of the MLflow API and UI.")
-    mlflow_server_workers: int = Field(2, ge=1, description="uvicorn worker processes.")
+    mlflow_server_workers: int = Field(
+        1,
+        ge=1,
+        description="uvicorn worker processes. More than one costs every answer on a kept-alive "
+        "connection 40 ms: uvicorn's workers share a socket on which TCP_NODELAY is not set.",
+    )
     mlflow_server_allowed_hosts: str | None = Field(
         None,
         description="Host headers the server answers (DNS-rebinding guard); unset: "
