@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from agent import prefect_settings, push, tls
+from agent import prefect_settings, push, recent_reads, tls
 from agent.launch import process_alive
 from agent.protocol import listening
 from agent.settings import AgentSettings
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = AgentSettings()  # the agent's, whose environment this process has
     tls.install()
     prefect_settings.remember_environment_variables()
+    recent_reads.install()
     if settings.agent_push:
         push.install(settings.work_pool_name)
     # Prefect's worker sets the root logger to WARNING as it starts: ours keep saying more.
