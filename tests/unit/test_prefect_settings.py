@@ -91,6 +91,11 @@ def test_a_run_whose_inputs_were_built_gets_them_and_others_get_none(
     profiles.parent.mkdir(parents=True, exist_ok=True)
     profiles.write_text('active = "local"\n[profiles.local]\nPREFECT_CLIENT_MAX_RETRIES = 1\n')
     assert cache.get(env, str(run_dir)) is None
+    # Built again for the runs after it, from the changed file, as Prefect would.
+    assert cache.build(env, str(run_dir))
+    rebuilt = cache.get(env, str(run_dir))
+    assert rebuilt is not None and rebuilt is not context
+    assert rebuilt.settings.model_dump() == fresh(env, run_dir, monkeypatch)
 
 
 def test_the_cache_keeps_the_latest_environments_only(tmp_path: Path) -> None:

@@ -82,13 +82,7 @@ class SettingsCache:
         """The settings context a fresh engine with `env` in `cwd` would build, or None when
         none is cached for those inputs or a file it was built from has changed since."""
         entry = self._entries.get(settings_inputs(env, cwd))
-        if entry is None:
-            return None
-        if tuple(file_stamp(p) for p in entry.paths) != entry.stamps or not os.path.isdir(
-            entry.home
-        ):
-            return None
-        return entry.context
+        return entry.context if entry is not None and _current(entry) else None
 
     def build(self, env: Mapping[str, str], cwd: str) -> bool:
         """Build and keep the settings context for `env` in `cwd`, as a fresh process with
@@ -97,7 +91,8 @@ class SettingsCache:
         the time of the build: call it only where nothing else runs (the fork server is
         single-threaded)."""
         key = settings_inputs(env, cwd)
-        if key in self._entries:
+        kept = self._entries.get(key)
+        if kept is not None and _current(kept):
             self._entries.move_to_end(key)
             return False
         from prefect.context import root_settings_context
@@ -124,12 +119,19 @@ class SettingsCache:
             os.environ.update(saved_env)
             os.chdir(saved_cwd)
         self._entries[key] = entry
+        self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return True
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _current(entry: _Entry) -> bool:
+    """Whether the files an entry was built from are as they were, and its home is there."""
+    stamps = tuple(file_stamp(path) for path in entry.paths)
+    return stamps == entry.stamps and os.path.isdir(entry.home)
 
 
 def use_settings(context: Any | None) -> bool:
