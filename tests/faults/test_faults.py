@@ -21,7 +21,14 @@ from faults.conftest import (
     kill_group,
 )
 from testkit import sse
-from testkit.faults import BURST_SUMMARY, ApiWatch, burst_of_triggers, wait_final, wait_running
+from testkit.faults import (
+    BURST_SUMMARY,
+    FINAL_AFTER_OUTAGE_SECONDS,
+    ApiWatch,
+    burst_of_triggers,
+    wait_final,
+    wait_running,
+)
 from testkit.prefect_api import PrefectApi
 from trainer.register import zombie_automation
 
@@ -185,6 +192,7 @@ def test_a_postgres_outage_mid_run_ends_with_the_true_final_state(
     states = prefect.states(run_id)
     assert final["state"]["type"] == "COMPLETED", states
     assert states.count("RUNNING") == 1, states
+    assert recovered - back < FINAL_AFTER_OUTAGE_SECONDS, recovered - back
     assert watch.statuses[500] == 0, watch.statuses
     assert 503 in watch.statuses, f"the API never reported the outage: {watch.statuses}"
     RECORDS.append(

@@ -1,5 +1,6 @@
 """`python -m agent.engine`: a flow run's engine. Prefect's own (`python -m prefect.engine`),
-with two repairs: one as it ends, one when it fails.
+with two repairs: one as it ends, one when it fails; and its Prefect calls ride out an
+outage of the server (agent.outages).
 
 As it ends: Prefect's sync engine, its flow run final, waits for its heartbeat thread, which
 sleeps in steps of a second, so the process held its agent's slot up to a second longer
@@ -73,9 +74,10 @@ def heartbeats_not_joined() -> None:
 
 def main() -> None:
     """Run the engine as `python -m prefect.engine` does; settle a cancellation if it fails."""
-    from agent import tls
+    from agent import outages, tls
 
     tls.install()  # a no-op in a fork server's engine, which has it already
+    outages.install()  # as tls
     heartbeats_not_joined()
     succeeded = False
     try:

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from agent import prefect_settings, push, recent_reads, tls
+from agent import outages, prefect_settings, push, recent_reads, tls
 from agent.launch import process_alive
 from agent.protocol import listening
 from agent.settings import AgentSettings
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     write_state(state_file, ACTIVE)
     settings = AgentSettings()  # the agent's, whose environment this process has
     tls.install()
+    outages.install()
     prefect_settings.remember_environment_variables()
     recent_reads.install()
     if settings.agent_push:
