@@ -46,7 +46,8 @@ dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 
 # The integration tests and the fault suite each start a stack of their own (free ports, their
 # own PostgreSQL) and mostly wait on it: side by side they take the time of the longer one.
-# With E2E=1 (what CI runs; Docker prepared by `make e2e-prepare`) the faults lane goes on
+# With E2E=1 (what CI runs) Docker is prepared (`make e2e-prepare`) after the unit tests,
+# which CI runs beside the build it started first; then the faults lane goes on
 # with make e2e's suites: the Compose stack then runs beside the integration lane's end, not
 # after it. To even the lanes, the integration lane also runs `make dev`'s own fault tests
 # (test_make_dev.py, stacks of their own) and the Postgres outages (3 min on a fault stack of
@@ -56,8 +57,9 @@ dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 # PostgreSQL (run as the embedded_postgres user) off its data directory mid-run.
 LANES_TMP := $(or $(TMPDIR),/tmp)/stack-test-lanes-$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
 E2E_TESTS = $(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py && $(BIN)/python -m pytest tests/e2e/test_ha.py
-test: venv $(if $(E2E),e2e-prepare) ## Run every test: unit first, then integration (real Postgres, server, worker) and faults side by side (E2E=1: and make e2e's, after the faults)
+test: venv ## Run every test: unit first, then integration (real Postgres, server, worker) and faults side by side (E2E=1: and make e2e's, after the faults)
 	$(BIN)/python -m pytest tests/unit
+	$(if $(E2E),bash tests/e2e/prepare.sh)
 	mkdir -p $(LANES_TMP)
 	$(BIN)/python -m testkit.lanes \
 		integration="$(BIN)/python -m pytest tests/integration tests/faults/test_make_dev.py --basetemp=$(LANES_TMP)/integration && $(BIN)/python -m pytest tests/faults/test_faults.py -k postgres_outage --basetemp=$(LANES_TMP)/outages" \
@@ -191,12 +193,8 @@ upgrade: venv ## A backup, then Prefect's and MLflow's migrations, then start th
 e2e: venv e2e-prepare ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
 	$(E2E_TESTS)
 
-# The images are built again by the e2e fixtures (a cache hit when nothing changed); the values
-# given here only satisfy the compose file's required variables, which no build reads.
 e2e-prepare: ## What make e2e needs before its tests: the Docker engine, Chromium, the built images
-	bash tests/e2e/docker_setup.sh
-	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	POSTGRES_PASSWORD=unused PREFECT_DB_PASSWORD=unused MLFLOW_DB_PASSWORD=unused APP_DB_PASSWORD=unused API_KEY=unused PREFECT_API_AUTH_STRING=unused DOCKER_GID=0 TLS_KEY_GID=0 docker compose -p stack-e2e build
+	bash tests/e2e/prepare.sh
 
 clean: ## Delete local state (var/: Postgres, Prefect, MLflow, data, models) and the venvs
 	rm -rf var $(VENV) $(MLFLOW_VENV)
