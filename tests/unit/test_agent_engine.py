@@ -33,15 +33,18 @@ class Client:
 
 @pytest.fixture(autouse=True)
 def prefect_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
-    """engine.main wraps Prefect's heartbeats and TLS contexts for the process: for a test
-    only."""
+    """engine.main wraps Prefect's heartbeats, TLS contexts and HTTP retries for the process:
+    for a test only."""
     import importlib
 
     from prefect import flow_engine
+    from prefect.client.base import PrefectHttpxAsyncClient, PrefectHttpxSyncClient
 
     from agent import tls
 
     monkeypatch.setattr(flow_engine, "_send_heartbeats", flow_engine._send_heartbeats)
+    for client in (PrefectHttpxAsyncClient, PrefectHttpxSyncClient):
+        monkeypatch.setattr(client, "_send_with_retry", client._send_with_retry)
     for name in tls.PREFECT_MODULES:
         module = importlib.import_module(name)
         monkeypatch.setattr(module, "ssl", module.ssl)

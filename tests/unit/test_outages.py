@@ -22,6 +22,14 @@ WINDOW, POLL = 0.3, 0.01
 URL = "http://prefect.test/api"
 
 
+def unpatched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's own methods for this test, even where an earlier test (one that ran an
+    engine or a worker's main) installed the ride-out with its defaults."""
+    for client in (PrefectHttpxAsyncClient, PrefectHttpxSyncClient):
+        method = client._send_with_retry
+        monkeypatch.setattr(client, "_send_with_retry", getattr(method, "__wrapped__", method))
+
+
 @pytest.fixture
 def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Installed with a short window, for this test only; Prefect's own sleeps between its
@@ -33,8 +41,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(base, "anyio", SimpleNamespace(sleep=no_sleep))
     monkeypatch.setattr(base, "time", SimpleNamespace(sleep=lambda seconds: None))
-    for client in (PrefectHttpxAsyncClient, PrefectHttpxSyncClient):
-        monkeypatch.setattr(client, "_send_with_retry", client._send_with_retry)
+    unpatched(monkeypatch)
     outages.install(seconds=WINDOW, poll=POLL)
     # As the agent's runs have them (common.contract.RUN_ENVIRONMENT), but no retries.
     with temporary_settings(
@@ -130,12 +137,14 @@ def test_a_server_cut_mid_call_is_asked_again(installed) -> None:
 
 
 def test_install_is_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    for client in (PrefectHttpxAsyncClient, PrefectHttpxSyncClient):
-        monkeypatch.setattr(client, "_send_with_retry", client._send_with_retry)
+    unpatched(monkeypatch)
     outages.install()
     installed = (PrefectHttpxAsyncClient._send_with_retry, PrefectHttpxSyncClient._send_with_retry)
     outages.install()
     assert installed == (
         PrefectHttpxAsyncClient._send_with_retry,
         PrefectHttpxSyncClient._send_with_retry,
+    )
+    assert PrefectHttpxSyncClient._send_with_retry.__wrapped__.__qualname__ == (
+        "PrefectHttpxSyncClient._send_with_retry"
     )

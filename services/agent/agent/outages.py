@@ -142,5 +142,7 @@ def install(seconds: float = RIDE_OUT_SECONDS, poll: float = RIDE_OUT_POLL_SECON
         )
 
     send_with_retry_async.rides_out = True  # type: ignore[attr-defined]
+    send_with_retry_async.__wrapped__ = original_async  # type: ignore[attr-defined]
+    send_with_retry_sync.__wrapped__ = original_sync  # type: ignore[attr-defined]
     PrefectHttpxAsyncClient._send_with_retry = send_with_retry_async  # type: ignore[method-assign]
     PrefectHttpxSyncClient._send_with_retry = send_with_retry_sync  # type: ignore[method-assign]
