@@ -23,7 +23,6 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from agent.protocol import (
     HEADER_BYTES,
@@ -34,6 +33,11 @@ from agent.protocol import (
     start_request,
 )
 from common.agents import FORKSERVER_SOCKET_ENV
+
+# typing.TYPE_CHECKING without importing typing (agent.protocol says why).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The fork server answers within milliseconds; a longer silence means it is stuck.
 REPLY_TIMEOUT_SECONDS = 10.0
@@ -102,7 +106,8 @@ def run_on_forkserver(path: str | None) -> int:
     Raises ForkServerUnavailable before any engine started.
     """
     sock = _connect(path)
-    decoder, queue = FrameDecoder(), list[dict[str, Any]]()
+    decoder = FrameDecoder()
+    queue: list[dict[str, Any]] = []
     fds = present_fds()
     ignored = [s for s in RELAYED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN]
     frame = encode_frame(start_request(os.environ, os.getcwd(), sys.prefix, fds, ignored))

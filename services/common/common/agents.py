@@ -6,8 +6,15 @@ starts and promotes; local mode (`services/devstack`) starts the fork server its
 share. None imports another, so the terms live here.
 """
 
-from pathlib import Path
-from typing import Final
+from __future__ import annotations
+
+import os
+
+# typing.TYPE_CHECKING without importing typing: every run's launcher (agent.launch) imports
+# this module, and typing (like pathlib) is milliseconds on its way to RUNNING.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # The module an agent process runs (`python -m agent`); local mode's autoscaler starts
 # agents with it, and Compose's agent image runs it as its command.
@@ -36,14 +43,18 @@ def write_state(path: str | None, state: str) -> None:
     """Replace the state file's content at once (a reader never sees half of it)."""
     if not path:
         return
-    partial = Path(f"{path}.partial")
-    partial.write_text(state)
-    partial.replace(path)
+    partial = f"{path}.partial"
+    with open(partial, "w") as file:
+        file.write(state)
+    os.replace(partial, path)
 
 
 def read_state(path: str | None) -> str | None:
     """The agent's state, or None if it has written none (yet)."""
+    if not path:
+        return None
     try:
-        return Path(path).read_text().strip() if path else None
+        with open(path) as file:
+            return file.read().strip()
     except FileNotFoundError:
         return None
