@@ -20,6 +20,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from api.run_events import LIVE_RECHECK_SECONDS
 from common.agents import agent_name_prefix
 from common.contract import DEFAULT_WORK_POOL
 from devstack.stack import wait_until
@@ -30,6 +31,7 @@ from testkit import sse
 from testkit.faults import (
     BURST_SUMMARY,
     FINAL_AFTER_OUTAGE_SECONDS,
+    PROBE_BODY_LOG,
     ApiWatch,
     burst_of_triggers,
     wait_final,
@@ -165,8 +167,11 @@ def test_a_wait_through_the_door_answers_when_the_run_ends(
     assert response.json()["state"]["type"] == "COMPLETED"
     ended = dt.datetime.fromisoformat(response.json()["ended"])
     lag = time.time() - ended.timestamp()
-    assert lag < 1, f"answered {lag:.2f} s after the run ended"
     figure(f"wait through the door: answered {lag:.3f} s after the run ended")
+    # Prefect's event ends it (0.15 to 0.3 s here on a quiet machine); the API's re-check,
+    # the net for an event lost on the way, within LIVE_RECHECK_SECONDS. Beside the other
+    # lane's load the event itself came 3.4 s late once: the bound is the net, not the event.
+    assert lag < LIVE_RECHECK_SECONDS + 1, f"answered {lag:.2f} s after the run ended"
     assert time.monotonic() - began >= 2  # it waited for the run, not a cached answer
 
 
@@ -498,6 +503,7 @@ def test_a_postgres_outage_mid_run_ends_completed(
     prefect = compose.prefect()
     run_id = prefect.create_run("probe", {"seconds": 25}).json()["id"]
     wait_running(prefect, run_id, timeout=120)
+    prefect.wait_for_log(run_id, PROBE_BODY_LOG)  # mid-run: in the flow's body
     with ApiWatch(api, [run_id]) as watch:
         compose.run("stop", "postgres")
         time.sleep(outage_seconds)

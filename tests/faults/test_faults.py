@@ -24,6 +24,7 @@ from testkit import sse
 from testkit.faults import (
     BURST_SUMMARY,
     FINAL_AFTER_OUTAGE_SECONDS,
+    PROBE_BODY_LOG,
     ApiWatch,
     burst_of_triggers,
     wait_final,
@@ -180,6 +181,7 @@ def test_a_postgres_outage_mid_run_ends_with_the_true_final_state(
     run_id = _probe(prefect, 25)
     worker = wait_running(prefect, run_id)["labels"][WORKER_LABEL]
     agent = agent_pid(fault_stack, worker)
+    prefect.wait_for_log(run_id, PROBE_BODY_LOG)  # mid-run: in the flow's body
     assert fault_stack.postgres is not None
     with ApiWatch(api, [run_id]) as watch:
         fault_stack.postgres.stop()

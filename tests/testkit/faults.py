@@ -46,10 +46,15 @@ def wait_final(prefect: PrefectApi, run_ids: list[str], timeout: float) -> list[
         raise TimeoutError(f"{error}: {dict(states)}") from None
 
 
-# How soon after the database is back a run that ended during its outage is final. The
-# engine asks every 2 s (agent.outages); without that it slept in Prefect's back-off, and a
-# run that ended 25 s into a 100 s outage was final 42 to 55 s after the database returned.
+# How soon after the database is back a run that was in its body during the outage is final
+# (it ends 25 s after it began: during a 100 s outage, or 5 s after a 20 s one). The engine
+# asks every 2 s (agent.outages); without that it slept in Prefect's back-off, and a run that
+# ended 25 s into a 100 s outage was final 42 to 55 s after the database returned.
 FINAL_AFTER_OUTAGE_SECONDS = 20
+# What the probe logs as its body begins: past RUNNING, the engine still reads the run before
+# it calls the flow, and an outage that begins before that read holds the body back by the
+# outage's length.
+PROBE_BODY_LOG = "probe: holding this agent"
 
 
 class ApiWatch:
