@@ -1,6 +1,13 @@
 """What trainer.register creates: deployments (schedules, versions, heartbeats), an automation."""
 
-from common.contract import FLOW_ENTRYPOINT_ENV, HEARTBEAT_SECONDS, RUN_ENVIRONMENT
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import trainer
+from common.contract import FLOW_ENTRYPOINT_ENV, HEARTBEAT_SECONDS, RUN_ENVIRONMENT, RUN_MODULES
 from trainer.register import (
     _automation_spec,
     deployments,
@@ -8,6 +15,8 @@ from trainer.register import (
     zombie_automation,
 )
 from trainer.settings import TrainerSettings
+
+TRAINER_DIR = Path(trainer.__file__).parent
 
 
 def _versions(settings: TrainerSettings) -> list[str]:
@@ -68,3 +77,69 @@ def test_the_zombie_automation_is_never_forced() -> None:
     assert automation.trigger.within.total_seconds() == 3 * HEARTBEAT_SECONDS
     assert _automation_spec(automation) == _automation_spec(zombie_automation())
     assert _automation_spec(zombie_automation(within_seconds=60)) != _automation_spec(automation)
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after `code`, as the images run it."""
+    probe = f"import sys\n{code}\nprint(' '.join(sys.modules))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    return set(done.stdout.split())
+
+
+def _trainer_imports(path: Path, *, top_level: bool) -> set[str]:
+    """The trainer modules that the module at `path` imports: at its top level (what
+    importing it runs), or inside its functions (what it imports only when called)."""
+    tree = ast.parse(path.read_text())
+    if top_level:
+        nodes = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    else:
+        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+        nodes = [n for f in functions for n in ast.walk(f)]
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module == "trainer":
+            found |= {f"trainer.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trainer."):
+            found.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("trainer.")}
+    return found
+
+
+def _module_file(name: str) -> Path:
+    return TRAINER_DIR.joinpath(*name.split(".")[1:]).with_suffix(".py")
+
+
+def _preloaded() -> tuple[str, ...]:
+    """trainer.preload's LAZY_IMPORTS, read from its source: importing it imports them."""
+    for node in ast.parse(_module_file("trainer.preload").read_text()).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "LAZY_IMPORTS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("trainer.preload has no LAZY_IMPORTS")
+
+
+def test_registering_imports_neither_scikit_learn_nor_mlflow() -> None:
+    # trainer.register runs at every start of the stack and needs only the flows'
+    # signatures: their 2 s of imports were a third of Compose's registration.
+    modules = _modules_after("import trainer.register")
+    assert "trainer.flows" in modules
+    assert not {"sklearn", "mlflow", "scipy"} & modules, sorted({"sklearn", "mlflow"} & modules)
+
+
+def test_the_run_modules_warm_what_the_flows_import_when_they_run() -> None:
+    # The agent's fork server imports RUN_MODULES before it forks a run (trainer.preload
+    # imports its LAZY_IMPORTS): whatever the flows import only in their bodies must come
+    # with them, or every run pays for it again. Read from the source: importing all of it
+    # takes seconds.
+    lazy = _trainer_imports(_module_file("trainer.flows"), top_level=False)
+    assert {"trainer.reports", "trainer.registry", "trainer.training"} <= lazy, lazy
+    warm = {*RUN_MODULES, *(m for m in _preloaded() if m.startswith("trainer."))}
+    todo = list(warm)
+    while todo:
+        for module in _trainer_imports(_module_file(todo.pop()), top_level=True) - warm:
+            warm.add(module)
+            todo.append(module)
+    assert lazy <= warm, sorted(lazy - warm)

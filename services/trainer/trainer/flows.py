@@ -23,36 +23,23 @@ from common.contract import (
     TRAIN_MODEL,
 )
 from common.months import training_months
-from trainer import reports
 from trainer.datasets import DatasetName, get_dataset
 from trainer.features import prepare, prepare_month
 from trainer.loading import SourceName, load_month
 from trainer.memory import check_fits, memory_limit
-from trainer.models import ModelBundle, save_model
 from trainer.months import Day, Month, parse_date, parse_month, utc_now
-from trainer.promotion_lock import promotion_lock
-from trainer.registry import (
-    PromotionLockError,
-    Registration,
-    RegistryTarget,
-    RegistryUnavailableError,
-    log_live_metrics,
-    register_and_promote,
-    validation_rmse,
-)
 from trainer.settings import TrainerSettings, get_settings
 from trainer.store import DataStore, Store
-from trainer.traffic import (
-    Retraining,
-    drift_retraining,
-    replay,
-    require_answers,
-    sample,
-    serving_client,
-)
-from trainer.training import Fitted, Metrics
-from trainer.training import fit as fit_model
-from trainer.training import validate as validate_model
+
+# scikit-learn and MLflow (2 s of imports) are imported where a run first uses them, not
+# here: `trainer.register` imports this module for the flows' signatures alone. The agent's
+# fork server imports them before any run forks (trainer.preload), so runs find them warm.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from trainer.models import ModelBundle
+    from trainer.registry import Registration, RegistryTarget
+    from trainer.traffic import Retraining
+    from trainer.training import Fitted, Metrics
 
 
 @flow(name=LOAD_DATA, log_prints=True)
@@ -96,12 +83,16 @@ def read_prepared(dataset: DatasetName, month: str):  # -> pd.DataFrame
 
 
 @task(cache_policy=NO_CACHE)
-def fit(train) -> Fitted:
+def fit(train) -> "Fitted":
+    from trainer.training import fit as fit_model
+
     return fit_model(train)
 
 
 @task(cache_policy=NO_CACHE)
-def validate(fitted: Fitted, val) -> Metrics:
+def validate(fitted: "Fitted", val) -> "Metrics":
+    from trainer.training import validate as validate_model
+
     return validate_model(fitted, val)
 
 
@@ -131,6 +122,10 @@ def train_model(
     and validate on the month before. With `auto_load`, missing months are loaded first
     from `source`. With `promote` false the model is registered as `challenger` and
     `champion` stays where it is (what a backfill asks by default)."""
+    from trainer import reports
+    from trainer.models import ModelBundle, save_model
+    from trainer.registry import PromotionLockError, RegistryUnavailableError
+
     logger = get_run_logger()
     settings = get_settings()
     run_date = parse_date(date, default=flow_run.scheduled_start_time.date())
@@ -168,9 +163,11 @@ def train_model(
     return reports.training_result(bundle, location, registration)
 
 
-def _registry_target(settings: TrainerSettings) -> RegistryTarget:
+def _registry_target(settings: TrainerSettings) -> "RegistryTarget":
     """The registry of this run's settings, with links a browser can open (MLflow's UI and
     this run in Prefect's)."""
+    from trainer.registry import RegistryTarget
+
     return RegistryTarget(
         tracking_uri=str(settings.mlflow_tracking_uri),
         ui_url=settings.mlflow_ui_url or str(settings.mlflow_tracking_uri),
@@ -180,10 +177,14 @@ def _registry_target(settings: TrainerSettings) -> RegistryTarget:
 
 @task(cache_policy=NO_CACHE)
 def register_model(
-    settings: TrainerSettings, bundle: ModelBundle, val, promote: bool = True
-) -> Registration | None:
+    settings: TrainerSettings, bundle: "ModelBundle", val, promote: bool = True
+) -> "Registration | None":
     """Log the run to MLflow, register the model and, if `promote`, make it `champion` if it
     is the best."""
+    from trainer import reports
+    from trainer.promotion_lock import promotion_lock
+    from trainer.registry import register_and_promote
+
     logger = get_run_logger()
     if not settings.mlflow_tracking_uri:
         logger.warning("MLFLOW_TRACKING_URI is unset: the model is not registered")
@@ -216,7 +217,7 @@ def register_model(
     return registration
 
 
-def start_retraining(settings: TrainerSettings, retraining: Retraining) -> str:
+def start_retraining(settings: TrainerSettings, retraining: "Retraining") -> str:
     """Start the train-model run that drift calls for, without waiting; its id."""
     run = run_deployment(
         f"{TRAIN_MODEL}/{settings.deployment_name}",
@@ -241,6 +242,10 @@ def send_requests(
     """Replay `limit` trips of `month` (YYYY-MM, default last month) against the served
     champion, `rate` requests per second of `batch` trips (the seed: 2 per second, one trip
     each). Reports the live RMSE and latency; retrains when the model has drifted."""
+    from trainer import reports
+    from trainer.registry import log_live_metrics, validation_rmse
+    from trainer.traffic import drift_retraining, replay, require_answers, sample, serving_client
+
     logger = get_run_logger()
     settings = get_settings()
     month = parse_month(month)

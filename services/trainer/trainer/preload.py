@@ -3,12 +3,15 @@ fork server imports this module once, before it forks any run (agent.forkserver.
 
 MLflow's `log_model` imports skops (which imports all of scikit-learn), pyfunc and git
 lazily, and maps every installed module to its package to check the model's requirements
-(1.2 s); done here, each forked run starts with them warm.
+(1.2 s); done here, each forked run starts with them warm. So do the flows' own modules
+that `trainer.flows` imports only where a run uses them (scikit-learn and MLflow: 2 s).
 """
 
 import importlib
 
 LAZY_IMPORTS = (
+    "trainer.reports",  # models, registry, traffic and training with it
+    "trainer.promotion_lock",
     "skops.io",
     "mlflow.pyfunc",
     "mlflow.pyfunc.scoring_server",
