@@ -136,10 +136,15 @@ def test_the_numbers_of_a_report_are_its_measures() -> None:
     assert "latency_p50_ms" not in dataclasses.replace(REPORT, latency_p50_ms=None).numbers()
 
 
-def test_the_serving_client_carries_the_key_when_there_is_one() -> None:
+def test_the_serving_client_carries_the_key_when_there_is_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Neither the environment's key nor a developer's .env (`make env` writes API_KEY).
+    monkeypatch.delenv("API_KEY", raising=False)
     keyed = TrainerSettings(serving_url="http://serving:8001", api_key="k" * 40)
     with serving_client(keyed) as client:
         assert client.headers["Authorization"] == f"Bearer {'k' * 40}"
         assert str(client.base_url) == "http://serving:8001"
-    with serving_client(TrainerSettings(serving_url="http://serving:8001")) as client:
+    keyless = TrainerSettings(serving_url="http://serving:8001", _env_file=None)
+    with serving_client(keyless) as client:
         assert "Authorization" not in client.headers
