@@ -10,7 +10,9 @@ and N later starts, alternating, each in a new process.
 With `--compose`, it times `docker compose up -d --wait` instead: the images built first
 (untimed), then each run on fresh volumes under a project of its own (`startup-bench`,
 removed with its volumes after each run), with `--env-file` (default `.env`, which `make
-env` writes). It prints when each service started and became healthy, from Docker's events.
+env` writes). It prints when each service started and became healthy, from Docker's events,
+and how busy the machine's CPUs were meanwhile (/proc/stat): a start that keeps them all busy
+gets shorter only with less work, not with another order.
 
     make bench-startup  # from the repository root, with the defaults; or, with options:
     PYTHONPATH=services/common:services/trainer:services/agent:services/autoscaler:\
@@ -79,9 +81,20 @@ def start_to_banner(state_dir: Path, timeout: float) -> float:
         reader.join(5)
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """The machine's CPU time so far, busy and in all (seconds, every CPU summed), from the
+    first line of /proc/stat (Linux); idle and iowait are not busy."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    per_second = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / per_second, sum(ticks) / per_second
+
+
 def compose_up(env_file: Path, project: str, timeout: float) -> tuple[float, list[str]]:
     """Seconds of `docker compose up -d --wait` on fresh volumes, and when each container
-    started and became healthy (Docker's events); the project is then removed."""
+    started and became healthy (Docker's events), then the CPU busy meanwhile; the project
+    is then removed."""
 
     def compose(*args: str, check: bool = True) -> None:
         command = ["docker", "compose", "-p", project, "--env-file", str(env_file), *args]
@@ -97,9 +110,12 @@ def compose_up(env_file: Path, project: str, timeout: float) -> tuple[float, lis
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(events.stdout or ()), daemon=True).start()
     started = time.time()
+    busy_before, all_before = cpu_seconds()
     try:
         compose("up", "-d", "--wait", "--wait-timeout", str(int(timeout)))
         took = time.time() - started
+        busy_after, all_after = cpu_seconds()
+        busy, available = busy_after - busy_before, all_after - all_before
         time.sleep(0.5)
     finally:
         events.terminate()
@@ -111,6 +127,10 @@ def compose_up(env_file: Path, project: str, timeout: float) -> tuple[float, lis
         if status == "start" or status.startswith(("health_status", "die")):
             service = event["Actor"]["Attributes"].get("com.docker.compose.service", "?")
             steps.append(f"{event['timeNano'] / 1e9 - started:6.1f} s  {service:<11} {status}")
+    steps.append(
+        f"CPU busy {busy:.1f} of {available:.1f} CPU-s ({busy / available:.0%}, "
+        f"{os.cpu_count()} CPUs): at full use, {busy / (os.cpu_count() or 1):.1f} s of work"
+    )
     return took, steps
 
 
