@@ -20,7 +20,7 @@ def _nothing_listens(monkeypatch: pytest.MonkeyPatch, closed: socket.socket) -> 
 
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
-    monkeypatch.setattr(health, "WORKER_HEALTH_URL", f"http://127.0.0.1:{port}/health")
+    monkeypatch.setattr(health, "WORKER_HEALTH", ("127.0.0.1", port, "/health"))
     return port
 
 
@@ -44,8 +44,10 @@ def test_health_is_a_warm_standby_or_a_worker_that_answers(
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
     def do_GET(self) -> None:
-        self.send_response(200)
+        self.send_response(self.status if self.path == "/health" else 404)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
@@ -101,3 +103,23 @@ def test_uptime_is_the_process_s_age() -> None:
         child.wait()
     assert uptime(os.getpid()) > 0
     assert uptime(2**22 + 1) == float("inf")  # above Linux's largest pid: no such process
+
+
+def test_a_worker_that_answers_other_than_200_is_not_healthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent import health
+
+    monkeypatch.setenv("AGENT_STATE_FILE", str(tmp_path / "agent.state"))
+    monkeypatch.setattr(health, "uptime", lambda: health.STARTING_SECONDS + 1)
+    unhealthy = type("Unhealthy", (_Health,), {"status": 503})
+    for handler, verdict in ((_Health, 0), (unhealthy, 1)):
+        with http.server.HTTPServer(("127.0.0.1", 0), handler) as server:
+            port = server.server_address[1]
+            monkeypatch.setattr(health, "WORKER_HEALTH", ("127.0.0.1", port, "/health"))
+            serving = threading.Thread(target=server.serve_forever, daemon=True)
+            serving.start()
+            try:
+                assert health.main() == verdict, handler
+            finally:
+                server.shutdown()
