@@ -11,7 +11,9 @@
 - `reference`: the seed's reference pipeline, the oracle of tests and benchmarks.
 - `apps`: the API and serving apps in-process over fakes (`FakePrefect`, `FakeDatabase`,
   `FakeRegistry`) put in through `app.dependency_overrides`: `api_app`, `serving_app`.
-- `compose_config`: `resolve`, the Compose files as `docker-compose config` resolves them.
+- `compose_config`: `resolve`, the Compose files as `docker-compose config` resolves them,
+  and `env_file`, a `.env` with what they require.
+- `imports`: `modules_after`, what a fresh interpreter has imported after some code.
 - `bench`: `start_stack` (a whole local stack on free ports) and the percentiles `p50`,
   `p95` and `percentile`.
 

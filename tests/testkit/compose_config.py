@@ -14,6 +14,17 @@ DOCKER_COMPOSE = Path(compose.__file__).parent / "docker-compose"
 FILES = [("docker-compose.yaml",), ("docker-compose.yaml", "docker-compose.ha.yaml")]
 
 
+def env_file(directory: Path, **settings: str) -> Path:
+    """A `.env` in `directory` with what the Compose files require (the secrets, the Docker
+    socket's and the TLS key's groups), plus `settings`; its path."""
+    path = directory / ".env"
+    base = {"POSTGRES_PASSWORD": "secret", "API_KEY": "key", "DOCKER_GID": "1", "TLS_KEY_GID": "7"}
+    base |= {"PREFECT_API_AUTH_STRING": "prefect:secret"}
+    base |= {f"{role}_DB_PASSWORD": role.lower() for role in ("PREFECT", "MLFLOW", "APP")}
+    path.write_text("".join(f"{k}={v}\n" for k, v in {**base, **settings}.items()))
+    return path
+
+
 @cache
 def resolve(files: tuple[str, ...], env_file: Path) -> dict:
     """`config --format json` of `files` (names under the repository) with `env_file` as

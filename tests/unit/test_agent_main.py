@@ -1,11 +1,10 @@
 """The agent's entry point (agent.__main__): the worker command it runs, active or standby."""
 
-import os
-import subprocess
 import sys
 
 from agent.__main__ import worker_command
 from agent.settings import AgentSettings
+from testkit.imports import modules_after
 
 
 def test_worker_command() -> None:
@@ -25,10 +24,6 @@ def test_the_agent_process_itself_does_not_import_prefect() -> None:
     # `python -m agent` only starts and watches its fork server and worker: Prefect in it
     # cost every agent, standby ones too, 33 MiB of unique memory and 0.8 s before its fork
     # server even started. A fresh interpreter, as the image runs it.
-    probe = "import sys, agent.__main__; print(sorted({m.split('.')[0] for m in sys.modules}))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    modules = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
-    ).stdout
-    assert "'agent'" in modules
-    assert "'prefect'" not in modules and "'httpx'" not in modules, modules
+    packages = {module.split(".")[0] for module in modules_after("import agent.__main__")}
+    assert "agent" in packages
+    assert "prefect" not in packages and "httpx" not in packages, sorted(packages)

@@ -12,20 +12,11 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import REPO
-from testkit.compose_config import FILES, resolve
+from testkit.compose_config import FILES, env_file, resolve
 
 GATEWAY = REPO / "services" / "gateway"
 DOOR = (GATEWAY / "door" / "door.conf").read_text()
 MAIN = (GATEWAY / "nginx.conf").read_text()
-
-
-def env_file(tmp_path: Path, **settings: str) -> Path:
-    path = tmp_path / ".env"
-    base = {"POSTGRES_PASSWORD": "secret", "API_KEY": "key", "DOCKER_GID": "1", "TLS_KEY_GID": "7"}
-    base |= {"PREFECT_API_AUTH_STRING": "prefect:secret"}
-    base |= {f"{role}_DB_PASSWORD": role.lower() for role in ("PREFECT", "MLFLOW", "APP")}
-    path.write_text("".join(f"{k}={v}\n" for k, v in {**base, **settings}.items()))
-    return path
 
 
 @pytest.mark.parametrize("files", FILES, ids=lambda f: "+".join(f))

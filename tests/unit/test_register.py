@@ -1,13 +1,11 @@
 """What trainer.register creates: deployments (schedules, versions, heartbeats), an automation."""
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import trainer
 from common.contract import FLOW_ENTRYPOINT_ENV, HEARTBEAT_SECONDS, RUN_ENVIRONMENT, RUN_MODULES
+from testkit.imports import modules_after
 from trainer.register import (
     _automation_spec,
     deployments,
@@ -79,16 +77,6 @@ def test_the_zombie_automation_is_never_forced() -> None:
     assert _automation_spec(zombie_automation(within_seconds=60)) != _automation_spec(automation)
 
 
-def _modules_after(code: str) -> set[str]:
-    """The modules a fresh interpreter holds after `code`, as the images run it."""
-    probe = f"import sys\n{code}\nprint(' '.join(sys.modules))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
-    )
-    return set(done.stdout.split())
-
-
 def _trainer_imports(path: Path, *, top_level: bool) -> set[str]:
     """The trainer modules that the module at `path` imports: at its top level (what
     importing it runs), or inside its functions (what it imports only when called)."""
@@ -124,9 +112,10 @@ def _preloaded() -> tuple[str, ...]:
 def test_registering_imports_neither_scikit_learn_nor_mlflow() -> None:
     # trainer.register runs at every start of the stack and needs only the flows'
     # signatures: their 2 s of imports were a third of Compose's registration.
-    modules = _modules_after("import trainer.register")
+    modules = modules_after("import trainer.register")
     assert "trainer.flows" in modules
-    assert not {"sklearn", "mlflow", "scipy"} & modules, sorted({"sklearn", "mlflow"} & modules)
+    heavy = {"sklearn", "mlflow", "scipy"}
+    assert not heavy & modules, sorted(heavy & modules)
 
 
 def test_the_run_modules_warm_what_the_flows_import_when_they_run() -> None:
