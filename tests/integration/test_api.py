@@ -13,8 +13,12 @@ import psutil
 import psycopg2
 import pytest
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import DeploymentUpdate
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from api import prefect_gateway
 from api.prefect_gateway import PrefectGateway
+from api.run_events import RunEvents
 from common.web.problems import Problem
 from devstack.stack import LocalStack, free_port
 from integration.conftest import API_KEY
@@ -178,6 +182,67 @@ def test_flows_are_the_deployments_on_the_pool(api: httpx.Client) -> None:
         422,
         "validation-error",
     )
+
+
+def test_a_changed_deployment_is_seen_at_once_and_the_flows_are_kept_until_one_changes(
+    stack: LocalStack, api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running API sees a deployment's change within about a second (its event), not at
+    the end of a cache's time; a gateway following the events keeps its list of the flows
+    past FLOWS_CACHE_SECONDS until one does."""
+    monkeypatch.setattr(prefect_gateway, "FLOWS_CACHE_SECONDS", 0.2)  # this process's gateway
+
+    async def scenario() -> tuple[int, int, float]:
+        async with PrefectClient(api=stack.api_url) as client:
+            gateway = PrefectGateway(client, "monthly", "training")
+            events = RunEvents()
+            gateway.deployments_fresh_after = events.deployments_fresh_after
+            with temporary_settings({PREFECT_API_URL: stack.api_url}):
+                following = asyncio.create_task(events.run())
+                try:
+                    deadline = time.monotonic() + 30
+                    while not events.live and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                    assert events.live, "no subscription to Prefect's events within 30 s"
+                    # The subscription opens with the last hour's events, the registration's
+                    # deployment events among them: let them pass and settle.
+                    await asyncio.sleep(0.5)
+                    while (fresh_after := events.deployments_fresh_after()) is not None and (
+                        fresh_after > time.monotonic()
+                    ):
+                        await asyncio.sleep(0.05)
+                    probe = (await gateway.flows())["probe"]
+                    reads = gateway._catalogue.fetches
+                    await asyncio.sleep(0.5)
+                    await gateway.flows()  # kept, though older than FLOWS_CACHE_SECONDS
+                    kept = gateway._catalogue.fetches - reads
+                    assert api.get("/flows").status_code == 200  # the API's copy, read now
+                    changed = f"changed by a test {uuid.uuid4()}"
+                    await client.update_deployment(probe.id, DeploymentUpdate(description=changed))
+                    began = time.monotonic()
+                    try:
+                        seen = None
+                        while time.monotonic() - began < 10 and seen != changed:
+                            flows = {f["name"]: f for f in api.get("/flows").json()}
+                            seen = flows["probe"]["description"]
+                            await asyncio.sleep(0.05)
+                        api_saw = time.monotonic() - began
+                        while (await gateway.flows())["probe"].description != changed:
+                            assert time.monotonic() - began < 10, "the gateway never saw it"
+                            await asyncio.sleep(0.05)
+                    finally:
+                        update = DeploymentUpdate(description=probe.description)
+                        await client.update_deployment(probe.id, update)
+                    return kept, gateway._catalogue.fetches - reads, api_saw
+                finally:
+                    following.cancel()
+
+    kept, reads, api_saw = asyncio.run(scenario())
+    # Within the event's way and the settling time (DEPLOYMENT_SETTLE_SECONDS, 1 s), not
+    # FLOWS_CACHE_SECONDS (5 s) of the API's own copy, read just before the change.
+    assert api_saw < 3.0, f"the API saw the change {api_saw:.1f} s after it"
+    assert kept == 0
+    assert reads >= 1  # read again once the deployment's event came
 
 
 # -- the happy path --------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """api.run_events: one subscription wakes the requests watching a run; others sleep on; a
 dropped subscription wakes everyone, says so, and is opened again; a second one hands log
-lines to the streams watching their run. GET /runs/{id}?wait= on it:
+lines to the streams watching their run. Deployments' events say when the list of flows is
+stale. GET /runs/{id}?wait= on it:
 tests/unit/test_api_routers_runs.py, the streams: tests/unit/test_run_stream.py, and on a
 real stack tests/integration."""
 
 import asyncio
 import datetime as dt
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,20 +18,20 @@ import pytest
 from prefect.client.schemas.objects import Log
 
 from api import run_events
-from api.run_events import ALL_LOGS, FLOW_RUN_EVENTS, RunEvents, run_id_of
+from api.run_events import ALL_LOGS, SUBSCRIBED, RunEvents, run_id_of
 from common import prefect_events
 
 NOW = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 
 
-def event(resource: str) -> Any:
-    return SimpleNamespace(resource=SimpleNamespace(id=resource))
+def event(resource: str, name: str = "prefect.flow-run.Running") -> Any:
+    return SimpleNamespace(event=name, resource=SimpleNamespace(id=resource))
 
 
 class FakeStream:
     """Subscriptions fed by the test (`send`); `drop()` ends the current one with an error."""
 
-    def __init__(self, failures: int = 0, expects: Any = FLOW_RUN_EVENTS) -> None:
+    def __init__(self, failures: int = 0, expects: Any = SUBSCRIBED) -> None:
         self.expects = expects
         self.opened = 0
         self.failures = failures
@@ -57,8 +59,8 @@ def test_the_run_an_event_is_about() -> None:
     assert run_id_of(event(f"prefect.flow-run.{run}")) == run
     assert run_id_of(event(f"prefect.task-run.{run}")) is None
     assert run_id_of(event("prefect.flow-run.not-an-id")) is None
-    wire = FLOW_RUN_EVENTS.model_dump(mode="json")["event"]
-    assert wire["prefix"] == ["prefect.flow-run.", "training-stack."]
+    wire = SUBSCRIBED.model_dump(mode="json")["event"]
+    assert wire["prefix"] == ["prefect.flow-run.", "training-stack.", "prefect.deployment."]
     assert wire["exclude_prefix"] == ["prefect.flow-run.heartbeat"]
 
 
@@ -119,6 +121,45 @@ async def test_a_dropped_subscription_wakes_every_watcher_and_is_opened_again(
         "no flow-run events (server away): waits and streams poll every 0 s" in s for s in said
     )
     assert any("no flow-run events (cut)" in s for s in said)
+
+
+@pytest.mark.anyio
+async def test_deployment_events_say_from_when_a_read_of_the_deployments_is_current(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(prefect_events, "RETRY_SECONDS", (0.05,))
+    stream = FakeStream()
+    events = RunEvents(stream.subscribe, FakeStream(expects=ALL_LOGS).subscribe)
+    assert events.deployments_fresh_after() is None  # no events yet: nothing tells
+    before = time.monotonic()
+    follow = asyncio.create_task(events.run())
+    try:
+        while not events.live:
+            await asyncio.sleep(0.01)
+        opened = events.deployments_fresh_after()
+        assert opened is not None and before < opened <= time.monotonic()
+        await stream.queue.put(event(f"prefect.flow-run.{uuid.uuid4()}"))
+        await stream.queue.put(event("prefect.deployment.x", "prefect.deployment.updated"))
+        while events.events < 2:
+            await asyncio.sleep(0.01)
+        changed = events.deployments_fresh_after()
+        assert changed is not None
+        # After the event, and after Prefect's transaction has had time to end.
+        assert changed >= time.monotonic() + run_events.DEPLOYMENT_SETTLE_SECONDS - 0.5
+        await stream.queue.put(event(f"prefect.flow-run.{uuid.uuid4()}"))
+        while events.events < 3:
+            await asyncio.sleep(0.01)
+        assert events.deployments_fresh_after() == changed  # a run's event changes nothing
+        await stream.queue.put(ConnectionResetError("cut"))
+        while events.live:
+            await asyncio.sleep(0.01)
+        assert events.deployments_fresh_after() is None  # changes may pass unheard
+        while not events.live:
+            await asyncio.sleep(0.01)
+        reopened = events.deployments_fresh_after()
+        assert reopened is not None and reopened >= events.live_since > opened
+    finally:
+        follow.cancel()
 
 
 def log_line(run: uuid.UUID | None, message: str = "hello") -> Log:

@@ -67,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings, KeyChecker(database), SessionChecker(database)
         )
         app.state.run_events = events = RunEvents()
+        prefect.deployments_fresh_after = events.deployments_fresh_after
         deliverer = Deliverer(
             database,
             first_retry_seconds=settings.api_webhook_first_retry_seconds,

@@ -1,6 +1,7 @@
 """Runs' state changes and log lines as they happen, for `GET /runs/{id}?wait=` and the
 stream `GET /runs/{id}/events`: one subscription to Prefect per kind per API process,
-however many requests wait or stream.
+however many requests wait or stream. The same events tell the API when a deployment
+changes (`deployments_fresh_after`), so it keeps its list of flows until one does.
 
 `RunEvents.run()` (a task for the app's lifetime) follows flow-run events (`prefect.flow-
 run.*` but heartbeats) and log lines (every run's) through common.prefect_events. An event
@@ -30,6 +31,11 @@ from common.prefect_events import Subscribe, follow, prefect_logs_subscriber, pr
 logger = logging.getLogger("api.run_events")
 
 RUN_RESOURCE = "prefect.flow-run."  # a flow run's resource id: this, then its id
+# A deployment's events: created, updated (its parameters' schema, its work pool, ...),
+# deleted. Prefect's server emits them inside the transaction that makes the change, so a
+# read begun within this long after one may still see the deployment as it was.
+DEPLOYMENT_EVENTS = "prefect.deployment."
+DEPLOYMENT_SETTLE_SECONDS = 1.0
 POLL_SECONDS = 1.0  # a watcher's re-read while a subscription is down
 LIVE_RECHECK_SECONDS = 5.0  # and while it is up: a net for an event lost on the way
 # Lines a stream's watcher holds for it at most; past that it reads the run's log instead.
@@ -37,8 +43,11 @@ MAX_HELD_LINES = 10_000
 
 # Flow runs' events (but their heartbeats), and those the flows emit (for the webhooks).
 FOLLOWED = [RUN_RESOURCE, STACK_EVENTS]
-FLOW_RUN_EVENTS = EventFilter(
-    event=EventNameFilter(prefix=FOLLOWED, exclude_prefix=[f"{RUN_RESOURCE}heartbeat"])
+# What the subscription asks for: those, and the deployments' (for the list of flows).
+SUBSCRIBED = EventFilter(
+    event=EventNameFilter(
+        prefix=[*FOLLOWED, DEPLOYMENT_EVENTS], exclude_prefix=[f"{RUN_RESOURCE}heartbeat"]
+    )
 )
 ALL_LOGS = LogFilter()  # every run's lines: a stack's log volume is small
 
@@ -120,7 +129,9 @@ class RunEvents:
         self._subscribe, self._subscribe_logs = subscribe, subscribe_logs
         self._watches: dict[uuid.UUID, set[Watch]] = {}
         self.live = self.logs_live = False
-        self.events = 0  # flow-run events received, for the metrics
+        self.live_since = 0.0  # when (time.monotonic()) the subscription last opened
+        self.deployments_changed_at = 0.0  # and a deployment's event last came, + settling
+        self.events = 0  # events received, for the metrics
         self.lines = 0  # log lines received
         # Called with each flow-run event, as it comes (the webhooks' outbox).
         self.listeners: list[Callable[[Any], object]] = []
@@ -148,6 +159,14 @@ class RunEvents:
         for watch in self._watches.get(run_id, ()):
             watch.wake()
 
+    def deployments_fresh_after(self) -> float | None:
+        """A `time.monotonic()`: a read of the deployments begun after it is still current,
+        as no deployment changed since (else its event would have come). None while the
+        subscription is down: then nothing says so."""
+        if not self.live:
+            return None
+        return max(self.live_since, self.deployments_changed_at)
+
     def _wake_all(self, streams_only: bool = False) -> None:
         for watches in self._watches.values():
             for watch in watches:
@@ -160,7 +179,7 @@ class RunEvents:
         async with asyncio.TaskGroup() as group:
             group.create_task(
                 follow(
-                    FLOW_RUN_EVENTS,
+                    SUBSCRIBED,
                     self._on_event,
                     on_open=self._on_open,
                     on_close=self._on_close,
@@ -178,11 +197,14 @@ class RunEvents:
             )
 
     def _on_open(self) -> None:
-        self.live = True
+        # Changes made while it was down came with no event: reads from before are stale.
+        self.live, self.live_since = True, time.monotonic()
         logger.info("following flow-run events: waits and streams answer as runs change")
 
     def _on_event(self, event: Any) -> None:
         self.events += 1
+        if str(event.event).startswith(DEPLOYMENT_EVENTS):
+            self.deployments_changed_at = time.monotonic() + DEPLOYMENT_SETTLE_SECONDS
         if (run_id := run_id_of(event)) is not None:
             self.wake(run_id)
         for listener in self.listeners:

@@ -11,7 +11,8 @@ router = APIRouter(prefix="/flows", tags=["flows"])
 @router.get("", operation_id="list_flows", response_model=list[Flow], summary="Flows the API runs")
 async def list_flows(prefect: PrefectDep, _: Allowed) -> list[Flow]:
     """Every deployment named DEPLOYMENT_NAME on the work pool (narrowed by API_FLOWS): a new
-    flow appears here, and can be started, within 5 s of its registration."""
+    flow appears here, and can be started, about a second after its registration (its
+    deployment's event; within 5 s while the API hears no events)."""
     return [
         Flow(
             name=name,
