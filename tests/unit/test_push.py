@@ -1,17 +1,21 @@
 """agent.push: a poll per burst of Scheduled events and of freed slots, none while the
-worker is full, the subscription opened again when it fails, and the worker's polling loop
-wrapped for its poll only. On a real server:
-tests/integration/test_push.py."""
+worker is full, the subscription opened again when it fails, the run's deployment and flow
+read ahead beside the poll, and the worker's polling loop wrapped for its poll only. On a
+real server: tests/integration/test_push.py."""
 
+import functools
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import pytest
+from prefect.events.schemas.events import Event
 
 from agent import push
-from agent.push import SCHEDULED, PushedPoll, poll_on_events, scheduled_in
+from agent.push import SCHEDULED, PushedPoll, poll_on_events, related_ids, scheduled_in
 from common import prefect_events
 
 
@@ -71,6 +75,72 @@ async def test_each_event_brings_a_poll_and_a_burst_only_one_more() -> None:
     assert len(events.filters) == 1
 
 
+def scheduled_event(*related: tuple[str, str]) -> Event:
+    return Event(
+        event=SCHEDULED,
+        resource={"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}"},
+        related=[
+            {"prefect.resource.id": rid, "prefect.resource.role": role} for role, rid in related
+        ],
+    )
+
+
+def test_a_scheduled_event_names_its_run_s_deployment_and_flow() -> None:
+    deployment, flow = uuid.uuid4(), uuid.uuid4()
+    event = scheduled_event(
+        ("flow", f"prefect.flow.{flow}"),
+        ("deployment", f"prefect.deployment.{deployment}"),
+        ("work-pool", f"prefect.work-pool.{uuid.uuid4()}"),
+        ("tag", "prefect.tag.api"),
+    )
+    assert related_ids(event) == {"deployment": deployment, "flow": flow}
+    assert related_ids(scheduled_event(("deployment", "prefect.deployment.not-an-id"))) == {}
+
+
+@pytest.mark.anyio
+async def test_an_event_reads_its_run_s_deployment_and_flow_ahead_beside_the_poll() -> None:
+    deployment, flow = uuid.uuid4(), uuid.uuid4()
+    asked: list[tuple[str, uuid.UUID]] = []
+    polled = anyio.Event()
+
+    class Client:
+        async def read_deployment(self, object_id: uuid.UUID) -> None:
+            asked.append(("deployment", object_id))
+            await polled.wait()  # still on its way as the poll runs: beside it, not after
+
+        async def read_flow(self, object_id: uuid.UUID) -> None:
+            asked.append(("flow", object_id))
+            raise RuntimeError("server away")  # the worker's own read meets it, later
+
+    worker = SimpleNamespace(_client=Client())
+    events = FakeEvents()
+
+    async def poll() -> None:
+        polled.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            ahead = functools.partial(push.read_ahead, worker)
+            group.start_soon(
+                functools.partial(
+                    poll_on_events, PushedPoll(poll), "training", events.subscribe, ahead
+                )
+            )
+            await events.send.send(
+                scheduled_event(
+                    ("deployment", f"prefect.deployment.{deployment}"),
+                    ("flow", f"prefect.flow.{flow}"),
+                )
+            )
+            await polled.wait()
+            while len(asked) < 2:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert sorted(asked) == sorted([("deployment", deployment), ("flow", flow)])
+    # A worker not set up (or torn down) has no client: nothing is read.
+    await push.read_ahead(SimpleNamespace(_client=None), scheduled_event())
+
+
 @pytest.mark.anyio
 async def test_a_failed_poll_does_not_end_the_push(caplog: pytest.LogCaptureFixture) -> None:
     events = FakeEvents()
@@ -127,8 +197,8 @@ async def test_install_wraps_the_worker_s_poll_loop_only(monkeypatch: pytest.Mon
         looped.append(workload.__name__)
         await anyio.sleep(0.2)
 
-    async def fake_push(pushed_poll: PushedPoll, pool: str) -> None:
-        pushed.append(f"{pushed_poll.poll.__name__} {pool}")
+    async def fake_push(pushed_poll: PushedPoll, pool: str, read_ahead: Any = None) -> None:
+        pushed.append(f"{pushed_poll.poll.__name__} {pool} {read_ahead is not None}")
         await anyio.sleep_forever()
 
     monkeypatch.setattr(base, "critical_service_loop", original)
@@ -155,7 +225,8 @@ async def test_install_wraps_the_worker_s_poll_loop_only(monkeypatch: pytest.Mon
         "_sync_and_initialize",
         "get_and_submit_flow_runs",
     ]
-    assert pushed == ["get_and_submit_flow_runs training"]  # the loop's poll, pushed; once
+    # The loop's poll, pushed; once. It reads ahead only if the client remembers reads.
+    assert pushed == [f"get_and_submit_flow_runs training {push.remembers_reads()}"]
 
 
 class Limited:

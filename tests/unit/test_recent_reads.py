@@ -62,22 +62,64 @@ def test_a_read_within_the_window_is_the_first_s_copy_and_a_later_one_is_asked_a
     asyncio.run(scenario())
 
 
-def test_a_failed_read_is_not_kept() -> None:
+def test_reads_asked_for_while_one_is_on_its_way_wait_for_it() -> None:
+    clock = Clock()
+    reads = RecentReads(seconds=1.0, clock=clock)
+    deployment_id = uuid.uuid4()
+    asked = 0
+    answer = asyncio.Event()
+
+    async def slow() -> DeploymentResponse:
+        nonlocal asked
+        asked += 1
+        await answer.wait()
+        return deployment(deployment_id)
+
+    async def scenario() -> None:
+        impatient = asyncio.create_task(reads.get("read_deployment", deployment_id, slow))
+        waiting = [
+            asyncio.create_task(reads.get("read_deployment", deployment_id, slow)) for _ in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        impatient.cancel()  # its caller goes away: the others' read goes on
+        await asyncio.sleep(0.05)
+        answer.set()
+        copies = await asyncio.gather(*waiting)
+        assert asked == 1
+        assert all(c.id == deployment_id for c in copies)
+        copies[0].job_variables["env"]["RUN"] = "mine"  # each a copy of its own
+        assert copies[1].job_variables["env"] == {"A": "1"}
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+        await reads.get("read_deployment", deployment_id, slow)
+        assert asked == 1  # and kept, as a read of its own would be
+
+    asyncio.run(scenario())
+
+
+def test_a_read_that_fails_fails_every_caller_that_waited_for_it_and_is_not_kept() -> None:
     reads = RecentReads(seconds=1.0, clock=Clock())
     calls = 0
 
     async def gone() -> DeploymentResponse:
         nonlocal calls
         calls += 1
+        await asyncio.sleep(0.05)
         raise ObjectNotFound(http_exc=Exception("404"))
 
     async def scenario() -> None:
-        for _ in range(2):
-            with pytest.raises(ObjectNotFound):
-                await reads.get("read_deployment", uuid.uuid4(), gone)
+        object_id = uuid.uuid4()
+        results = await asyncio.gather(
+            *(reads.get("read_deployment", object_id, gone) for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, ObjectNotFound) for r in results)
+        assert calls == 1
+        with pytest.raises(ObjectNotFound):  # a deployment that is gone is asked again
+            await reads.get("read_deployment", object_id, gone)
+        assert calls == 2
 
     asyncio.run(scenario())
-    assert calls == 2
 
 
 def test_install_answers_the_client_s_reads_from_recent_ones(

@@ -11,11 +11,14 @@ pool's backlog between two polls.
 
 Each answer is a deep copy: Prefect's worker merges a run's job variables into the
 deployment's in place, and one run's must not reach the next. Failures are not kept (a
-deployment that is gone is asked again).
+deployment that is gone is asked again). A read asked for while the same read is on its way
+waits for that one: agent.push starts a run's reads as its Scheduled event comes, beside
+the poll that finds the run, and the worker's own reads then join them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -38,18 +41,31 @@ class RecentReads:
         self.seconds = seconds
         self.clock = clock
         self._answers: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._reading: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     async def get(
         self, kind: str, object_id: uuid.UUID | str, read: Callable[[], Awaitable[T]]
     ) -> T:
         key = (kind, str(object_id))
-        now = self.clock()
         kept = self._answers.get(key)
-        if kept is not None and now - kept[0] < self.seconds:
+        if kept is not None and self.clock() - kept[0] < self.seconds:
             return kept[1].model_copy(deep=True)
-        answer = await read()
-        self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self.seconds}
-        self._answers[key] = (now, answer.model_copy(deep=True))  # type: ignore[attr-defined]
+        reading = self._reading.get(key)
+        if reading is None:
+            # A task of its own: a caller that goes away does not cancel the others' read.
+            reading = asyncio.ensure_future(self._read(key, read))
+            self._reading[key] = reading
+        answer = await asyncio.shield(reading)
+        return answer.model_copy(deep=True)
+
+    async def _read(self, key: tuple[str, str], read: Callable[[], Awaitable[T]]) -> T:
+        began = self.clock()  # the answer is as old as the read's start
+        try:
+            answer = await read()
+        finally:
+            del self._reading[key]
+        self._answers = {k: v for k, v in self._answers.items() if began - v[0] < self.seconds}
+        self._answers[key] = (began, answer)
         return answer
 
 
