@@ -174,11 +174,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         print("starting both stacks ...", flush=True)
-        stacks = {
-            "ours": start_stack(root, "ours", COMMON_ENV),
-            "baseline": start_stack(root, "baseline", {**COMMON_ENV, **BASELINE_ENV}),
-        }
+        stacks: dict[str, LocalStack] = {}
         try:
+            stacks["ours"] = start_stack(root, "ours", COMMON_ENV)
+            stacks["baseline"] = start_stack(root, "baseline", {**COMMON_ENV, **BASELINE_ENV})
             apis = {name: client(stack) for name, stack in stacks.items()}
             for api in apis.values():  # store the month once; not timed
                 trigger_and_wait(api)

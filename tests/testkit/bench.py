@@ -19,7 +19,13 @@ def start_stack(root: Path, name: str, env: dict[str, str]) -> LocalStack:
         extra_env={"SYNTHETIC_ROWS": "2000", "WORK_POOL_NAME": "training", **env},
     )
     print(f"starting the {name} stack ...", flush=True)
-    stack.start()
+    try:
+        stack.start()
+    except BaseException:
+        # Its logs go with the benchmark's temporary directory: say what they said first.
+        print(stack.log_tails(), flush=True)
+        stack.stop()
+        raise
     return stack
 
 
