@@ -4,12 +4,13 @@ however many requests wait or stream. The same events tell the API when a deploy
 changes (`deployments_fresh_after`), so it keeps its list of flows until one does.
 
 `RunEvents.run()` (a task for the app's lifetime) follows flow-run events (`prefect.flow-
-run.*` but heartbeats) and log lines (every run's) through common.prefect_events. An event
-wakes the requests watching its run; a log line is handed to the streams watching its run.
-A watcher (`watch(run_id)`) is registered before its first read, so nothing that arrives
-between the read and the wait is lost. While a subscription is down (`live` or `logs_live`
-is false, and the log says so), watchers re-read every `POLL_SECONDS`; it is opened again
-with backoff. Plain asyncio: a waiting request holds no thread, only an `asyncio.Event`."""
+run.*` but heartbeats), the flows' own and the deployments', and log lines (every run's)
+through common.prefect_events. An event wakes the requests watching its run; a log line is
+handed to the streams watching its run. A watcher (`watch(run_id)`) is registered before its
+first read, so nothing that arrives between the read and the wait is lost. While a
+subscription is down (`live` or `logs_live` is false, and the log says so), watchers re-read
+every `POLL_SECONDS`; it is opened again with backoff. Plain asyncio: a waiting request
+holds no thread, only an `asyncio.Event`."""
 
 from __future__ import annotations
 
