@@ -137,8 +137,17 @@ async def test_an_event_reads_its_run_s_deployment_and_flow_ahead_beside_the_pol
                 await anyio.sleep(0.01)
             group.cancel_scope.cancel()
     assert sorted(asked) == sorted([("deployment", deployment), ("flow", flow)])
-    # A worker not set up (or torn down) has no client: nothing is read.
+    # A worker not set up (or torn down) has no client, and a full one takes no run: neither
+    # reads anything.
     await push.read_ahead(SimpleNamespace(_client=None), scheduled_event())
+    full = SimpleNamespace(_client=Client(), _limiter=anyio.CapacityLimiter(1))
+    await full._limiter.acquire_on_behalf_of("a run")
+    asked.clear()
+    await push.read_ahead(full, scheduled_event(("flow", f"prefect.flow.{flow}")))
+    assert asked == []
+    full._limiter.release_on_behalf_of("a run")
+    await push.read_ahead(full, scheduled_event(("flow", f"prefect.flow.{flow}")))
+    assert asked == [("flow", flow)]
 
 
 @pytest.mark.anyio

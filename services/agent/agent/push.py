@@ -17,7 +17,8 @@ after it, not one each.
 
 The event names the run's deployment and flow, which the worker reads as it takes the run
 (a deployment's read costs the server 25 to 40 ms on the 2-core machine): those reads start
-with the poll, not after it, and the worker's own join them (agent.recent_reads).
+with the poll, not after it, and the worker's own join them (agent.recent_reads). A full
+worker, which will not take the run, reads nothing ahead.
 
 A worker also polls the moment one of its slots frees (a run ends, or another agent claimed
 the run it was submitting), not at its next interval: in a burst, a slot would otherwise
@@ -105,9 +106,10 @@ def related_ids(event: Any) -> dict[str, uuid.UUID]:
 
 async def read_ahead(worker: Any, event: Any) -> None:
     """Read the event's run's deployment and flow with `worker`'s client (Prefect's
-    BaseWorker), concurrently; failures are the worker's own reads' to meet, later."""
+    BaseWorker), concurrently; failures are the worker's own reads' to meet, later. Not
+    while the worker is full: it will not take the run (in a burst, most events)."""
     client = getattr(worker, "_client", None)
-    if client is None:  # not set up, or torn down
+    if client is None or free_slots(worker) == 0:  # not set up (or torn down), or full
         return
     async with anyio.create_task_group() as group:
         for role, object_id in related_ids(event).items():
