@@ -44,29 +44,31 @@ venv: $(BIN)/.installed $(MLFLOW_VENV)/bin/.installed ## Create .venv (and .venv
 dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 	$(BIN)/python -m devstack
 
-# The integration tests and the fault suite each start a stack of their own (free ports, their
-# own PostgreSQL) and mostly wait on it: side by side they take the time of the longer one.
-# With E2E=1 (what CI runs) Docker is prepared (`make e2e-prepare`) after the unit tests,
-# which CI runs beside the build it started first; then the faults lane goes on
-# with make e2e's suites: the Compose stack then runs beside the integration lane's end, not
-# after it. To even the lanes, the integration lane also runs `make dev`'s own fault tests
-# (test_make_dev.py, stacks of their own) and the Postgres outages (3 min on a fault stack of
-# their own), after the integration tests.
+# The integration tests, the fault suite and (E2E=1, what CI runs) make e2e's suites each
+# start a stack of their own (free ports, their own PostgreSQL; the e2e one on Docker) and
+# mostly wait on it: side by side, as lanes, they take the time of the longest. With E2E=1
+# Docker is prepared (`make e2e-prepare`) after the unit tests, which CI runs beside the
+# build it started first. The faults lane runs `make dev`'s own fault tests
+# (test_make_dev.py, stacks of their own) first, then the faults on one stack.
 # Each lane's pytest has a base directory of its own, not /tmp/pytest-of-<user>: a pytest
 # session that starts makes that one private again (0700), which cut the other lane's
 # PostgreSQL (run as the embedded_postgres user) off its data directory mid-run.
 LANES_TMP := $(or $(TMPDIR),/tmp)/stack-test-lanes-$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
-E2E_TESTS = $(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py && $(BIN)/python -m pytest tests/e2e/test_ha.py
-test: venv ## Run every test: unit first, then integration (real Postgres, server, worker) and faults side by side (E2E=1: and make e2e's, after the faults)
-	$(BIN)/python -m pytest tests/unit
+# make e2e's suites; $(1): options of both pytest runs (both stacks publish the door's port).
+e2e_tests = $(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py $(1) && $(BIN)/python -m pytest tests/e2e/test_ha.py $(1)
+# The unit tests on every core (pytest-xdist): nothing else runs while they do.
+UNIT_TESTS = $(BIN)/python -m pytest -n auto tests/unit
+test: venv ## Run every test: unit first (on every core), then integration (real Postgres, server, worker) and faults side by side (E2E=1: and make e2e's, a third lane)
+	$(UNIT_TESTS)
 	$(if $(E2E),bash tests/e2e/prepare.sh)
 	mkdir -p $(LANES_TMP)
 	$(BIN)/python -m testkit.lanes \
-		integration="$(BIN)/python -m pytest tests/integration tests/faults/test_make_dev.py --basetemp=$(LANES_TMP)/integration && $(BIN)/python -m pytest tests/faults/test_faults.py -k postgres_outage --basetemp=$(LANES_TMP)/outages" \
-		faults="$(BIN)/python -m pytest tests/faults --ignore=tests/faults/test_make_dev.py -k 'not postgres_outage' --basetemp=$(LANES_TMP)/faults$(if $(E2E), && $(E2E_TESTS))"
+		integration="$(BIN)/python -m pytest tests/integration --basetemp=$(LANES_TMP)/integration" \
+		faults="$(BIN)/python -m pytest tests/faults/test_make_dev.py tests/faults/test_faults.py --basetemp=$(LANES_TMP)/faults" \
+		$(if $(E2E),e2e="$(call e2e_tests,--basetemp=$(LANES_TMP)/e2e)")
 
-test-unit: venv ## Only the fast unit tests
-	$(BIN)/python -m pytest tests/unit
+test-unit: venv ## Only the fast unit tests (on every core)
+	$(UNIT_TESTS)
 
 test-integration: venv ## Only the integration tests
 	$(BIN)/python -m pytest tests/integration
@@ -191,7 +193,7 @@ upgrade: venv ## A backup, then Prefect's and MLflow's migrations, then start th
 	@$(BACKUP) upgrade
 
 e2e: venv e2e-prepare ## End-to-end: a real Docker engine runs the Compose stack (installs what it needs)
-	$(E2E_TESTS)
+	$(call e2e_tests)
 
 e2e-prepare: ## What make e2e needs before its tests: the Docker engine, Chromium, the built images
 	bash tests/e2e/prepare.sh
