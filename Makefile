@@ -56,7 +56,7 @@ dev: venv ## Run the whole stack as local processes (Ctrl-C stops it)
 LANES_TMP := $(or $(TMPDIR),/tmp)/stack-test-lanes-$(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
 # make e2e's suites; $(1): options of both pytest runs (both stacks publish the door's port).
 e2e_tests = $(BIN)/python -m pytest tests/e2e/test_door.py tests/e2e/test_compose.py $(1) && $(BIN)/python -m pytest tests/e2e/test_ha.py $(1)
-# The unit tests on every core (pytest-xdist): nothing else runs while they do.
+# The unit tests on every core (pytest-xdist), before the lanes start.
 UNIT_TESTS = $(BIN)/python -m pytest -n auto tests/unit
 test: venv ## Run every test: unit first (on every core), then integration (real Postgres, server, worker) and faults side by side (E2E=1: and make e2e's, a third lane)
 	$(UNIT_TESTS)
