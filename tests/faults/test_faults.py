@@ -72,6 +72,18 @@ class StreamWatch:
         except BaseException as error:  # said by events()
             self._error = error
 
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        """Until the stream has shown a log line containing `text` (Prefect has it, then)."""
+        wait_until(
+            lambda: (
+                self._error
+                or any(e["event"] == "log" and text in e["data"]["message"] for e in self._events)
+            ),
+            timeout,
+            f"a line with {text!r} in the stream",
+        )
+        assert self._error is None, f"the stream failed: {self._error!r}"
+
     def events(self, timeout: float) -> list[dict]:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), f"the stream is still open: {self._events[-3:]}"
@@ -216,6 +228,10 @@ def test_a_killed_prefect_server_is_restarted_and_runs_complete(
     server = fault_stack.processes["server"]
     stream = StreamWatch(api, streamed)
     with stream, ApiWatch(api, ids) as watch:
+        # Killed once Prefect has a line of the streamed run: the checks of its lines below
+        # then have one at least, however long the restart takes (on busy cores it has
+        # outlasted the run's 15 s of lines, and every line was lost).
+        stream.wait_for_log("probe: line", 60)
         kill_group(server.pid)
         killed = time.monotonic()
         wait_until(
