@@ -93,6 +93,7 @@ class ApiWatch:
 # backlog over many polls, and every run is checked to have run once.
 BURST_DISTINCT, BURST_SHARED = 50, 50
 BURST_CLIENTS = 50
+BURST_TIMEOUT = 90.0  # seconds a trigger of the burst waits for its answer, each attempt
 BURST_SUMMARY = (
     f"{BURST_DISTINCT + BURST_SHARED} triggers ({BURST_SHARED} sharing a key), "
     f"{BURST_DISTINCT + 1} runs"
@@ -132,13 +133,16 @@ def burst_of_triggers(
 
     def post(key: str) -> tuple[httpx.Response, float]:
         # As a well-behaved client: a 503 (Prefect busy) is retried after its Retry-After, and
-        # a request with no answer within the client's timeout is sent again, a few times;
-        # replaying the same key is safe by design, and the run counts below prove it. (On 2
-        # busy cores a request can wait out the 30 s timeout behind the burst's 99 others.)
+        # a request with no answer within its timeout is sent again, a few times; replaying
+        # the same key is safe by design, and the run counts below prove it. On 2 busy cores a
+        # trigger has waited over 60 s behind the burst's 99 others: the timeout is longer
+        # than the client's usual 30 s, as each retry adds a request to the backlog.
         sent = time.monotonic()
         for attempt in range(1, 5):
             try:
-                response = api.post("/runs", json=body, headers={"Idempotency-Key": key})
+                response = api.post(
+                    "/runs", json=body, headers={"Idempotency-Key": key}, timeout=BURST_TIMEOUT
+                )
             except httpx.TimeoutException:
                 if attempt == 4:
                     raise
